@@ -1,0 +1,216 @@
+"""create_app(settings): the route table, middleware and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dicomweb import qido, stow, wado
+from dicomweb.attributes import Level
+from dicomweb.config import Settings
+from dicomweb.errors import DicomWebError, NotAcceptable
+from dicomweb.negotiation import accepts_json
+from dicomweb.store import query as store_query
+from dicomweb.store.repository import Store
+from dicomweb.urls import service_base_url
+
+log = logging.getLogger("dicomweb")
+
+STUDY = "/studies/{study}"
+SERIES = STUDY + "/series/{series}"
+INSTANCE = SERIES + "/instances/{instance}"
+
+
+def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
+    async def search(request: Request) -> Response:
+        """QIDO-RS search (PS3.18 10.6) at `level`, scoped by the path's UIDs."""
+        if not accepts_json(wado.accept_ranges(request)):
+            raise NotAcceptable("search results are available as application/dicom+json only")
+        settings: Settings = request.app.state.settings
+        query = qido.parse_search(
+            request.url.query,
+            level,
+            request.path_params.get("study"),
+            request.path_params.get("series"),
+            max_results=settings.qido_max_results,
+        )
+        base = service_base_url(request, settings)
+        result = await run_in_threadpool(
+            store_query.search, request.app.state.store.engine, query, base
+        )
+        headers = {}
+        if result.more:
+            headers["Warning"] = (
+                f'299 {request.url.hostname or "dicomweb"}: "There are additional results that '
+                'can be requested"'
+            )
+        if not result.rows:
+            return Response(status_code=204, headers=headers)
+        return Response(orjson.dumps(result.rows), media_type="application/dicom+json", headers=headers)
+
+    search.__name__ = f"search_for_{level.value}"
+    return search
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    from sqlalchemy import text
+
+    def ping() -> None:
+        with request.app.state.store.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    try:
+        await run_in_threadpool(ping)
+    except Exception as exc:  # any database failure means not ready
+        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def dicomweb_routes() -> list[Route]:
+    """The map of the service (PS3.18 10.4 WADO-RS, 10.5 STOW-RS, 10.6 QIDO-RS)."""
+    return [
+        Route("/studies", stow.store_instances, methods=["POST"]),
+        Route("/studies", search_endpoint(Level.STUDY), methods=["GET"]),
+        Route("/series", search_endpoint(Level.SERIES), methods=["GET"]),
+        Route("/instances", search_endpoint(Level.INSTANCE), methods=["GET"]),
+        Route(STUDY, stow.store_instances, methods=["POST"]),
+        Route(STUDY, wado.retrieve_instances, methods=["GET"]),
+        Route(STUDY, wado.delete_resource, methods=["DELETE"]),
+        Route(STUDY + "/metadata", wado.retrieve_metadata, methods=["GET"]),
+        Route(STUDY + "/series", search_endpoint(Level.SERIES), methods=["GET"]),
+        Route(STUDY + "/instances", search_endpoint(Level.INSTANCE), methods=["GET"]),
+        Route(SERIES, wado.retrieve_instances, methods=["GET"]),
+        Route(SERIES, wado.delete_resource, methods=["DELETE"]),
+        Route(SERIES + "/metadata", wado.retrieve_metadata, methods=["GET"]),
+        Route(SERIES + "/instances", search_endpoint(Level.INSTANCE), methods=["GET"]),
+        Route(INSTANCE, wado.retrieve_instances, methods=["GET"]),
+        Route(INSTANCE, wado.delete_resource, methods=["DELETE"]),
+        Route(INSTANCE + "/metadata", wado.retrieve_metadata, methods=["GET"]),
+        Route(INSTANCE + "/frames/{frames}", wado.retrieve_frames, methods=["GET"]),
+        Route(INSTANCE + "/bulkdata/{path:path}", wado.retrieve_bulkdata, methods=["GET"]),
+    ]
+
+
+async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DicomWebError)
+    if exc.status_code >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc.message)
+    else:
+        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+    return Response(orjson.dumps(exc.to_json()), status_code=exc.status_code,
+                    media_type="application/json")
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    body = {"error": {"status": exc.status_code, "message": exc.detail}}
+    return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json",
+                    headers=getattr(exc, "headers", None))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    body = {"error": {"status": 500, "message": f"internal error: {type(exc).__name__}: {exc}"}}
+    return Response(orjson.dumps(body), status_code=500, media_type="application/json")
+
+
+class CrossOriginResourcePolicy:
+    """OHIF runs cross-origin isolated (COEP require-corp): images it loads directly need
+    `Cross-Origin-Resource-Policy: cross-origin`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"], (b"cross-origin-resource-policy", b"cross-origin")
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    store = store or Store(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        await run_in_threadpool(store.create_schema)
+        store.blobs.sweep_temp_files()
+        yield
+        store.close()
+
+    extension_routes: list[Route] = []
+    for module_name in ("dicomweb.pixels.routes", "dicomweb.rt.routes"):
+        extension_routes.extend(optional_routes(module_name, store))
+    service = dicomweb_routes() + extension_routes
+    routes: list[Any] = [
+        Route("/healthz", health),
+        Route("/readyz", ready),
+        Mount(settings.root_path, routes=service) if settings.root_path else None,
+    ]
+    if not settings.root_path:
+        routes = routes[:2] + service
+    allow_any = "*" in settings.cors_origins
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            allow_credentials=not allow_any,
+            expose_headers=["Warning", "Content-Location", "Content-Type", "Content-Length"],
+            max_age=600,
+        ),
+        Middleware(CrossOriginResourcePolicy),
+    ]
+    app = Starlette(
+        routes=[r for r in routes if r is not None],
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            DicomWebError: handle_dicomweb_error,
+            HTTPException: handle_http_error,
+            Exception: handle_unexpected,
+        },
+    )
+    app.state.settings = settings
+    app.state.store = store
+    return app
+
+
+def optional_routes(module_name: str, store: Store) -> list[Route]:
+    """Routes of the pixel and RT extensions, which register themselves with `routes(store)`."""
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name != module_name:
+            raise
+        return []
+    return list(module.routes(store))

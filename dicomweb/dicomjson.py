@@ -1,0 +1,123 @@
+"""DICOM JSON (PS3.18 Annex F) computed once at ingest.
+
+Binary elements above a threshold become BulkDataURIs. URIs are written under a placeholder
+root (`ROOT_TOKEN`) so the stored JSON can be served behind any host or proxy by one bytes
+replace, and series metadata is a concatenation of stored rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.tag import BaseTag, Tag
+
+ROOT_TOKEN = "@@dicomweb-root@@"
+ROOT_TOKEN_BYTES = ROOT_TOKEN.encode()
+
+#: Binary VRs whose values go out as BulkDataURI when larger than the threshold (PS3.18 F.2.7).
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+BULK_THRESHOLD = 1024
+PIXEL_DATA_TAGS = frozenset({Tag("PixelData"), Tag("FloatPixelData"), Tag("DoubleFloatPixelData")})
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class BulkRange:
+    """Where a bulk element's value sits in the stored file."""
+
+    offset: int
+    length: int
+    vr: str
+
+
+def tag_key(tag: int) -> str:
+    return f"{tag:08X}"
+
+
+def element_vr(elem: DataElement | RawDataElement, tag: BaseTag) -> str:
+    vr = elem.VR
+    if not vr or " or " in vr:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = "UN"
+    if " or " in vr:  # ambiguous (e.g. "OB or OW"): binary elements resolve to the wider one
+        vr = "OW" if "OW" in vr else vr.split(" or ")[0]
+    return vr
+
+
+def value_offset(elem: DataElement | RawDataElement) -> int | None:
+    """Absolute offset of the element's value in the file it was read from."""
+    if isinstance(elem, RawDataElement):
+        return elem.value_tell
+    return getattr(elem, "file_tell", None)
+
+
+def element_length(elem: DataElement | RawDataElement) -> int:
+    if isinstance(elem, RawDataElement):
+        return elem.length
+    if getattr(elem, "is_undefined_length", False):
+        return UNDEFINED_LENGTH
+    value = elem.value
+    return len(value) if isinstance(value, bytes | bytearray) else 0
+
+
+def is_bulk(tag: BaseTag, vr: str, length: int) -> bool:
+    if tag in PIXEL_DATA_TAGS:
+        return True
+    return vr in BULK_VRS and (length == UNDEFINED_LENGTH or length > BULK_THRESHOLD)
+
+
+class DicomJsonEncoder:
+    """Encodes one dataset; collects the file ranges of its bulk elements."""
+
+    def __init__(self, instance_path: str) -> None:
+        self.bulk_uri_prefix = f"{ROOT_TOKEN}{instance_path}/bulkdata/"
+        self.bulk_ranges: dict[str, BulkRange] = {}
+        self.problems: list[str] = []
+
+    def encode(self, ds: Dataset) -> dict[str, Any]:
+        return self._encode(ds, "")
+
+    def _encode(self, ds: Dataset, path_prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for tag in sorted(ds.keys()):
+            # PS3.18 F.2: group lengths are not encoded; file meta is not part of the dataset.
+            if tag.element == 0 or tag.group == 0x0002:
+                continue
+            raw = ds.get_item(tag)
+            if raw is None:
+                continue
+            vr = element_vr(raw, tag)
+            key = tag_key(tag)
+            path = path_prefix + key
+            if vr != "SQ" and is_bulk(tag, vr, element_length(raw)):
+                out[key] = {"vr": vr, "BulkDataURI": self.bulk_uri_prefix + path}
+                offset = value_offset(raw)
+                length = element_length(raw)
+                if offset is not None and length != UNDEFINED_LENGTH:
+                    self.bulk_ranges[path] = BulkRange(offset, length, vr)
+                continue
+            elem = ds[tag]
+            if elem.VR == "SQ":
+                items = [
+                    self._encode(item, f"{path}/{number}/")
+                    for number, item in enumerate(elem.value, start=1)
+                ]
+                out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            else:
+                try:
+                    out[key] = elem.to_json_dict(None, bulk_data_threshold=1 << 62)
+                except (ValueError, TypeError) as exc:
+                    # The file keeps the value; the JSON cannot carry it (e.g. IS "1A").
+                    out[key] = {"vr": vr}
+                    self.problems.append(f"{path}: value not representable in JSON ({exc})")
+        return out
+
+
+def subset(json_dataset: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in json_dataset.items() if k in keys}

@@ -1,0 +1,407 @@
+"""One instance in: parse, validate, and precompute everything reads will need.
+
+Reads never parse DICOM: ingest stores the instance's DICOM JSON, the level attributes QIDO
+returns, the byte ranges of each frame, and the byte ranges of bulk elements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from dicomweb import attributes as attrs
+from dicomweb.dicomjson import DicomJsonEncoder, element_length, subset, value_offset
+from dicomweb.errors import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    InstanceRejected,
+)
+
+log = logging.getLogger(__name__)
+
+# Values of 1 KiB and more are read only when touched, so big pixel data stays on disk.
+DEFER_SIZE = 1024
+UID_PATTERN = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
+ITEM_TAG = 0xE000FFFE  # (FFFE,E000) read as little-endian uint32: group first
+SEQUENCE_DELIMITER_TAG = 0xE0DDFFFE
+
+
+@dataclass
+class IngestedInstance:
+    """What the store needs to index one instance; rows are plain column → value dicts."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    patient_row: dict[str, Any]
+    study_row: dict[str, Any]
+    series_row: dict[str, Any]
+    instance_row: dict[str, Any]
+    dataset: Dataset
+    warnings: list[str] = field(default_factory=list)
+
+
+def instance_path(study: str, series: str, sop: str) -> str:
+    return f"/studies/{study}/series/{series}/instances/{sop}"
+
+
+def read_dataset(path: Path) -> Dataset:
+    """Read a Part 10 file; values above DEFER_SIZE stay on disk until touched."""
+    try:
+        return dcmread(path, defer_size=DEFER_SIZE)
+    except InvalidDicomError as exc:
+        raise InstanceRejected(CANNOT_UNDERSTAND, f"not a DICOM Part 10 file: {exc}") from exc
+    except Exception as exc:  # pydicom raises many types on damaged input
+        raise InstanceRejected(
+            CANNOT_UNDERSTAND, f"cannot parse DICOM ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def add_file_meta_if_missing(path: Path) -> bool:
+    """Give a bare dataset (no preamble/File Meta, as pydicom's older test files are) the
+    Part 10 header it needs; the dataset's own bytes are kept unchanged after it.
+
+    Returns True when a header was added.
+    """
+    with path.open("rb") as fp:
+        head = fp.read(132)
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return False
+    try:
+        ds = dcmread(path, force=True, defer_size=DEFER_SIZE, stop_before_pixels=True)
+    except Exception as exc:
+        raise InstanceRejected(CANNOT_UNDERSTAND, f"cannot parse DICOM ({exc})") from exc
+    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+        raise InstanceRejected(
+            CANNOT_UNDERSTAND, "not a DICOM Part 10 file (no preamble, no File Meta, no SOP UIDs)"
+        )
+    implicit, little = ds.original_encoding
+    syntax = (
+        "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
+    )
+    header = part10_header(str(ds.SOPClassUID), str(ds.SOPInstanceUID), syntax)
+    body = path.read_bytes()
+    path.write_bytes(header + body)
+    return True
+
+
+def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    from io import BytesIO
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1452.1")
+    meta.ImplementationVersionName = "DICOMWEB_PY_01"
+    buffer = BytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return buffer.getvalue()
+
+
+def required_uid(ds: Dataset, keyword: str, sop: str | None = None) -> str:
+    value = str(ds.get(keyword, "") or "").strip()
+    if not value:
+        raise InstanceRejected(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"missing {keyword} {attrs_tag(keyword)}",
+            sop_class_uid=str(ds.get("SOPClassUID", "") or "") or None,
+            sop_instance_uid=sop,
+        )
+    if not UID_PATTERN.match(value):
+        raise InstanceRejected(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"{keyword} {value!r} is not a valid UID",
+            sop_instance_uid=sop,
+        )
+    return value
+
+
+def attrs_tag(keyword: str) -> str:
+    hex_tag = attrs.key(keyword)
+    return f"({hex_tag[:4]},{hex_tag[4:]})"
+
+
+def text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def integer(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def normalise_time(value: str) -> str:
+    """TM as a sortable string (ACR-NEMA style colons removed)."""
+    return value.replace(":", "").strip()
+
+
+def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedInstance:
+    """Parse and validate the Part 10 file at `path`; raise InstanceRejected with the reason."""
+    add_file_meta_if_missing(path)
+    ds = read_dataset(path)
+    sop = str(ds.get("SOPInstanceUID", "") or "") or None
+    sop_instance_uid = required_uid(ds, "SOPInstanceUID")
+    sop_class_uid = required_uid(ds, "SOPClassUID", sop)
+    study_uid = required_uid(ds, "StudyInstanceUID", sop)
+    series_uid = required_uid(ds, "SeriesInstanceUID", sop)
+    if expected_study is not None and study_uid != expected_study:
+        raise InstanceRejected(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"Study Instance UID {study_uid} does not match the target study {expected_study}",
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+        )
+    transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
+    if not transfer_syntax:
+        raise InstanceRejected(
+            CANNOT_UNDERSTAND,
+            "File Meta Information has no Transfer Syntax UID",
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+        )
+    file_size = path.stat().st_size
+    try:
+        encoder = DicomJsonEncoder(instance_path(study_uid, series_uid, sop_instance_uid))
+        metadata = encoder.encode(ds)
+        frames = frame_ranges(ds, path, file_size, transfer_syntax)
+    except InstanceRejected:
+        raise
+    except Exception as exc:
+        raise InstanceRejected(
+            CANNOT_UNDERSTAND,
+            f"cannot read the dataset ({type(exc).__name__}: {exc})",
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+        ) from exc
+    locatable = transfer_syntax != DeflatedExplicitVRLittleEndian
+    bulk = {p: [r.offset, r.length, r.vr] for p, r in encoder.bulk_ranges.items()}
+    patient_name = text(ds, "PatientName")
+    referring = text(ds, "ReferringPhysicianName")
+    patient_id = text(ds, "PatientID")
+    issuer = text(ds, "IssuerOfPatientID")
+    patient_key = f"{patient_id}\\{issuer}"
+    description = text(ds, "StudyDescription")
+    return IngestedInstance(
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        study_instance_uid=study_uid,
+        series_instance_uid=series_uid,
+        transfer_syntax_uid=transfer_syntax,
+        dataset=ds,
+        warnings=encoder.problems,
+        patient_row={
+            "patient_key": patient_key,
+            "patient_id": patient_id,
+            "issuer_of_patient_id": issuer,
+            "patient_name": patient_name,
+            "patient_birth_date": text(ds, "PatientBirthDate"),
+            "patient_sex": text(ds, "PatientSex"),
+        },
+        study_row={
+            "study_instance_uid": study_uid,
+            "patient_key": patient_key,
+            "patient_id": patient_id,
+            "patient_name": patient_name,
+            "patient_name_fold": patient_name.casefold(),
+            "patient_birth_date": text(ds, "PatientBirthDate"),
+            "patient_sex": text(ds, "PatientSex"),
+            "study_date": text(ds, "StudyDate"),
+            "study_time": normalise_time(text(ds, "StudyTime")),
+            "accession_number": text(ds, "AccessionNumber"),
+            "study_id": text(ds, "StudyID"),
+            "study_description": description,
+            "study_description_fold": description.casefold(),
+            "referring_physician_name": referring,
+            "referring_physician_name_fold": referring.casefold(),
+            "study_json": orjson.dumps(subset(metadata, attrs.STUDY_LEVEL_KEYS)),
+        },
+        series_row={
+            "series_instance_uid": series_uid,
+            "study_instance_uid": study_uid,
+            "modality": text(ds, "Modality"),
+            "series_number": integer(ds, "SeriesNumber"),
+            "series_description": text(ds, "SeriesDescription"),
+            "series_date": text(ds, "SeriesDate"),
+            "series_time": normalise_time(text(ds, "SeriesTime")),
+            "performed_procedure_step_start_date": text(ds, "PerformedProcedureStepStartDate"),
+            "performed_procedure_step_start_time": normalise_time(
+                text(ds, "PerformedProcedureStepStartTime")
+            ),
+            "body_part_examined": text(ds, "BodyPartExamined"),
+            "frame_of_reference_uid": text(ds, "FrameOfReferenceUID"),
+            "series_json": orjson.dumps(subset(metadata, attrs.SERIES_LEVEL_KEYS)),
+        },
+        instance_row={
+            "sop_instance_uid": sop_instance_uid,
+            "series_instance_uid": series_uid,
+            "study_instance_uid": study_uid,
+            "sop_class_uid": sop_class_uid,
+            "instance_number": integer(ds, "InstanceNumber"),
+            "transfer_syntax_uid": transfer_syntax,
+            "rows": integer(ds, "Rows"),
+            "columns": integer(ds, "Columns"),
+            "bits_allocated": integer(ds, "BitsAllocated"),
+            "number_of_frames": integer(ds, "NumberOfFrames")
+            or (1 if "PixelData" in ds else None),
+            "blob_size": file_size,
+            "blob_sha256": sha256_of(path),
+            "metadata_json": orjson.dumps(metadata),
+            "frames_json": orjson.dumps(frames) if frames is not None and locatable else None,
+            "bulk_json": orjson.dumps(bulk) if bulk and locatable else None,
+        },
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fp:
+        while chunk := fp.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- frames -------------------------------------------------------------------------------
+
+
+def frame_ranges(
+    ds: Dataset, path: Path, file_size: int, transfer_syntax: str
+) -> list[list[list[int]]] | None:
+    """Per frame, the [offset, length] ranges of its bytes in the file (several fragments for
+    an encapsulated frame split across items). None when there is no pixel data or the frames
+    cannot be located without decoding (then reads fall back to parsing the file)."""
+    element = ds.get_item("PixelData")
+    if element is None:
+        return None
+    offset = value_offset(element)
+    if offset is None:
+        return None
+    frame_count = integer(ds, "NumberOfFrames") or 1
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        return None  # offsets are in the inflated stream, not in the file
+    if UID(transfer_syntax).is_compressed:
+        with path.open("rb") as fp:
+            fragments = fragment_ranges(fp, offset, file_size)
+        return group_fragments(ds, fragments, frame_count)
+    length = element_length(element)
+    if offset + length > file_size:
+        raise InstanceRejected(
+            CANNOT_UNDERSTAND,
+            f"truncated file: Pixel Data needs {offset + length} bytes, the file has {file_size}",
+        )
+    rows, columns = integer(ds, "Rows") or 0, integer(ds, "Columns") or 0
+    samples = integer(ds, "SamplesPerPixel") or 1
+    bits = integer(ds, "BitsAllocated") or 0
+    if text(ds, "PhotometricInterpretation") in ("YBR_FULL_422", "YBR_PARTIAL_422"):
+        samples = 2  # PS3.3 C.7.6.3.1.2: two values per pixel when native 4:2:2
+    frame_bits = rows * columns * samples * bits
+    if frame_bits == 0 or frame_bits % 8:
+        return None  # e.g. 1-bit frames that do not end on a byte boundary
+    frame_length = frame_bits // 8
+    if frame_length * frame_count > length:
+        if offset + length >= file_size:
+            raise InstanceRejected(
+                CANNOT_UNDERSTAND,
+                f"truncated file: Pixel Data holds {length} bytes, {frame_count} frame(s) of "
+                f"{rows}x{columns} need {frame_length * frame_count}",
+            )
+        return None  # inconsistent attributes: frames are decoded from the file on demand
+    return [[[offset + i * frame_length, frame_length]] for i in range(frame_count)]
+
+
+def fragment_ranges(fp: BinaryIO, offset: int, file_size: int) -> list[tuple[int, int]]:
+    """Items of encapsulated Pixel Data (PS3.5 A.4): [(value offset, length)], the Basic
+    Offset Table first."""
+    items: list[tuple[int, int]] = []
+    position = offset
+    while True:
+        fp.seek(position)
+        header = fp.read(8)
+        if len(header) < 8:
+            raise InstanceRejected(
+                CANNOT_UNDERSTAND, "truncated file: encapsulated Pixel Data has no delimiter"
+            )
+        tag, length = struct.unpack("<II", header)
+        if tag == SEQUENCE_DELIMITER_TAG:
+            return items
+        if tag != ITEM_TAG:
+            raise InstanceRejected(
+                CANNOT_UNDERSTAND, f"encapsulated Pixel Data: unexpected tag {tag:08X} at {position}"
+            )
+        if position + 8 + length > file_size:
+            raise InstanceRejected(CANNOT_UNDERSTAND, "truncated file: a pixel fragment is cut")
+        items.append((position + 8, length))
+        position += 8 + length
+
+
+def group_fragments(
+    ds: Dataset, items: list[tuple[int, int]], frame_count: int
+) -> list[list[list[int]]] | None:
+    if not items:
+        return None
+    basic_offset_table, fragments = items[0], items[1:]
+    if not fragments:
+        return None
+    if frame_count == 1:
+        return [[[o, n] for o, n in fragments]]
+    starts = frame_starts(ds, basic_offset_table, fragments, frame_count)
+    if starts is None:
+        if len(fragments) == frame_count:
+            return [[[o, n]] for o, n in fragments]
+        return None
+    first_item = fragments[0][0] - 8
+    by_start = {o - 8 - first_item: i for i, (o, _) in enumerate(fragments)}
+    indices = [by_start.get(s) for s in starts]
+    if any(i is None for i in indices):
+        return None
+    bounds = [*indices, len(fragments)]
+    return [
+        [[o, n] for o, n in fragments[bounds[f] : bounds[f + 1]]] for f in range(frame_count)
+    ]
+
+
+def frame_starts(
+    ds: Dataset, basic_offset_table: tuple[int, int], fragments: list[tuple[int, int]],
+    frame_count: int,
+) -> list[int] | None:
+    """Frame offsets relative to the first fragment item: Extended Offset Table, else the
+    Basic Offset Table (PS3.5 A.4)."""
+    if "ExtendedOffsetTable" in ds:
+        raw = bytes(ds.ExtendedOffsetTable)
+        values = list(struct.unpack(f"<{len(raw) // 8}Q", raw))
+        return values if len(values) == frame_count else None
+    bot_offset, bot_length = basic_offset_table
+    if bot_length == 0:
+        return None
+    raw = ds.filename and Path(ds.filename).open("rb")
+    if not raw:
+        return None
+    with raw as fp:
+        fp.seek(bot_offset)
+        table = fp.read(bot_length)
+    values = list(struct.unpack(f"<{len(table) // 4}I", table))
+    return values if len(values) == frame_count else None

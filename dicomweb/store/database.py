@@ -1,0 +1,84 @@
+"""Engine creation and schema set-up for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlmodel import SQLModel, create_engine
+
+from dicomweb.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+log = logging.getLogger(__name__)
+
+#: Bumped when a change needs more than new tables (create_all adds missing tables itself).
+SCHEMA_VERSION = 1
+# Any 64-bit constant: held while one process creates or migrates the schema.
+PG_SCHEMA_LOCK = 0x44494357
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=8
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = connection.cursor()
+    # WAL lets readers go on while one writer commits; several workers share the file.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    # PS3.4 C.2.2.2.4: wildcard matching is case-sensitive; SQLite's LIKE is not by default.
+    cursor.execute("PRAGMA case_sensitive_like=ON")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables; safe to call from several processes at once."""
+    import_optional("dicomweb.rt.tables")  # RT index tables live beside the hierarchy
+
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_SCHEMA_LOCK})
+            SQLModel.metadata.create_all(connection)
+            _record_version(connection)
+        return
+    for attempt in range(5):
+        try:
+            with engine.begin() as connection:
+                SQLModel.metadata.create_all(connection)
+                _record_version(connection)
+            return
+        except (OperationalError, ProgrammingError) as exc:  # another process won the race
+            log.info("schema creation retry %d: %s", attempt + 1, exc)
+    SQLModel.metadata.create_all(engine)
+
+
+def import_optional(module_name: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name != module_name:
+            raise
+
+
+def _record_version(connection) -> None:  # type: ignore[no-untyped-def]
+    connection.execute(
+        text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    )
+    current = connection.execute(text("SELECT max(version) FROM schema_version")).scalar()
+    if current is None or current < SCHEMA_VERSION:
+        connection.execute(text("INSERT INTO schema_version VALUES (:v)"), {"v": SCHEMA_VERSION})

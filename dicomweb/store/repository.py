@@ -1,0 +1,291 @@
+"""The store: blobs first, then one index transaction per instance, so the index never
+points at a missing file and a failure leaves the instance either whole or absent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, exists, select
+from sqlalchemy.exc import IntegrityError
+
+from dicomweb.config import Settings
+from dicomweb.errors import DUPLICATE_SOP_INSTANCE, InstanceRejected, NotFound
+from dicomweb.ingest import IngestedInstance, ingest_file
+from dicomweb.store.blobs import BlobStore
+from dicomweb.store.database import create_schema, make_engine
+from dicomweb.store.tables import Instance, Patient, Series, Study
+
+log = logging.getLogger(__name__)
+
+PATIENTS = Patient.__table__
+STUDIES = Study.__table__
+SERIES = Series.__table__
+INSTANCES = Instance.__table__
+
+#: Called inside the instance's index transaction; returns warnings (e.g. RT parse problems).
+IndexHook = Callable[[Connection, IngestedInstance], list[str]]
+#: Called inside a delete transaction with the SOP Instance UIDs being removed.
+DeleteHook = Callable[[Connection, list[str]], None]
+
+
+@dataclass
+class StoredInstance:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    outcome: str  # "stored" | "duplicate" | "replaced"
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    """What a retrieve needs of one instance, without parsing it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    number_of_frames: int | None
+    frames_json: bytes | None = None
+    bulk_json: bytes | None = None
+    metadata_json: bytes | None = None
+
+    @property
+    def frames(self) -> list[list[list[int]]] | None:
+        return orjson.loads(self.frames_json) if self.frames_json else None
+
+
+def upsert_ignore(connection: Connection, table: Any, row: dict[str, Any], key: str) -> None:
+    """INSERT unless a row with the same key exists (another instance or worker made it)."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    connection.execute(insert(table).values(**row).on_conflict_do_nothing(index_elements=[key]))
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.effective_database_url)
+        self.blobs = BlobStore(settings.effective_blob_dir)
+        self.index_hooks: list[IndexHook] = []
+        self.delete_hooks: list[DeleteHook] = []
+
+    def create_schema(self) -> None:
+        create_schema(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- writes -------------------------------------------------------------------------
+
+    def store_file(self, temp_path: Path, *, expected_study: str | None = None) -> StoredInstance:
+        """Ingest the complete Part 10 file at `temp_path` (consumed: moved or removed)."""
+        try:
+            ingested = ingest_file(temp_path, expected_study=expected_study)
+            return self._store_ingested(ingested, temp_path)
+        finally:
+            temp_path.unlink(missing_ok=True)
+
+    def _store_ingested(self, ingested: IngestedInstance, temp_path: Path) -> StoredInstance:
+        row = ingested.instance_row
+        existing = self._existing(ingested.sop_instance_uid)
+        replacing: str | None = None
+        if existing is not None:
+            old_sha, old_key = existing
+            if old_sha == row["blob_sha256"]:
+                return self._result(ingested, "duplicate")
+            if self.settings.duplicates != "overwrite":
+                raise InstanceRejected(
+                    DUPLICATE_SOP_INSTANCE,
+                    f"SOP Instance {ingested.sop_instance_uid} is already stored with different "
+                    "content; the stored instance is kept",
+                    sop_class_uid=ingested.sop_class_uid,
+                    sop_instance_uid=ingested.sop_instance_uid,
+                )
+            replacing = old_key
+        key = self.blobs.commit(
+            temp_path,
+            ingested.study_instance_uid,
+            ingested.series_instance_uid,
+            ingested.sop_instance_uid,
+        )
+        try:
+            warnings = self._index(ingested, key, replacing is not None)
+        except IntegrityError:
+            # Another request stored the same SOP Instance UID between our check and insert.
+            self.blobs.remove(key)
+            existing = self._existing(ingested.sop_instance_uid)
+            if existing and existing[0] == row["blob_sha256"]:
+                return self._result(ingested, "duplicate")
+            raise InstanceRejected(
+                DUPLICATE_SOP_INSTANCE,
+                f"SOP Instance {ingested.sop_instance_uid} was stored concurrently with "
+                "different content",
+                sop_class_uid=ingested.sop_class_uid,
+                sop_instance_uid=ingested.sop_instance_uid,
+            ) from None
+        except BaseException:
+            self.blobs.remove(key)
+            raise
+        if replacing:
+            self.blobs.remove(replacing)
+        return self._result(ingested, "replaced" if replacing else "stored", warnings)
+
+    def _result(
+        self, ingested: IngestedInstance, outcome: str, warnings: list[str] | None = None
+    ) -> StoredInstance:
+        return StoredInstance(
+            sop_class_uid=ingested.sop_class_uid,
+            sop_instance_uid=ingested.sop_instance_uid,
+            study_instance_uid=ingested.study_instance_uid,
+            series_instance_uid=ingested.series_instance_uid,
+            outcome=outcome,
+            warnings=[*ingested.warnings, *(warnings or [])],
+        )
+
+    def _existing(self, sop_instance_uid: str) -> tuple[str, str] | None:
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(INSTANCES.c.blob_sha256, INSTANCES.c.blob_key).where(
+                    INSTANCES.c.sop_instance_uid == sop_instance_uid
+                )
+            ).first()
+        return (found[0], found[1]) if found else None
+
+    def _index(self, ingested: IngestedInstance, blob_key: str, replace: bool) -> list[str]:
+        warnings: list[str] = []
+        with self.engine.begin() as connection:
+            if replace:
+                self._delete_instance_rows(connection, [ingested.sop_instance_uid])
+            upsert_ignore(connection, PATIENTS, ingested.patient_row, "patient_key")
+            upsert_ignore(connection, STUDIES, ingested.study_row, "study_instance_uid")
+            upsert_ignore(connection, SERIES, ingested.series_row, "series_instance_uid")
+            connection.execute(
+                INSTANCES.insert().values(**ingested.instance_row, blob_key=blob_key)
+            )
+            for hook in self.index_hooks:
+                warnings.extend(hook(connection, ingested))
+        return warnings
+
+    # --- delete -------------------------------------------------------------------------
+
+    def delete(self, study: str, series: str | None = None, sop: str | None = None) -> int:
+        """Remove instances, then empty series/studies/patients, then their blobs."""
+        condition = INSTANCES.c.study_instance_uid == study
+        if series is not None:
+            condition &= INSTANCES.c.series_instance_uid == series
+        if sop is not None:
+            condition &= INSTANCES.c.sop_instance_uid == sop
+        with self.engine.begin() as connection:
+            found = connection.execute(
+                select(INSTANCES.c.sop_instance_uid, INSTANCES.c.blob_key).where(condition)
+            ).all()
+            if not found:
+                raise NotFound(f"no instance matches {_describe(study, series, sop)}")
+            self._delete_instance_rows(connection, [uid for uid, _ in found])
+        for _, blob_key in found:
+            self.blobs.remove(blob_key)
+        return len(found)
+
+    def _delete_instance_rows(self, connection: Connection, sop_uids: list[str]) -> None:
+        for hook in self.delete_hooks:
+            hook(connection, sop_uids)
+        for chunk in chunks(sop_uids, 500):
+            connection.execute(delete(INSTANCES).where(INSTANCES.c.sop_instance_uid.in_(chunk)))
+        connection.execute(
+            delete(SERIES).where(
+                ~exists().where(
+                    INSTANCES.c.series_instance_uid == SERIES.c.series_instance_uid
+                )
+            )
+        )
+        connection.execute(
+            delete(STUDIES).where(
+                ~exists().where(SERIES.c.study_instance_uid == STUDIES.c.study_instance_uid)
+            )
+        )
+        connection.execute(
+            delete(PATIENTS).where(
+                ~exists().where(STUDIES.c.patient_key == PATIENTS.c.patient_key)
+            )
+        )
+
+    # --- reads --------------------------------------------------------------------------
+
+    def locate(
+        self,
+        study: str,
+        series: str | None = None,
+        sop: str | None = None,
+        *,
+        with_frames: bool = False,
+        with_bulk: bool = False,
+        with_metadata: bool = False,
+    ) -> list[InstanceLocation]:
+        """Instances of a study/series/instance in a stable order; NotFound if none."""
+        columns = [
+            INSTANCES.c.study_instance_uid,
+            INSTANCES.c.series_instance_uid,
+            INSTANCES.c.sop_instance_uid,
+            INSTANCES.c.sop_class_uid,
+            INSTANCES.c.transfer_syntax_uid,
+            INSTANCES.c.blob_key,
+            INSTANCES.c.number_of_frames,
+        ]
+        columns.append(INSTANCES.c.frames_json if with_frames else None)
+        columns.append(INSTANCES.c.bulk_json if with_bulk else None)
+        columns.append(INSTANCES.c.metadata_json if with_metadata else None)
+        query = select(*[c if c is not None else _null() for c in columns])
+        query = query.where(INSTANCES.c.study_instance_uid == study)
+        if series is not None:
+            query = query.where(INSTANCES.c.series_instance_uid == series)
+        if sop is not None:
+            query = query.where(INSTANCES.c.sop_instance_uid == sop)
+        query = query.order_by(
+            INSTANCES.c.series_instance_uid,
+            INSTANCES.c.instance_number,
+            INSTANCES.c.sop_instance_uid,
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        if not rows:
+            raise NotFound(f"no instance matches {_describe(study, series, sop)}")
+        return [InstanceLocation(*row) for row in rows]
+
+    def metadata_rows(self, study: str, series: str | None = None, sop: str | None = None) -> list[bytes]:
+        return [
+            loc.metadata_json or b"{}"
+            for loc in self.locate(study, series, sop, with_metadata=True)
+        ]
+
+
+def _null() -> Any:
+    from sqlalchemy import null
+
+    return null()
+
+
+def _describe(study: str, series: str | None, sop: str | None) -> str:
+    text = f"study {study}"
+    if series:
+        text += f", series {series}"
+    if sop:
+        text += f", instance {sop}"
+    return text
+
+
+def chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+

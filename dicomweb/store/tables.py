@@ -1,0 +1,100 @@
+"""The index: Patient → Study → Series → Instance, as SQLModel tables.
+
+Columns hold what QIDO matches on (decoded, authentic values from the files) and what reads
+serve without parsing DICOM: each instance's DICOM JSON and the byte ranges of its frames and
+bulk data inside its blob. Computed attributes (counts, ModalitiesInStudy) are aggregated at
+query time from indexed columns, so concurrent writers never race on counters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import Column, Index, LargeBinary
+from sqlmodel import Field, SQLModel
+
+UID = 64
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Patient(SQLModel, table=True):
+    __tablename__ = "patients"
+
+    patient_key: str = Field(primary_key=True, max_length=200)  # PatientID + "\\" + Issuer
+    patient_id: str = Field(default="", index=True)
+    issuer_of_patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Study(SQLModel, table=True):
+    __tablename__ = "studies"
+
+    study_instance_uid: str = Field(primary_key=True, max_length=UID)
+    patient_key: str = Field(index=True, max_length=200)
+    patient_id: str = Field(default="", index=True)
+    patient_name: str = Field(default="", index=True)
+    patient_name_fold: str = Field(default="", index=True)
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_date: str = Field(default="", index=True)
+    study_time: str = ""
+    accession_number: str = Field(default="", index=True)
+    study_id: str = ""
+    study_description: str = ""
+    study_description_fold: str = ""
+    referring_physician_name: str = ""
+    referring_physician_name_fold: str = ""
+    #: Patient- and study-level attributes in DICOM JSON (orjson bytes).
+    study_json: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Series(SQLModel, table=True):
+    __tablename__ = "series"
+
+    series_instance_uid: str = Field(primary_key=True, max_length=UID)
+    study_instance_uid: str = Field(index=True, max_length=UID)
+    modality: str = Field(default="", index=True)
+    series_number: int | None = None
+    series_description: str = ""
+    series_date: str = ""
+    series_time: str = ""
+    performed_procedure_step_start_date: str = ""
+    performed_procedure_step_start_time: str = ""
+    body_part_examined: str = ""
+    frame_of_reference_uid: str = Field(default="", index=True)
+    #: Series-level attributes in DICOM JSON (orjson bytes).
+    series_json: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Instance(SQLModel, table=True):
+    __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_series_order", "series_instance_uid", "instance_number"),)
+
+    sop_instance_uid: str = Field(primary_key=True, max_length=UID)
+    series_instance_uid: str = Field(index=True, max_length=UID)
+    study_instance_uid: str = Field(index=True, max_length=UID)
+    sop_class_uid: str = Field(default="", index=True)
+    instance_number: int | None = None
+    transfer_syntax_uid: str = ""
+    rows: int | None = None
+    columns: int | None = None
+    bits_allocated: int | None = None
+    number_of_frames: int | None = None
+    blob_key: str = Field(max_length=400)
+    blob_size: int = 0
+    blob_sha256: str = Field(default="", max_length=64)
+    #: The instance in DICOM JSON, BulkDataURIs under a placeholder root (see dicomjson).
+    metadata_json: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    #: orjson list, per frame, of [offset, length] byte ranges in the blob; None if not indexable.
+    frames_json: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    #: orjson {bulk path: [offset, length, vr]} for bulk data elements outside Pixel Data.
+    bulk_json: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
