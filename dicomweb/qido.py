@@ -124,9 +124,12 @@ def parse_attribute_path(name: str, *, parameter: str | None = None) -> tuple[st
     for part in name.split("."):
         tag = attrs.parse_attribute(part)
         if tag is None:
-            raise BadRequest(
-                f"unknown query parameter or attribute {name!r}", parameter=parameter or name
+            message = (
+                f"{parameter}: unknown attribute {name!r}"
+                if parameter
+                else f"unknown query parameter or attribute {name!r}"
             )
+            raise BadRequest(message, parameter=parameter or name)
         tags.append(tag)
     return tuple(tags)
 

@@ -120,7 +120,9 @@ ENCODABLE_COMPRESSED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
 )
 #: Every transfer syntax :func:`encode_frame` can produce.
 ENCODABLE_TRANSFER_SYNTAXES: frozenset[str] = (
-    frozenset({uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian, ENCAPSULATED_UNCOMPRESSED_LE})
+    frozenset(
+        {uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian, ENCAPSULATED_UNCOMPRESSED_LE}
+    )
     | ENCODABLE_COMPRESSED_TRANSFER_SYNTAXES
 )
 
@@ -320,9 +322,7 @@ def array_to_native_le(arr: np.ndarray, desc: PixelDescription) -> bytes:
     return np.ascontiguousarray(arr, dtype=native_dtype(desc)).tobytes()
 
 
-def frame_to_native_le(
-    frame: bytes, ts_uid: str, desc: PixelDescription
-) -> tuple[bytes, str]:
+def frame_to_native_le(frame: bytes, ts_uid: str, desc: PixelDescription) -> tuple[bytes, str]:
     """Decode a frame to native little-endian bytes; returns (bytes, photometric).
 
     The photometric interpretation is that of the returned bytes (e.g. ``RGB`` for a
@@ -340,9 +340,7 @@ def frame_to_native_le(
 # ---------------------------------------------------------------------------------------
 # Encoding
 # ---------------------------------------------------------------------------------------
-def encode_frame(
-    arr: np.ndarray, ts_uid: str, desc: PixelDescription, **options: Any
-) -> bytes:
+def encode_frame(arr: np.ndarray, ts_uid: str, desc: PixelDescription, **options: Any) -> bytes:
     """Encode one frame (``(rows, cols)`` or interleaved ``(rows, cols, samples)``).
 
     ``desc`` must describe ``arr`` (its photometric interpretation is the one written;

@@ -13,7 +13,9 @@ class UnsupportedTransferSyntax(PixelError, ValueError):
     def __init__(self, ts_uid: str, reason: str = "") -> None:
         self.ts_uid = str(ts_uid)
         self.reason = reason
-        super().__init__(f"unsupported transfer syntax {ts_uid}" + (f": {reason}" if reason else ""))
+        super().__init__(
+            f"unsupported transfer syntax {ts_uid}" + (f": {reason}" if reason else "")
+        )
 
 
 class DecodeError(PixelError, ValueError):
@@ -34,3 +36,7 @@ class NotAVolume(PixelError, ValueError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class TranscodeError(PixelError, ValueError):
+    """The instance could not be read or written while transcoding."""

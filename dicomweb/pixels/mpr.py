@@ -76,7 +76,9 @@ class Reformat:
 
 
 def plane_axes(
-    plane: str, geometry: VolumeGeometry, normal: Sequence[float] | None = None,
+    plane: str,
+    geometry: VolumeGeometry,
+    normal: Sequence[float] | None = None,
     row_direction: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row direction, column direction, normal) unit vectors of a plane."""

@@ -164,7 +164,7 @@ def color_values(
         raise RenderError(f"colour pixels must be (rows, cols, 3), got {pixels.shape}")
     photometric = photometric or desc.photometric_interpretation
     if desc.bits_stored > 8:
-        rgb = (rgb.astype(np.float32) * np.float32(255.0 / (2**desc.bits_stored - 1)))
+        rgb = rgb.astype(np.float32) * np.float32(255.0 / (2**desc.bits_stored - 1))
     if photometric in ("YBR_FULL", "YBR_FULL_422"):  # PS3.3 C.7.6.3.1.2
         rgb8 = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
         rgb = convert_color_space(rgb8, "YBR_FULL", "RGB")
@@ -268,8 +268,14 @@ def render_frame(
     For a multi-frame object pass ``desc.for_frame(i)`` to use per-frame values.
     """
     return encode_image(
-        render_array(pixels, desc, window=window, viewport=viewport, bit_depth=bit_depth,
-                     photometric=photometric),
+        render_array(
+            pixels,
+            desc,
+            window=window,
+            viewport=viewport,
+            bit_depth=bit_depth,
+            photometric=photometric,
+        ),
         media_type,
         quality=quality,
         bit_depth=bit_depth,
@@ -328,9 +334,8 @@ def render_float_image(
         voi = Window.of((center, width, function))
     y_max = 65535.0 if bit_depth == 16 else 255.0
     port = Viewport.of(viewport) if viewport is not None else None
-    nan = ~np.isfinite(values)
     if port is not None:
-        values = apply_viewport(np.where(nan, np.float32(np.nan), values), port)
+        values = apply_viewport(values, port)
     out = apply_window(values, voi, y_max)
     if invert:
         out = np.float32(y_max) - out
@@ -350,6 +355,10 @@ def thumbnail(
     scale = min(1.0, size / max(rows, cols))
     vw, vh = max(1, round(cols * scale)), max(1, round(rows * scale))
     return render_frame(
-        pixels, desc, media_type="image/jpeg", viewport=(vw, vh), quality=quality,
+        pixels,
+        desc,
+        media_type="image/jpeg",
+        viewport=(vw, vh),
+        quality=quality,
         photometric=photometric,
     )

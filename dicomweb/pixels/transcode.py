@@ -30,7 +30,7 @@ from .codecs import (
     encode_frame,
 )
 from .description import PixelDescription
-from .errors import EncodeError, UnsupportedTransferSyntax
+from .errors import EncodeError, TranscodeError, UnsupportedTransferSyntax
 
 #: Native syntaxes a transcode can write (Explicit Big Endian is retired: not produced).
 NATIVE_TARGETS: frozenset[str] = frozenset(
@@ -69,13 +69,20 @@ def transcode_instance(
 ) -> bytes:
     """Return the Part 10 file ``dicom_bytes`` re-encoded in ``target_ts``.
 
+    Group Length elements (gggg,0000), retired in PS3.5 7.2, are not written back, and
+    the file meta Media Storage SOP Class/Instance UIDs are made equal to the dataset's
+    SOP Class/Instance UIDs if the input disagreed (PS3.10 7.1).
+
     ``j2k_cr`` (compression ratio) applies to JPEG 2000 lossy (default 10) and
     ``jls_error`` to JPEG-LS near-lossless (default 2). Raises
     :class:`UnsupportedTransferSyntax` when the target cannot be produced (no codec,
     or the pixel data does not fit the target's encoding profile).
     """
     target = str(target_ts)
-    ds = dcmread(io.BytesIO(dicom_bytes), force=True)
+    try:
+        ds = dcmread(io.BytesIO(dicom_bytes), force=True)
+    except Exception as exc:
+        raise TranscodeError(f"cannot read instance: {exc}") from exc
     meta = getattr(ds, "file_meta", None)
     source = str(meta.get("TransferSyntaxUID", uids.ExplicitVRLittleEndian)) if meta else ""
     if source == target:
@@ -90,7 +97,10 @@ def transcode_instance(
         _swap_other_byte_values(ds)
     ds.file_meta.TransferSyntaxUID = uids.UID(target)
     out = io.BytesIO()
-    dcmwrite(out, ds, enforce_file_format=True)
+    try:
+        dcmwrite(out, ds, enforce_file_format=True)
+    except Exception as exc:
+        raise TranscodeError(f"cannot write instance: {exc}") from exc
     return out.getvalue()
 
 
@@ -179,9 +189,7 @@ def _replace_pixel_data(
         _mark_lossy(ds, target, frames, encoded)
 
 
-def _mark_lossy(
-    ds: Dataset, target: str, frames: list[np.ndarray], encoded: list[bytes]
-) -> None:
+def _mark_lossy(ds: Dataset, target: str, frames: list[np.ndarray], encoded: list[bytes]) -> None:
     """Lossy Image Compression attributes, PS3.3 C.7.6.1.1.5 (values accumulate)."""
     original = sum(f.nbytes for f in frames)
     ratio = original / max(sum(len(e) for e in encoded), 1)

@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -92,6 +93,14 @@ class VolumeGeometry:
     def center(self) -> np.ndarray:
         return self.corners().mean(axis=0)
 
+    @cached_property
+    def is_regular_box(self) -> bool:
+        """Not sheared and slice positions on an exact arithmetic progression: the
+        patient-to-index mapping is then affine (fast path of :meth:`to_index`)."""
+        positions = np.asarray(self.slice_positions)
+        grid = positions[0] + np.arange(len(positions)) * self.spacing[2]
+        return not self.sheared and bool(np.allclose(positions, grid, atol=1e-4, rtol=0))
+
     def to_index(self, points: np.ndarray) -> np.ndarray:
         """Patient points (N, 3) to fractional (slice, row, column) indices (N, 3).
 
@@ -100,6 +109,10 @@ class VolumeGeometry:
         at that distance. Points beyond the first/last slice get indices < 0 or > n-1.
         """
         points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        if self.is_regular_box:
+            axes = np.stack([self.normal, self.column_direction, self.row_direction], axis=1)
+            scale = np.array([self.spacing[2], self.spacing[1], self.spacing[0]])
+            return ((points - np.asarray(self.origin)) @ axes) / scale
         origins = np.asarray(self.slice_origins)
         positions = np.asarray(self.slice_positions)
         n = len(positions)

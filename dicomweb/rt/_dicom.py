@@ -37,7 +37,9 @@ def check_kind(
     raise NotAnRtObject(f"not {what}: SOP Class {sop_class or '?'}, Modality {modality or '?'}")
 
 
-def text(ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str = "") -> str | None:
+def text(
+    ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str = ""
+) -> str | None:
     """A string value, or None (with a warning when ``warnings`` is given) if absent/empty."""
     value = ds.get(keyword)
     if value is None or value == "":
@@ -47,7 +49,9 @@ def text(ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str 
     return str(value).strip()
 
 
-def integer(ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str = "") -> int | None:
+def integer(
+    ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str = ""
+) -> int | None:
     value = ds.get(keyword)
     if value is None or value == "":
         if warnings is not None:
@@ -61,7 +65,9 @@ def integer(ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: s
         return None
 
 
-def number(ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str = "") -> float | None:
+def number(
+    ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str = ""
+) -> float | None:
     value = ds.get(keyword)
     if value is None or value == "":
         if warnings is not None:
@@ -110,7 +116,9 @@ def _is_multi(value: Any) -> bool:
     return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
 
 
-def sequence(ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str = "") -> list[Dataset]:
+def sequence(
+    ds: Dataset, keyword: str, warnings: list[str] | None = None, ctx: str = ""
+) -> list[Dataset]:
     """Items of a sequence attribute ([] when absent, with a warning if ``warnings`` given)."""
     value = ds.get(keyword)
     if not value:

@@ -9,8 +9,9 @@ Method (documented because DVH numbers depend on it):
    ≤ a quarter of the dose pixel spacing, coarsened only when the ROI would need more than
    ``max_samples`` points) restricted to the plane's bounding box, and the slab is sampled
    along the normal at ``ceil(thickness / s)`` sub-planes. Lattice points inside the
-   contours (scanline even-odd fill) are kept; each one is then jittered randomly inside
-   its own cell (stratified sampling, fixed ``seed`` so results are reproducible) so that a
+   contours (scanline even-odd fill) are kept; each sample is jittered randomly inside its
+   own cell (stratified sampling with a fixed ``seed``, so results are reproducible; samples
+   on the contour boundary only along the normal, so none leaves the contour) so that a
    smooth dose field gives a continuous DVH instead of a lattice-induced staircase.
 3. The in-plane sample weights are rescaled so that each plane's samples add up to the
    exact polygon area of the plane, removing the staircase error of the lattice.
@@ -19,8 +20,10 @@ Method (documented because DVH numbers depend on it):
    outside the dose grid get 0 Gy and are reported in ``outside_grid_cc`` / warnings.
 5. Doses are binned in ``bin_width_gy`` bins; the cumulative DVH gives the volume receiving
    at least each bin's lower edge. Dx (the minimum dose received by the hottest x % of the
-   volume) is interpolated linearly inside the bin; Vx (volume receiving ≥ x Gy) and
-   min/mean/max are computed from the samples themselves.
+   volume) is interpolated linearly inside the bin; Vx (volume receiving ≥ x Gy) and the
+   mean are computed from the samples themselves; min/max also include the dose at the
+   contour vertices (on the mid-plane and both slab faces) so that surface extrema are
+   not missed by the interior lattice.
 """
 
 from __future__ import annotations
@@ -189,8 +192,10 @@ def _sample_plane(stack: PlanarStack, plane: ContourPlane, thickness: float, s: 
     if iu.size == 0:
         # Contour smaller than the lattice: one sample at its centroid carries the area.
         uv = np.array([polygon_area_centroid(plane.polygons[0])[1]])
+        interior = np.zeros(1, dtype=np.float32)
     else:
         uv = np.stack([lo[0] + iu * s, lo[1] + iv * s], axis=1)
+        interior = _interior(mask)[iv, iu].astype(np.float32)
     n_sub = max(1, math.ceil(thickness / s - 1e-9))
     sub_t = thickness / n_sub
     weight = plane.area_mm2 * thickness / (uv.shape[0] * n_sub)
@@ -202,12 +207,23 @@ def _sample_plane(stack: PlanarStack, plane: ContourPlane, thickness: float, s: 
     origin = grid.origin @ np.stack([grid.row_direction / grid.column_spacing,
                                      grid.column_direction / grid.row_spacing, grid.normal],
                                     axis=1)
+    # Contour vertices at the slab faces and mid-plane bound min/max exactly at the surface
+    # (they carry no volume).
+    verts = np.concatenate(plane.polygons)
+    for w in (-thickness / 2, 0.0, thickness / 2 * (1 - 1e-9)):
+        vw = np.column_stack([verts, np.full(verts.shape[0], plane.offset + w)])
+        crs = vw @ to_grid - origin
+        kji = np.column_stack([grid.offset_to_slice_index(crs[:, 2]), crs[:, 1], crs[:, 0]])
+        acc.extremes(sample_index(values, kji, fill=np.nan))
     n = uv.shape[0]
     uvw = np.empty((n, 3), dtype=np.float64)
     for j in range(n_sub):
         # Stratified jitter: each sample moves randomly inside its own lattice cell so that
         # a smooth dose field yields a continuous (not staircase) dose distribution.
+        # Boundary samples are not jittered in-plane so that no sample leaves the contour.
         jit = rng.random((n, 3), dtype=np.float32) - np.float32(0.5)
+        jit[:, 0] *= interior
+        jit[:, 1] *= interior
         uvw[:, 0] = uv[:, 0] + jit[:, 0] * s
         uvw[:, 1] = uv[:, 1] + jit[:, 1] * s
         uvw[:, 2] = plane.offset + (j + 0.5) * sub_t - thickness / 2 + jit[:, 2] * sub_t
@@ -217,6 +233,18 @@ def _sample_plane(stack: PlanarStack, plane: ContourPlane, thickness: float, s: 
         kji[:, 1] = crs[:, 1]
         kji[:, 2] = crs[:, 0]
         acc.add(sample_index(values, kji, fill=np.nan), weight)
+
+
+def _interior(mask: np.ndarray) -> np.ndarray:
+    """Lattice points whose four neighbours are inside too."""
+    out = mask.copy()
+    out[1:, :] &= mask[:-1, :]
+    out[:-1, :] &= mask[1:, :]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    out[0, :] = out[-1, :] = False
+    out[:, 0] = out[:, -1] = False
+    return out
 
 
 class _Accumulator:
@@ -233,6 +261,12 @@ class _Accumulator:
         self.max = -math.inf
         self.outside_mm3 = 0.0
         self.samples = 0
+
+    def extremes(self, dose: np.ndarray) -> None:
+        dose = dose[~np.isnan(dose)]
+        if dose.size:
+            self.min = min(self.min, float(dose.min()))
+            self.max = max(self.max, float(dose.max()))
 
     def add(self, dose: np.ndarray, weight: float) -> None:
         outside = np.isnan(dose)
@@ -256,7 +290,8 @@ class _Accumulator:
     def result(self, roi: Roi, volume_levels: Sequence[float], units: str | None, s: float,
                warnings: list[str]) -> Dvh:
         nbins = int(math.floor(self.max / self.bw)) + 1 if self.samples else 0
-        diff = self.hist[:nbins]
+        diff = np.zeros(nbins)
+        diff[: min(nbins, self.hist.size)] = self.hist[:nbins]
         cum_mm3 = np.cumsum(diff[::-1])[::-1]
         edges = np.arange(nbins) * self.bw
         total_cc = self.total / 1000.0

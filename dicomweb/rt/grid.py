@@ -137,7 +137,8 @@ class Grid:
         k = kji[:, 0]
         n = self.slice_offsets.size
         idx = np.arange(n, dtype=np.float64)
-        offs = np.interp(k, idx, self.slice_offsets) if n > 1 else np.full_like(k, self.slice_offsets[0])
+        offs = (np.interp(k, idx, self.slice_offsets) if n > 1
+                else np.full_like(k, self.slice_offsets[0]))
         return (self.origin
                 + np.outer(kji[:, 2] * self.column_spacing, self.row_direction)
                 + np.outer(kji[:, 1] * self.row_spacing, self.column_direction)
@@ -170,7 +171,8 @@ class Grid:
         lo = along < offs[0]
         hi = along > offs[-1]
         if np.any(lo):
-            k = np.where(lo, idx[0] + (along - offs[0]) / (offs[1] - offs[0]) * (idx[1] - idx[0]), k)
+            k = np.where(lo, idx[0] + (along - offs[0]) / (offs[1] - offs[0])
+                         * (idx[1] - idx[0]), k)
         if np.any(hi):
             k = np.where(hi, idx[-1] + (along - offs[-1]) / (offs[-1] - offs[-2])
                          * (idx[-1] - idx[-2]), k)

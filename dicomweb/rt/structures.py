@@ -289,7 +289,7 @@ class PlanarStack:
         return np.stack([xyz @ self.u, xyz @ self.v], axis=1), xyz @ self.normal
 
     def plane_index(self, along: np.ndarray, thickness: float) -> np.ndarray:
-        """Index of the plane whose slab [offset - t/2, offset + t/2) contains each offset, else -1."""
+        """Index of the plane whose slab [offset - t/2, offset + t/2) holds each offset, or -1."""
         offs = self.offsets
         along = np.asarray(along, dtype=np.float64)
         if offs.size == 0 or thickness <= 0:
@@ -297,7 +297,8 @@ class PlanarStack:
         pos = np.searchsorted(offs, along)
         lo = np.clip(pos - 1, 0, offs.size - 1)
         hi = np.clip(pos, 0, offs.size - 1)
-        nearest = np.where(np.abs(along - offs[lo]) <= np.abs(offs[hi] - along), lo, hi)
+        # Ties go to the upper plane: slabs are half-open [offset - t/2, offset + t/2).
+        nearest = np.where(np.abs(along - offs[lo]) < np.abs(offs[hi] - along), lo, hi)
         delta = along - offs[nearest]
         half = thickness / 2.0
         ok = (delta >= -half - 1e-9) & (delta < half - 1e-9)

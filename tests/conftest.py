@@ -1,0 +1,145 @@
+"""Fixtures: a real `dicomweb serve` on 127.0.0.1, on SQLite and on PostgreSQL.
+
+PostgreSQL runs when DICOMWEB_TEST_POSTGRES_URL names a server database URL (for example
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres); each test session creates its own
+database there and drops it afterwards. Without it, the PostgreSQL half is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import factory  # noqa: E402
+
+POSTGRES_ENV = "DICOMWEB_TEST_POSTGRES_URL"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str  # the DICOMweb root, e.g. http://127.0.0.1:PORT/dicomweb
+    origin: str
+    data_dir: Path
+    database_url: str | None
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stow(self, *datasets, study: str | None = None) -> requests.Response:
+        body, content_type = factory.multipart([factory.to_bytes(ds) for ds in datasets])
+        target = f"{self.url}/studies" + (f"/{study}" if study else "")
+        return requests.post(target, data=body, headers={"Content-Type": content_type}, timeout=60)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(
+    data_dir: Path, database_url: str | None, *, workers: int = 1, extra: list[str] | None = None
+) -> Server:
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"server-{port}.log"
+    command = [sys.executable, "-m", "dicomweb.cli", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--data", str(data_dir), "--workers", str(workers)]
+    if database_url:
+        command += ["--database-url", database_url]
+    command += extra or []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    origin = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            if requests.get(f"{origin}/readyz", timeout=1).status_code == 200:
+                return Server(f"{origin}/dicomweb", origin, data_dir, database_url, process,
+                              log_path)
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server did not start: {log_path.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"PostgreSQL tests skipped: set {POSTGRES_ENV} (e.g. "
+                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres) to run them")
+    import psycopg
+
+    name = f"dicomweb_test_{uuid.uuid4().hex[:10]}"
+    conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin_url.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """The database URL of a backend: None for the embedded SQLite default."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture(scope="session")
+def server(backend: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("sqlite" if backend is None else "postgresql")
+    running = start_server(data_dir, backend)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture
+def stored_study(server: Server) -> dict:
+    """A fresh study of two series (CT 3 slices, MR 2 slices) stored on the server."""
+    study = factory.new_uid()
+    patient_id = "PID-" + uuid.uuid4().hex[:8]
+    ct_series, mr_series = factory.new_uid(), factory.new_uid()
+    datasets = [
+        factory.image(study=study, series=ct_series, patient_id=patient_id, instance_number=i,
+                      position_z=float(i))
+        for i in (1, 2, 3)
+    ] + [
+        factory.image(study=study, series=mr_series, patient_id=patient_id, modality="MR",
+                      series_number=2, instance_number=i, frames=2)
+        for i in (1, 2)
+    ]
+    response = server.stow(*datasets)
+    assert response.status_code == 200, response.text
+    return {"study": study, "patient_id": patient_id, "ct": ct_series, "mr": mr_series,
+            "datasets": datasets}
