@@ -151,3 +151,13 @@ def test_missing_attributes_warn() -> None:
     other.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
     with pytest.raises(NotAnRtObject):
         parse_dose(other)
+
+
+def test_resample_non_uniform_source_matches_linear() -> None:
+    offsets = np.array([0.0, 2.0, 5.0, 9.0, 14.0, 20.0])
+    grid = Grid(np.array([-10.0, -10.0, 0.0]), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]),
+                2.0, 2.0, offsets, 11, 11)
+    vals = linear(grid.voxel_centres()).astype(np.float32)
+    target = Grid.regular((-8.0, -8.0, 1.0), (1.5, 1.5, 1.5), (10, 10, 12))
+    np.testing.assert_allclose(resample_dose(grid, vals, target),
+                               linear(target.voxel_centres()), atol=1e-3)

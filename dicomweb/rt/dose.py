@@ -245,6 +245,8 @@ def resample_dose(dose: DoseGrid | Grid, values: np.ndarray, target: Grid, *,
     affine function of its (row, column), so only a 2-D index plane is built per slice.
     """
     grid = _require_grid(dose)
+    if grid.is_uniform and target.is_uniform and grid.shape[0] > 1:
+        return _resample_affine(grid, values, target, fill)
     ns, nr, nc = target.shape
     out = np.empty(target.shape, dtype=np.float32)
     r, c = np.meshgrid(np.arange(nr), np.arange(nc), indexing="ij")
@@ -254,6 +256,25 @@ def resample_dose(dose: DoseGrid | Grid, values: np.ndarray, target: Grid, *,
         pts = target.origin + target.slice_offsets[k] * target.normal + in_plane
         out[k] = sample_trilinear(grid, values, pts, fill=fill).reshape(nr, nc)
     return out
+
+
+def _resample_affine(grid: Grid, values: np.ndarray, target: Grid, fill: float) -> np.ndarray:
+    """Uniform grids: source index = A · target index + b, one C-level pass."""
+    t0 = target.index_to_patient(np.zeros((1, 3)))[0]
+    step = target.slice_offsets[1] - target.slice_offsets[0] if target.shape[0] > 1 else 1.0
+    axes = np.stack([target.normal * step, target.column_direction * target.row_spacing,
+                     target.row_direction * target.column_spacing], axis=1)  # (3, 3) k, r, c
+    src_step = grid.slice_offsets[1] - grid.slice_offsets[0]
+    to_src = np.stack([grid.normal / src_step, grid.column_direction / grid.row_spacing,
+                       grid.row_direction / grid.column_spacing])  # rows: k, r, c
+    origin_shift = grid.slice_offsets[0] / src_step
+    matrix = to_src @ axes
+    offset = to_src @ (t0 - grid.origin) - np.array([origin_shift, 0.0, 0.0])
+    # mode="constant": interpolation inside [0, n-1], ``fill`` strictly outside.
+    out = ndimage.affine_transform(values.astype(np.float32, copy=False), matrix, offset,
+                                   output_shape=target.shape, order=1, mode="constant",
+                                   cval=fill, prefilter=False)
+    return out.astype(np.float32, copy=False)
 
 
 def maximum(dose: DoseGrid | Grid | None, values: np.ndarray) -> tuple[float, np.ndarray | None]:

@@ -79,6 +79,13 @@ class Store:
         self.blobs = BlobStore(settings.effective_blob_dir)
         self.index_hooks: list[IndexHook] = []
         self.delete_hooks: list[DeleteHook] = []
+        self._register_rt_hooks()
+
+    def _register_rt_hooks(self) -> None:
+        from dicomweb.rt import indexing
+
+        self.index_hooks.append(indexing.index_hook)
+        self.delete_hooks.append(indexing.delete_hook)
 
     def create_schema(self) -> None:
         create_schema(self.engine)
@@ -119,6 +126,8 @@ class Store:
             ingested.series_instance_uid,
             ingested.sop_instance_uid,
         )
+        # Values read lazily from now on come from the blob, not the consumed temp file.
+        ingested.dataset.filename = str(self.blobs.path(key))
         try:
             warnings = self._index(ingested, key, replacing is not None)
         except IntegrityError:

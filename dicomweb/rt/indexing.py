@@ -1,0 +1,45 @@
+"""RT content indexed in the same transaction as the instance (STOW and import alike).
+
+A malformed RT object is still stored: its parse problems become warnings (the STOW response's
+WarningReason, and the `warnings` of the RT API), never a rejection.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydicom import dcmread
+from sqlalchemy import Connection
+from sqlmodel import Session
+
+from dicomweb.ingest import IngestedInstance
+from dicomweb.rt.tables import delete_rt_rows, index_rt_instance, rt_kind
+
+log = logging.getLogger(__name__)
+
+# Values above this stay on disk (a deformable registration's vector grid can be 400 MB).
+RT_DEFER_SIZE = 16 * 1024 * 1024
+
+
+def index_hook(connection: Connection, ingested: IngestedInstance) -> list[str]:
+    if rt_kind(ingested.dataset) is None:
+        return []
+    try:
+        dataset = dcmread(ingested.dataset.filename, defer_size=RT_DEFER_SIZE)
+    except Exception as exc:  # stored already; its RT content just cannot be read
+        return [f"RT content not indexed: {exc}"]
+    session = Session(bind=connection)
+    try:
+        warnings = index_rt_instance(session, dataset)
+    except Exception as exc:
+        session.expunge_all()  # nothing was flushed: the instance is indexed without RT rows
+        log.warning("RT parse of %s failed: %s", ingested.sop_instance_uid, exc)
+        return [f"RT content not indexed: {type(exc).__name__}: {exc}"]
+    session.flush()
+    return warnings
+
+
+def delete_hook(connection: Connection, sop_instance_uids: list[str]) -> None:
+    session = Session(bind=connection)
+    delete_rt_rows(session, sop_instance_uids)
+    session.flush()
