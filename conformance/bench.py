@@ -459,6 +459,8 @@ def upload_missing(
 
     results: list[ThroughputResult] = []
     for label, instances in (("small", small), ("mr", mr)):
+        if label == "mr" and not info.mr_slices:
+            continue
         if not instances:
             note = "n/a: data already present (use --reupload)"
             for clients in (1, STOW_CONCURRENT_CLIENTS):

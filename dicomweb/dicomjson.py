@@ -83,6 +83,15 @@ class DicomJsonEncoder:
     def encode(self, ds: Dataset) -> dict[str, Any]:
         return self._encode(ds, "")
 
+    def add_pixel_data(self, tag: int, vr: str, offset: int, length: int) -> dict[str, Any]:
+        """The top-level Pixel Data element, located by ingest without reading its value."""
+        key = tag_key(tag)
+        if length != UNDEFINED_LENGTH:
+            self.bulk_ranges[key] = BulkRange(offset, length, vr)
+        else:
+            vr = "OB"  # PS3.5 A.4: encapsulated Pixel Data is OB
+        return {key: {"vr": vr, "BulkDataURI": self.bulk_uri_prefix + key}}
+
     def _encode(self, ds: Dataset, path_prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for tag in sorted(ds.keys()):

@@ -20,7 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicomweb import attributes as attrs
-from dicomweb.dicomjson import DicomJsonEncoder, element_length, subset, value_offset
+from dicomweb.dicomjson import UNDEFINED_LENGTH, DicomJsonEncoder, subset
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -57,16 +57,67 @@ def instance_path(study: str, series: str, sop: str) -> str:
     return f"/studies/{study}/series/{series}/instances/{sop}"
 
 
-def read_dataset(path: Path) -> Dataset:
-    """Read a Part 10 file; values above DEFER_SIZE stay on disk until touched."""
+@dataclass(frozen=True)
+class PixelDataLocation:
+    """Where the top-level Pixel Data element's value sits in the file."""
+
+    tag: int
+    vr: str
+    value_offset: int
+    length: int  # UNDEFINED_LENGTH for encapsulated data
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.length == UNDEFINED_LENGTH
+
+
+PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}
+LONG_LENGTH_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
+
+
+def read_dataset(path: Path) -> tuple[Dataset, PixelDataLocation | None]:
+    """Read a Part 10 file up to its Pixel Data, whose value stays on disk (pydicom would
+    load it whole); values above DEFER_SIZE are read only when touched."""
     try:
-        return dcmread(path, defer_size=DEFER_SIZE)
+        with path.open("rb") as fp:
+            ds = dcmread(fp, defer_size=DEFER_SIZE, stop_before_pixels=True)
+            syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
+            if syntax == DeflatedExplicitVRLittleEndian:
+                fp.seek(0)  # offsets of a deflated stream are not file offsets: read it all
+                return dcmread(fp, defer_size=DEFER_SIZE), None
+            return ds, pixel_data_location(fp, fp.tell(), syntax)
     except InvalidDicomError as exc:
         raise InstanceRejected(CANNOT_UNDERSTAND, f"not a DICOM Part 10 file: {exc}") from exc
+    except InstanceRejected:
+        raise
     except Exception as exc:  # pydicom raises many types on damaged input
         raise InstanceRejected(
             CANNOT_UNDERSTAND, f"cannot parse DICOM ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def pixel_data_location(fp: BinaryIO, position: int, syntax: UID) -> PixelDataLocation | None:
+    """Parse the element header where pydicom stopped (PS3.5 7.1)."""
+    fp.seek(position)
+    header = fp.read(12)
+    if len(header) < 8:
+        return None
+    order = ">" if syntax == "1.2.840.10008.1.2.2" else "<"
+    group, element = struct.unpack(order + "HH", header[:4])
+    tag = group << 16 | element
+    if tag not in PIXEL_TAGS:
+        return None
+    implicit = syntax == "1.2.840.10008.1.2"
+    vr = PIXEL_TAGS[tag]
+    if implicit:
+        (length,) = struct.unpack(order + "I", header[4:8])
+        return PixelDataLocation(tag, vr, position + 8, length)
+    vr = header[4:6].decode("ascii", "replace")
+    if vr in LONG_LENGTH_VRS:
+        (length,) = struct.unpack(order + "I", header[8:12])
+        return PixelDataLocation(tag, vr, position + 12, length)
+    (length,) = struct.unpack(order + "H", header[6:8])
+    return PixelDataLocation(tag, vr, position + 8, length)
 
 
 def add_file_meta_if_missing(path: Path) -> bool:
@@ -163,7 +214,7 @@ def normalise_time(value: str) -> str:
 def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedInstance:
     """Parse and validate the Part 10 file at `path`; raise InstanceRejected with the reason."""
     add_file_meta_if_missing(path)
-    ds = read_dataset(path)
+    ds, pixels = read_dataset(path)
     sop = str(ds.get("SOPInstanceUID", "") or "") or None
     sop_instance_uid = required_uid(ds, "SOPInstanceUID")
     sop_class_uid = required_uid(ds, "SOPClassUID", sop)
@@ -188,7 +239,12 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
     try:
         encoder = DicomJsonEncoder(instance_path(study_uid, series_uid, sop_instance_uid))
         metadata = encoder.encode(ds)
-        frames = frame_ranges(ds, path, file_size, transfer_syntax)
+        if pixels is not None:
+            metadata.update(
+                encoder.add_pixel_data(pixels.tag, pixels.vr, pixels.value_offset, pixels.length)
+            )
+            metadata = dict(sorted(metadata.items()))
+        frames = frame_ranges(ds, pixels, path, file_size, transfer_syntax)
     except InstanceRejected:
         raise
     except Exception as exc:
@@ -267,7 +323,7 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
             "columns": integer(ds, "Columns"),
             "bits_allocated": integer(ds, "BitsAllocated"),
             "number_of_frames": integer(ds, "NumberOfFrames")
-            or (1 if "PixelData" in ds else None),
+            or (1 if pixels is not None or "PixelData" in ds else None),
             "blob_size": file_size,
             "blob_sha256": sha256_of(path),
             "metadata_json": orjson.dumps(metadata),
@@ -289,25 +345,23 @@ def sha256_of(path: Path) -> str:
 
 
 def frame_ranges(
-    ds: Dataset, path: Path, file_size: int, transfer_syntax: str
+    ds: Dataset,
+    pixels: PixelDataLocation | None,
+    path: Path,
+    file_size: int,
+    transfer_syntax: str,
 ) -> list[list[list[int]]] | None:
     """Per frame, the [offset, length] ranges of its bytes in the file (several fragments for
     an encapsulated frame split across items). None when there is no pixel data or the frames
     cannot be located without decoding (then reads fall back to parsing the file)."""
-    element = ds.get_item("PixelData")
-    if element is None:
+    if pixels is None or pixels.tag != 0x7FE00010:
         return None
-    offset = value_offset(element)
-    if offset is None:
-        return None
+    offset, length = pixels.value_offset, pixels.length
     frame_count = integer(ds, "NumberOfFrames") or 1
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        return None  # offsets are in the inflated stream, not in the file
-    if UID(transfer_syntax).is_compressed:
+    if pixels.encapsulated:
         with path.open("rb") as fp:
             fragments = fragment_ranges(fp, offset, file_size)
         return group_fragments(ds, fragments, frame_count)
-    length = element_length(element)
     if offset + length > file_size:
         raise InstanceRejected(
             CANNOT_UNDERSTAND,
@@ -323,12 +377,6 @@ def frame_ranges(
         return None  # e.g. 1-bit frames that do not end on a byte boundary
     frame_length = frame_bits // 8
     if frame_length * frame_count > length:
-        if offset + length >= file_size:
-            raise InstanceRejected(
-                CANNOT_UNDERSTAND,
-                f"truncated file: Pixel Data holds {length} bytes, {frame_count} frame(s) of "
-                f"{rows}x{columns} need {frame_length * frame_count}",
-            )
         return None  # inconsistent attributes: frames are decoded from the file on demand
     return [[[offset + i * frame_length, frame_length]] for i in range(frame_count)]
 

@@ -165,3 +165,24 @@ def test_errors_leave_stored_data_intact(server, stored_study):
     assert after.content == before.content
     for ds in stored_study["datasets"]:
         assert retrieve_bytes(server, ds) == to_bytes(ds)
+
+
+def test_large_upload_is_streamed_not_held_in_memory(server, tmp_path):
+    """A 300 MiB instance goes through without the server's memory growing by its size."""
+    ds = image(rows=512, columns=512, frames=600)
+    data = to_bytes(ds)
+    del ds
+    body, content_type = multipart([data])
+    del data
+
+    def peak_rss_mib() -> float:
+        with open(f"/proc/{server.process.pid}/status") as status:
+            line = next(x for x in status if x.startswith("VmHWM"))
+        return int(line.split()[1]) / 1024
+
+    before = peak_rss_mib()
+    chunks = (body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20))
+    response = requests.post(f"{server.url}/studies", data=chunks,
+                             headers={"Content-Type": content_type}, timeout=300)
+    assert response.status_code == 200, response.text
+    assert peak_rss_mib() - before < 100
