@@ -63,7 +63,9 @@ async def retrieve_instances(request: Request) -> Response:
         choose_instance_representation(
             ranges,
             loc.transfer_syntax_uid,
-            can_produce=lambda ts, src=loc.transfer_syntax_uid: pixel_service.can_transcode(src, ts),
+            can_produce=lambda ts, src=loc.transfer_syntax_uid: pixel_service.can_transcode(
+                src, ts
+            ),
         )
         for loc in locations
     ]
@@ -81,7 +83,9 @@ async def retrieve_instances(request: Request) -> Response:
                 media_type=f"application/dicom; transfer-syntax={rep.transfer_syntax}",
             )
         body = await run_in_threadpool(transcoded, store, loc, rep.transfer_syntax)
-        return Response(body, media_type=f"application/dicom; transfer-syntax={rep.transfer_syntax}")
+        return Response(
+            body, media_type=f"application/dicom; transfer-syntax={rep.transfer_syntax}"
+        )
     boundary = multipart.new_boundary()
     syntaxes = {r.transfer_syntax for r in representations}
     content_type = multipart.multipart_content_type(
@@ -159,21 +163,31 @@ def parse_frame_list(text: str) -> list[int]:
 async def retrieve_frames(request: Request) -> Response:
     study, series, sop = path_uids(request)
     numbers = parse_frame_list(request.path_params["frames"])
-    store = store_of(request)
-    loc = (await run_in_threadpool(store.locate, study, series, sop, with_frames=True))[0]
+    ranges = accept_ranges(request)
+    frames, rep, loc = await run_in_threadpool(
+        locate_and_read_frames, store_of(request), study, series, sop, numbers, ranges
+    )
+    url = instance_url(base_url(request), loc)
+    return frames_response(frames, rep, [f"{url}/frames/{n}" for n in numbers])
+
+
+def locate_and_read_frames(
+    store: Store, study: str, series: str, sop: str, numbers: list[int],
+    ranges: list[MediaRange],
+) -> tuple[list[bytes], Representation, InstanceLocation]:
+    """One thread hop per frame request: index row, negotiation, reads."""
+    loc = store.locate(study, series, sop, with_frames=True)[0]
     count = loc.number_of_frames or 0
     if count == 0:
         raise NotFound(f"instance {sop} has no pixel data")
     if missing := [n for n in numbers if n > count]:
         raise NotFound(f"instance {sop} has {count} frame(s); no frame {missing[0]}")
     rep = choose_frame_representation(
-        accept_ranges(request),
+        ranges,
         loc.transfer_syntax_uid,
         can_produce=lambda ts: pixel_service.can_transcode_frames(loc.transfer_syntax_uid, ts),
     )
-    frames = await run_in_threadpool(read_frames, store, loc, numbers, rep.transfer_syntax)
-    url = instance_url(base_url(request), loc)
-    return frames_response(frames, rep, [f"{url}/frames/{n}" for n in numbers])
+    return read_frames(store, loc, numbers, rep.transfer_syntax), rep, loc
 
 
 def frames_response(frames: list[bytes], rep: Representation, locations: list[str]) -> Response:
@@ -191,7 +205,9 @@ def frames_response(frames: list[bytes], rep: Representation, locations: list[st
     return Response(body, media_type=multipart.multipart_content_type(rep.media_type, boundary))
 
 
-def read_frames(store: Store, loc: InstanceLocation, numbers: list[int], syntax: str) -> list[bytes]:
+def read_frames(
+    store: Store, loc: InstanceLocation, numbers: list[int], syntax: str
+) -> list[bytes]:
     stored = loc.transfer_syntax_uid
     ranges = loc.frames
     direct = syntax == stored or (stored in NATIVE_SYNTAXES and syntax in NATIVE_SYNTAXES)
@@ -201,6 +217,14 @@ def read_frames(store: Store, loc: InstanceLocation, numbers: list[int], syntax:
             bits = pixel_service.bits_allocated_of(loc)
             frames = [pixel_service.swap_to_little_endian(f, bits) for f in frames]
         return frames
+    if ranges is not None:
+        # A conversion: decode (and re-encode) the indexed frame bytes, no file parsing.
+        frames = [store.blobs.read_ranges(loc.blob_key, ranges[n - 1]) for n in numbers]
+        metadata = loc.metadata_json or store.metadata_rows(
+            loc.study_instance_uid, loc.series_instance_uid, loc.sop_instance_uid
+        )[0]
+        desc = pixel_service.description_of(metadata)
+        return pixel_service.convert_frames(frames, numbers, stored, syntax, desc)
     data = store.blobs.path(loc.blob_key).read_bytes()
     return pixel_service.frames_from_file(data, numbers, syntax)
 
@@ -216,7 +240,11 @@ async def retrieve_bulkdata(request: Request) -> Response:
         await run_in_threadpool(store.locate, study, series, sop, with_frames=True, with_bulk=True)
     )[0]
     ranges = accept_ranges(request)
-    single = bool(ranges) and not ranges[0].multipart and ranges[0].matches("application/octet-stream")
+    single = (
+        bool(ranges)
+        and not ranges[0].multipart
+        and ranges[0].matches("application/octet-stream")
+    )
     bulk = orjson.loads(loc.bulk_json) if loc.bulk_json else {}
     if path in bulk and (path != "7FE00010" or loc.transfer_syntax_uid in NATIVE_SYNTAXES):
         offset, length, vr = bulk[path]

@@ -52,12 +52,14 @@ def create_schema(engine: Engine) -> None:
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_SCHEMA_LOCK})
             SQLModel.metadata.create_all(connection)
+            _create_missing_indexes(connection)
             _record_version(connection)
         return
     for attempt in range(5):
         try:
             with engine.begin() as connection:
                 SQLModel.metadata.create_all(connection)
+                _create_missing_indexes(connection)
                 _record_version(connection)
             return
         except (OperationalError, ProgrammingError) as exc:  # another process won the race
@@ -73,6 +75,13 @@ def import_optional(module_name: str) -> None:
     except ImportError as exc:
         if exc.name != module_name:
             raise
+
+
+def _create_missing_indexes(connection) -> None:  # type: ignore[no-untyped-def]
+    """create_all makes indexes only with new tables; add those a newer version defines."""
+    for table in SQLModel.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
 
 
 def _record_version(connection) -> None:  # type: ignore[no-untyped-def]

@@ -4,13 +4,14 @@ points at a missing file and a failure leaves the instance either whole or absen
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, exists, select
+from sqlalchemy import Connection, bindparam, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from dicomweb.config import Settings
@@ -63,13 +64,20 @@ class InstanceLocation:
         return orjson.loads(self.frames_json) if self.frames_json else None
 
 
-def upsert_ignore(connection: Connection, table: Any, row: dict[str, Any], key: str) -> None:
-    """INSERT unless a row with the same key exists (another instance or worker made it)."""
-    if connection.dialect.name == "postgresql":
+@lru_cache(maxsize=16)
+def insert_ignoring_duplicates(dialect: str, table_name: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING, built once per table: a row another instance or
+    worker already made is left as it is."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    connection.execute(insert(table).values(**row).on_conflict_do_nothing(index_elements=[key]))
+    table = TABLES_BY_NAME[table_name]
+    return insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns))
+
+
+TABLES_BY_NAME = {t.name: t for t in (PATIENTS, STUDIES, SERIES, INSTANCES)}
+INSTANCE_INSERT = INSTANCES.insert()
 
 
 class Store:
@@ -176,12 +184,15 @@ class Store:
         with self.engine.begin() as connection:
             if replace:
                 self._delete_instance_rows(connection, [ingested.sop_instance_uid])
-            upsert_ignore(connection, PATIENTS, ingested.patient_row, "patient_key")
-            upsert_ignore(connection, STUDIES, ingested.study_row, "study_instance_uid")
-            upsert_ignore(connection, SERIES, ingested.series_row, "series_instance_uid")
-            connection.execute(
-                INSTANCES.insert().values(**ingested.instance_row, blob_key=blob_key)
-            )
+            dialect = connection.dialect.name
+            for table, row in (
+                (PATIENTS, ingested.patient_row),
+                (STUDIES, ingested.study_row),
+                (SERIES, ingested.series_row),
+            ):
+                statement = insert_ignoring_duplicates(dialect, table.name)
+                connection.execute(statement, row)
+            connection.execute(INSTANCE_INSERT, {**ingested.instance_row, "blob_key": blob_key})
             for hook in self.index_hooks:
                 warnings.extend(hook(connection, ingested))
         return warnings
@@ -242,31 +253,13 @@ class Store:
         with_metadata: bool = False,
     ) -> list[InstanceLocation]:
         """Instances of a study/series/instance in a stable order; NotFound if none."""
-        columns = [
-            INSTANCES.c.study_instance_uid,
-            INSTANCES.c.series_instance_uid,
-            INSTANCES.c.sop_instance_uid,
-            INSTANCES.c.sop_class_uid,
-            INSTANCES.c.transfer_syntax_uid,
-            INSTANCES.c.blob_key,
-            INSTANCES.c.number_of_frames,
-        ]
-        columns.append(INSTANCES.c.frames_json if with_frames else None)
-        columns.append(INSTANCES.c.bulk_json if with_bulk else None)
-        columns.append(INSTANCES.c.metadata_json if with_metadata else None)
-        query = select(*[c if c is not None else _null() for c in columns])
-        query = query.where(INSTANCES.c.study_instance_uid == study)
-        if series is not None:
-            query = query.where(INSTANCES.c.series_instance_uid == series)
-        if sop is not None:
-            query = query.where(INSTANCES.c.sop_instance_uid == sop)
-        query = query.order_by(
-            INSTANCES.c.series_instance_uid,
-            INSTANCES.c.instance_number,
-            INSTANCES.c.sop_instance_uid,
+        statement = locate_statement(
+            series is not None, sop is not None, with_frames, with_bulk, with_metadata
         )
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(
+                statement, {"study": study, "series": series, "sop": sop}
+            ).all()
         if not rows:
             raise NotFound(f"no instance matches {_describe(study, series, sop)}")
         return [InstanceLocation(*row) for row in rows]
@@ -276,6 +269,35 @@ class Store:
             loc.metadata_json or b"{}"
             for loc in self.locate(study, series, sop, with_metadata=True)
         ]
+
+
+@lru_cache(maxsize=64)
+def locate_statement(
+    by_series: bool, by_sop: bool, with_frames: bool, with_bulk: bool, with_metadata: bool
+) -> Any:
+    """Built once per shape: a frame request pays for no query construction."""
+    columns = [
+        INSTANCES.c.study_instance_uid,
+        INSTANCES.c.series_instance_uid,
+        INSTANCES.c.sop_instance_uid,
+        INSTANCES.c.sop_class_uid,
+        INSTANCES.c.transfer_syntax_uid,
+        INSTANCES.c.blob_key,
+        INSTANCES.c.number_of_frames,
+        INSTANCES.c.frames_json if with_frames else _null(),
+        INSTANCES.c.bulk_json if with_bulk else _null(),
+        INSTANCES.c.metadata_json if with_metadata else _null(),
+    ]
+    statement = select(*columns).where(INSTANCES.c.study_instance_uid == bindparam("study"))
+    if by_series:
+        statement = statement.where(INSTANCES.c.series_instance_uid == bindparam("series"))
+    if by_sop:
+        statement = statement.where(INSTANCES.c.sop_instance_uid == bindparam("sop"))
+    return statement.order_by(
+        INSTANCES.c.series_instance_uid,
+        INSTANCES.c.instance_number,
+        INSTANCES.c.sop_instance_uid,
+    )
 
 
 def _null() -> Any:

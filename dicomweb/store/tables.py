@@ -57,6 +57,8 @@ class Study(SQLModel, table=True):
 
 class Series(SQLModel, table=True):
     __tablename__ = "series"
+    # ModalitiesInStudy matching probes series by study first (a correlated EXISTS).
+    __table_args__ = (Index("ix_series_study_modality", "study_instance_uid", "modality"),)
 
     series_instance_uid: str = Field(primary_key=True, max_length=UID)
     study_instance_uid: str = Field(index=True, max_length=UID)
@@ -76,7 +78,10 @@ class Series(SQLModel, table=True):
 
 class Instance(SQLModel, table=True):
     __tablename__ = "instances"
-    __table_args__ = (Index("ix_instances_series_order", "series_instance_uid", "instance_number"),)
+    __table_args__ = (
+        Index("ix_instances_series_order", "series_instance_uid", "instance_number"),
+        Index("ix_instances_study_class", "study_instance_uid", "sop_class_uid"),
+    )
 
     sop_instance_uid: str = Field(primary_key=True, max_length=UID)
     series_instance_uid: str = Field(index=True, max_length=UID)
