@@ -578,6 +578,58 @@ def bench_frames(
     return result
 
 
+WRK_SCRIPT = """
+paths = {%s}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter %% #paths) + 1])
+end
+"""
+
+
+def bench_frames_wrk(options: BenchOptions, targets: Targets, clients: int) -> ThroughputResult:
+    """Frames fetched by wrk, a native HTTP load generator, when it is installed: the Python
+    client costs as much CPU per request as a fast server does, so on a small machine it
+    measures itself. Same URLs, Accept header and duration as `bench_frames`."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+    from urllib.parse import urlsplit
+
+    name = "frames (wrk)"
+    wrk = shutil.which("wrk")
+    if not wrk or not targets.mr_instance_uids:
+        return ThroughputResult(name, clients, False, note="n/a: wrk not installed")
+    split = urlsplit(options.url)
+    base_path = f"{split.path}/{targets.mr_series_path}/instances"
+    paths = ",".join(f'"{base_path}/{uid}/frames/1"' for uid in targets.mr_instance_uids)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % paths)
+    command = [
+        wrk, f"-t{min(clients, 2)}", f"-c{clients}", f"-d{max(1, int(options.frame_seconds))}s",
+        "-H", f"Accept: {FRAME_ACCEPT}", "-H", f"Accept-Encoding: {options.accept_encoding}",
+        "-s", script.name, f"{split.scheme}://{split.netloc}",
+    ]
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    finally:
+        Path(script.name).unlink(missing_ok=True)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if not rate or errors:
+        return ThroughputResult(name, clients, False, note=f"n/a: {output.strip()[-200:]}")
+    latency = re.search(r"Latency\s+([\d.]+)(us|ms|s)", output)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    per_s = float(rate.group(1))
+    return ThroughputResult(
+        name, clients, True, items_per_s=per_s, median_items_per_s=per_s,
+        p50_ms=float(latency.group(1)) * scale[latency.group(2)] if latency else None,
+        note="native client (mean latency)",
+    )
+
+
 def bench_all_frames(options: BenchOptions, targets: Targets) -> list[ThroughputResult]:
     """1 and N clients; repeated without HTTP compression if the server gzips pixel data."""
     results: list[ThroughputResult] = []
@@ -588,6 +640,9 @@ def bench_all_frames(options: BenchOptions, targets: Targets) -> list[Throughput
         compressed = any("Content-Encoding" in r.note for r in results)
         if not compressed or options.accept_encoding == "identity":
             break
+    for clients in (1, FRAME_CONCURRENT_CLIENTS):
+        log(f"frames (wrk): {clients} connection(s), {options.frame_seconds:g} s")
+        results.append(bench_frames_wrk(options, targets, clients))
     return results
 
 

@@ -28,7 +28,73 @@ def can_transcode(source: str, target: str) -> bool:
 
 
 def can_transcode_frames(source: str, target: str) -> bool:
-    return can_transcode(source, target)
+    """True when frames stored in `source` can be sent in `target`: as stored, decoded to
+    native little endian, or decoded and re-encoded with an installed encoder (RLE, JPEG-LS,
+    JPEG 2000). Whether a particular image fits the target's profile (e.g. JPEG-LS of 32-bit
+    samples) is only known when encoding; that failure is a 406 too."""
+    if source == target:
+        return True
+    try:
+        from dicomweb.pixels.codecs import (
+            DECODABLE_TRANSFER_SYNTAXES,
+            ENCODABLE_COMPRESSED_TRANSFER_SYNTAXES,
+        )
+    except ImportError:
+        return source in NATIVE_SYNTAXES and target == EXPLICIT_VR_LITTLE_ENDIAN
+    if source not in DECODABLE_TRANSFER_SYNTAXES:
+        return False
+    return target in FRAME_NATIVE_TARGETS or target in ENCODABLE_COMPRESSED_TRANSFER_SYNTAXES
+
+
+#: Native syntaxes a frame can be sent in: the little-endian frame bytes are the same.
+FRAME_NATIVE_TARGETS = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2"})
+
+
+def description_of(metadata_json: bytes | None):  # -> PixelDescription
+    """The pixel description of an instance from its stored DICOM JSON (no file parsing)."""
+    import orjson
+
+    from dicomweb.pixels.description import PixelDescription
+
+    return PixelDescription.from_dicom_json(orjson.loads(metadata_json) if metadata_json else {})
+
+
+def convert_frames(
+    frames: list[bytes], numbers: list[int], source: str, target: str, desc
+) -> list[bytes]:
+    """Stored frame bytes (`numbers` are their 1-based frame numbers) in `target`: native
+    little endian (decoded; YBR colour becomes RGB as pydicom decodes it) or re-encoded
+    (RLE, JPEG-LS, JPEG 2000; lossy targets with the library's default settings)."""
+    import dataclasses
+
+    from dicomweb.pixels.codecs import decode_frame_with_info, encode_frame, frame_to_native_le
+    from dicomweb.pixels.errors import PixelError
+    from dicomweb.pixels.transcode import DEFAULT_J2K_COMPRESSION_RATIO, DEFAULT_JLS_ERROR
+
+    if source == target:
+        return frames
+    out: list[bytes] = []
+    try:
+        for frame, number in zip(frames, numbers, strict=True):
+            frame_desc = desc.for_frame(number - 1)
+            if target in FRAME_NATIVE_TARGETS:
+                out.append(frame_to_native_le(frame, source, frame_desc)[0])
+                continue
+            decoded = decode_frame_with_info(frame, source, frame_desc)
+            encode_desc = dataclasses.replace(
+                frame_desc,
+                photometric_interpretation=decoded.photometric_interpretation,
+                planar_configuration=0,
+            )
+            options: dict[str, object] = {}
+            if target == "1.2.840.10008.1.2.4.91":
+                options["j2k_cr"] = [DEFAULT_J2K_COMPRESSION_RATIO]
+            if target == "1.2.840.10008.1.2.4.81":
+                options["jls_error"] = DEFAULT_JLS_ERROR
+            out.append(encode_frame(decoded.pixels, target, encode_desc, **options))
+    except (PixelError, ValueError) as exc:
+        raise NotAcceptable(f"cannot convert frames from {source} to {target}: {exc}") from exc
+    return out
 
 
 def transcode_instance(data: bytes, target: str) -> bytes:
@@ -48,7 +114,8 @@ def native_to_explicit_little(data: bytes, target: str) -> bytes:
     ds = dcmread(BytesIO(data))
     if ds.file_meta.TransferSyntaxUID not in NATIVE_SYNTAXES:
         raise NotAcceptable(f"cannot decompress {ds.file_meta.TransferSyntaxUID}")
-    _ = ds.pixel_array if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.endswith(".2.2") else None
+    if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.endswith(".2.2"):
+        _ = ds.pixel_array
     ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
     out = BytesIO()
     ds.save_as(out, implicit_vr=False, little_endian=True, enforce_file_format=True)
@@ -78,31 +145,42 @@ def swap_bulk_to_little_endian(data: bytes, vr: str) -> bytes:
 
 
 def frames_from_file(data: bytes, numbers: list[int], target: str) -> list[bytes]:
-    """Frames when byte ranges are not indexed or a conversion is needed."""
-    try:
-        from dicomweb.pixels.transcode import frames_in_syntax
-    except ImportError:
-        frames_in_syntax = None
-    if frames_in_syntax is not None:
-        try:
-            return frames_in_syntax(data, numbers, target)
-        except ValueError as exc:
-            raise NotAcceptable(f"cannot produce frames in {target}: {exc}") from exc
+    """Frames by parsing the file: only when byte ranges are not indexed (deflated data,
+    bit-packed 1-bit frames that do not start on a byte)."""
     ds = dcmread(BytesIO(data))
-    stored = ds.file_meta.TransferSyntaxUID
+    stored = str(ds.file_meta.TransferSyntaxUID)
     count = int(ds.get("NumberOfFrames", 1) or 1)
-    if stored.is_compressed:
-        if target != stored:
-            raise NotAcceptable(f"cannot convert frames from {stored} to {target}")
+    if missing := [n for n in numbers if n > count]:
+        raise NotAcceptable(f"the instance has {count} frame(s); no frame {missing[0]}")
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
         frames = list(generate_frames(ds.PixelData, number_of_frames=count))
-        return [frames[n - 1] for n in numbers]
-    if target != EXPLICIT_VR_LITTLE_ENDIAN and target != stored:
+        wanted = [frames[n - 1] for n in numbers]
+        if target == stored:
+            return wanted
+        if not can_transcode_frames(stored, target):
+            raise NotAcceptable(f"cannot convert frames from {stored} to {target}")
+        try:
+            from dicomweb.pixels.description import PixelDescription
+        except ImportError:
+            raise NotAcceptable(f"cannot convert frames from {stored} to {target}") from None
+        return convert_frames(wanted, numbers, stored, target, PixelDescription.from_dataset(ds))
+    if target != stored and not can_transcode_frames(EXPLICIT_VR_LITTLE_ENDIAN, target):
         raise NotAcceptable(f"cannot convert frames from {stored} to {target}")
-    pixels = ds.pixel_array
+    pixels = ds.pixel_array  # inflated, byte-swapped and bit-unpacked by pydicom
     if count == 1:
         pixels = pixels[None, ...]
-    little = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False)
-    return [little[n - 1].tobytes() for n in numbers]
+    try:
+        from dicomweb.pixels.codecs import array_to_native_le
+        from dicomweb.pixels.description import PixelDescription
+    except ImportError:
+        little = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False)
+        return [little[n - 1].tobytes() for n in numbers]
+    desc = PixelDescription.from_dataset(ds)
+    # pydicom returns YBR native data unconverted; the bytes keep their photometric.
+    native = [array_to_native_le(pixels[n - 1], desc) for n in numbers]
+    if target in FRAME_NATIVE_TARGETS or target == stored:
+        return native
+    return convert_frames(native, numbers, EXPLICIT_VR_LITTLE_ENDIAN, target, desc)
 
 
 def bulk_from_file(data: bytes, path: str) -> bytes | None:

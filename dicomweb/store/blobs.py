@@ -27,7 +27,7 @@ class BlobStore:
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         with temp_path.open("rb+") as fp:
-            os.fsync(fp.fileno())
+            os.fdatasync(fp.fileno())
         os.replace(temp_path, target)
         return key
 
