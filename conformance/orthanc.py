@@ -90,7 +90,7 @@ def build_config(port: int, data_dir: Path, plugin: Path) -> dict[str, object]:
             "Root": "/dicom-web/",
             "EnableWado": True,
             "WadoRoot": "/wado",
-            "Host": "127.0.0.1",
+            "Host": f"127.0.0.1:{port}",  # BulkDataURIs must carry the real port
             "Ssl": False,
         },
     }
