@@ -35,9 +35,22 @@ def run_ours(data_dir: Path, workers: int) -> Iterator[str]:
     """`dicomweb serve` on 127.0.0.1 (the README's command), stopped on exit."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb.cli", "serve", "--port", str(port), "--data",
-         str(data_dir), "--workers", str(workers), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "dicomweb.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data",
+            str(data_dir),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 60
@@ -54,8 +67,18 @@ def run_ours(data_dir: Path, workers: int) -> Iterator[str]:
 
 
 def run_json(module: str, url: str, label: str, out: Path, extra: list[str]) -> dict[str, Any]:
-    command = [sys.executable, "-m", module, "--url", url, "--label", label, "--json", str(out),
-               *extra]
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        "--url",
+        url,
+        "--label",
+        label,
+        "--json",
+        str(out),
+        *extra,
+    ]
     subprocess.run(command, check=False, timeout=3600)
     return json.loads(out.read_text())
 
@@ -65,16 +88,23 @@ def bench_rows(report: dict[str, Any]) -> dict[str, str]:
     rows: dict[str, str] = {}
     for item in report.get("stow", []):
         key = f"STOW {item['name'].removeprefix('stow ')} ×{item['clients']} (inst/s, MB/s)"
-        rows[key] = (f"{item['items_per_s']:.0f}, {item['mb_per_s']:.1f}"
-                     if item.get("items_per_s") else "n/a")
+        rows[key] = (
+            f"{item['items_per_s']:.0f}, {item['mb_per_s']:.1f}"
+            if item.get("items_per_s")
+            else "n/a"
+        )
     for item in report.get("qido", []):
         key = f"QIDO {item['name']} (p50/p95 ms, rows)"
-        rows[key] = (f"{item['p50_ms']:.1f} / {item['p95_ms']:.1f}, {item['rows']}"
-                     if item.get("p50_ms") is not None else "n/a")
+        rows[key] = (
+            f"{item['p50_ms']:.1f} / {item['p95_ms']:.1f}, {item['rows']}"
+            if item.get("p50_ms") is not None
+            else "n/a"
+        )
     metadata = report.get("metadata") or {}
     if metadata.get("p50_ms") is not None:
         rows["series metadata, 400 instances (p50/p95 ms)"] = (
-            f"{metadata['p50_ms']:.1f} / {metadata['p95_ms']:.1f}")
+            f"{metadata['p50_ms']:.1f} / {metadata['p95_ms']:.1f}"
+        )
     for item in report.get("frames", []):
         key = f"{item['name']} ×{item['clients']} (frames/s)"
         rows[key] = f"{item['items_per_s']:.0f}" if item.get("items_per_s") else "n/a"
@@ -108,26 +138,30 @@ def main(argv: list[str] | None = None) -> int:
         scratch_dir = Path(scratch)
         with run_ours(scratch_dir / "ours", args.workers) as url:
             results["ours-conformance"] = run_json(
-                "conformance", url, "ours", args.out / "ours-conformance.json", ["--no-fail"])
+                "conformance", url, "ours", args.out / "ours-conformance.json", ["--no-fail"]
+            )
             results["ours-bench"] = run_json(
-                "conformance.bench", url, "ours", args.out / "ours-bench.json", bench_extra)
+                "conformance.bench", url, "ours", args.out / "ours-bench.json", bench_extra
+            )
         with run_orthanc(free_port(), scratch_dir / "orthanc") as orthanc:
             url = f"{orthanc.base_url}/dicom-web"
             results["orthanc-conformance"] = run_json(
-                "conformance", url, "orthanc", args.out / "orthanc-conformance.json",
-                ["--no-fail"])
+                "conformance", url, "orthanc", args.out / "orthanc-conformance.json", ["--no-fail"]
+            )
             results["orthanc-bench"] = run_json(
-                "conformance.bench", url, "orthanc", args.out / "orthanc-bench.json",
-                bench_extra)
-    report = "\n\n".join([
-        "# Our server and Orthanc, measured in one run",
-        f"Command: `python -m conformance.compare{' --quick' if args.quick else ''}`; "
-        f"our server with {args.workers} worker(s); Orthanc from Debian's packages.",
-        "## Conformance",
-        compare_markdown(results["ours-conformance"], results["orthanc-conformance"]),
-        "## Benchmark",
-        bench_markdown(results["ours-bench"], results["orthanc-bench"]),
-    ])
+                "conformance.bench", url, "orthanc", args.out / "orthanc-bench.json", bench_extra
+            )
+    report = "\n\n".join(
+        [
+            "# Our server and Orthanc, measured in one run",
+            f"Command: `python -m conformance.compare{' --quick' if args.quick else ''}`; "
+            f"our server with {args.workers} worker(s); Orthanc from Debian's packages.",
+            "## Conformance",
+            compare_markdown(results["ours-conformance"], results["orthanc-conformance"]),
+            "## Benchmark",
+            bench_markdown(results["ours-bench"], results["orthanc-bench"]),
+        ]
+    )
     (args.out / "comparison.md").write_text(report + "\n")
     print(report)
     return 0

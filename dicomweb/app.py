@@ -58,7 +58,9 @@ def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
             )
         if not result.rows:
             return Response(status_code=204, headers=headers)
-        return Response(orjson.dumps(result.rows), media_type="application/dicom+json", headers=headers)
+        return Response(
+            orjson.dumps(result.rows), media_type="application/dicom+json", headers=headers
+        )
 
     search.__name__ = f"search_for_{level.value}"
     return search
@@ -153,6 +155,18 @@ class CrossOriginResourcePolicy:
         await self.app(scope, receive, send_with_header)
 
 
+# Headers cross-origin clients may read: paging warnings, and the geometry that accompanies
+# binary MPR planes, dose grids and masks.
+EXPOSED_HEADERS = [
+    "Warning", "Content-Location", "Content-Type", "Content-Length",
+    "X-Plane-Origin", "X-Plane-Row-Direction", "X-Plane-Column-Direction", "X-Plane-Normal",
+    "X-Plane-Pixel-Spacing", "X-Plane-Size", "X-Plane-Position", "X-Plane-Index",
+    "X-Plane-Count", "X-Volume-Cache", "X-Frame-Of-Reference-UID", "X-Grid-Shape",
+    "X-Grid-Origin", "X-Grid-Row-Direction", "X-Grid-Column-Direction", "X-Grid-Normal",
+    "X-Grid-Pixel-Spacing", "X-Grid-Slice-Offsets", "X-Dose-Units", "X-Voxel-Count",
+]
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     store = store or Store(settings)
@@ -183,7 +197,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["*"],
             allow_credentials=not allow_any,
-            expose_headers=["Warning", "Content-Location", "Content-Type", "Content-Length"],
+            expose_headers=EXPOSED_HEADERS,
             max_age=600,
         ),
         Middleware(CrossOriginResourcePolicy),

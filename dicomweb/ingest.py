@@ -140,7 +140,9 @@ def add_file_meta_if_missing(path: Path) -> bool:
         )
     implicit, little = ds.original_encoding
     syntax = (
-        "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
+        "1.2.840.10008.1.2"
+        if implicit
+        else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
     )
     header = part10_header(str(ds.SOPClassUID), str(ds.SOPInstanceUID), syntax)
     body = path.read_bytes()
@@ -361,7 +363,7 @@ def frame_ranges(
     if pixels.encapsulated:
         with path.open("rb") as fp:
             fragments = fragment_ranges(fp, offset, file_size)
-        return group_fragments(ds, fragments, frame_count)
+        return group_fragments(ds, path, fragments, frame_count)
     if offset + length > file_size:
         raise InstanceRejected(
             CANNOT_UNDERSTAND,
@@ -398,7 +400,8 @@ def fragment_ranges(fp: BinaryIO, offset: int, file_size: int) -> list[tuple[int
             return items
         if tag != ITEM_TAG:
             raise InstanceRejected(
-                CANNOT_UNDERSTAND, f"encapsulated Pixel Data: unexpected tag {tag:08X} at {position}"
+                CANNOT_UNDERSTAND,
+                f"encapsulated Pixel Data: unexpected tag {tag:08X} at {position}",
             )
         if position + 8 + length > file_size:
             raise InstanceRejected(CANNOT_UNDERSTAND, "truncated file: a pixel fragment is cut")
@@ -407,7 +410,7 @@ def fragment_ranges(fp: BinaryIO, offset: int, file_size: int) -> list[tuple[int
 
 
 def group_fragments(
-    ds: Dataset, items: list[tuple[int, int]], frame_count: int
+    ds: Dataset, path: Path, items: list[tuple[int, int]], frame_count: int
 ) -> list[list[list[int]]] | None:
     if not items:
         return None
@@ -416,7 +419,7 @@ def group_fragments(
         return None
     if frame_count == 1:
         return [[[o, n] for o, n in fragments]]
-    starts = frame_starts(ds, basic_offset_table, fragments, frame_count)
+    starts = frame_starts(ds, path, basic_offset_table, fragments, frame_count)
     if starts is None:
         if len(fragments) == frame_count:
             return [[[o, n]] for o, n in fragments]
@@ -427,13 +430,14 @@ def group_fragments(
     if any(i is None for i in indices):
         return None
     bounds = [*indices, len(fragments)]
-    return [
-        [[o, n] for o, n in fragments[bounds[f] : bounds[f + 1]]] for f in range(frame_count)
-    ]
+    return [[[o, n] for o, n in fragments[bounds[f] : bounds[f + 1]]] for f in range(frame_count)]
 
 
 def frame_starts(
-    ds: Dataset, basic_offset_table: tuple[int, int], fragments: list[tuple[int, int]],
+    ds: Dataset,
+    path: Path,
+    basic_offset_table: tuple[int, int],
+    fragments: list[tuple[int, int]],
     frame_count: int,
 ) -> list[int] | None:
     """Frame offsets relative to the first fragment item: Extended Offset Table, else the
@@ -445,10 +449,7 @@ def frame_starts(
     bot_offset, bot_length = basic_offset_table
     if bot_length == 0:
         return None
-    raw = ds.filename and Path(ds.filename).open("rb")
-    if not raw:
-        return None
-    with raw as fp:
+    with path.open("rb") as fp:
         fp.seek(bot_offset)
         table = fp.read(bot_length)
     values = list(struct.unpack(f"<{len(table) // 4}I", table))

@@ -157,7 +157,9 @@ def new_boundary() -> str:
     return uuid.uuid4().hex
 
 
-def multipart_content_type(part_type: str, boundary: str, transfer_syntax: str | None = None) -> str:
+def multipart_content_type(
+    part_type: str, boundary: str, transfer_syntax: str | None = None
+) -> str:
     value = f'multipart/related; type="{part_type}"; boundary={boundary}'
     if transfer_syntax:
         value += f"; transfer-syntax={transfer_syntax}"

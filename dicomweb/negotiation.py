@@ -12,26 +12,34 @@ EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
-NATIVE_SYNTAXES = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
-                             EXPLICIT_VR_BIG_ENDIAN, DEFLATED})
+NATIVE_SYNTAXES = frozenset(
+    {EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, DEFLATED}
+)
 ANY = "*"
 
 #: PS3.18 Table 8.7.3-5/-6: media types of compressed pixel data, with their syntaxes (the
 #: first one is the default when no transfer-syntax parameter is given).
 IMAGE_MEDIA_TYPES: dict[str, tuple[str, ...]] = {
-    "image/jpeg": ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
-                   "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"),
+    "image/jpeg": (
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+    ),
     "image/jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
     "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
     "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
-    "image/jphc": ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
-                   "1.2.840.10008.1.2.4.203"),
+    "image/jphc": ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"),
     "image/dicom-rle": ("1.2.840.10008.1.2.5",),
     "image/x-dicom-rle": ("1.2.840.10008.1.2.5",),
     "video/mpeg": ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101"),
-    "video/mp4": ("1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.103",
-                  "1.2.840.10008.1.2.4.104", "1.2.840.10008.1.2.4.105",
-                  "1.2.840.10008.1.2.4.106"),
+    "video/mp4": (
+        "1.2.840.10008.1.2.4.102",
+        "1.2.840.10008.1.2.4.103",
+        "1.2.840.10008.1.2.4.104",
+        "1.2.840.10008.1.2.4.105",
+        "1.2.840.10008.1.2.4.106",
+    ),
     "video/h265": ("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"),
 }
 
@@ -136,7 +144,7 @@ def choose_instance_representation(
             continue
         multipart = media.multipart or media.part_type in ("*/*", "*")
         for syntax in media.transfer_syntaxes or [EXPLICIT_VR_LITTLE_ENDIAN]:
-            if syntax == ANY or syntax == stored_syntax:
+            if syntax in (ANY, stored_syntax):
                 return Representation("application/dicom", stored_syntax, multipart)
             if can_produce(syntax):
                 return Representation("application/dicom", syntax, multipart)
@@ -194,6 +202,4 @@ def choose_frame_representation(
 def accepts_json(ranges: list[MediaRange]) -> bool:
     """Metadata and QIDO: application/dicom+json (or application/json) wherever it appears
     (older OHIF versions list frame types first)."""
-    return any(
-        r.matches("application/dicom+json") or r.matches("application/json") for r in ranges
-    )
+    return any(r.matches("application/dicom+json") or r.matches("application/json") for r in ranges)

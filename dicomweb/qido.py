@@ -56,8 +56,12 @@ def raw_query_pairs(query_string: str) -> list[tuple[str, str]]:
 
 
 def parse_search(
-    query_string: str, level: Level, study: str | None = None, series: str | None = None,
-    *, max_results: int,
+    query_string: str,
+    level: Level,
+    study: str | None = None,
+    series: str | None = None,
+    *,
+    max_results: int,
 ) -> SearchQuery:
     search = SearchQuery(level=level, study=study, series=series)
     try:
@@ -73,7 +77,9 @@ def parse_search(
             search.offset = parse_count(name, value, minimum=0)
         elif lowered == "fuzzymatching":
             if value.lower() not in ("true", "false"):
-                raise BadRequest(f"fuzzymatching must be true or false, not {value!r}", parameter=name)
+                raise BadRequest(
+                    f"fuzzymatching must be true or false, not {value!r}", parameter=name
+                )
             search.fuzzy = value.lower() == "true"
         elif lowered == "includefield":
             add_include_fields(search, name, value)
@@ -119,7 +125,8 @@ def add_include_fields(search: SearchQuery, name: str, value: str) -> None:
 
 
 def parse_attribute_path(name: str, *, parameter: str | None = None) -> tuple[str, ...]:
-    """`PatientName`, `00100010`, or a sequence path `RequestAttributesSequence.RequestedProcedureID`."""
+    """`PatientName`, `00100010`, or a sequence path such as
+    `RequestAttributesSequence.RequestedProcedureID`."""
     tags = []
     for part in name.split("."):
         tag = attrs.parse_attribute(part)

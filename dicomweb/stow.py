@@ -115,7 +115,10 @@ def stow_response(
             if outcome.sop_class_uid:
                 item[REFERENCED_SOP_CLASS_UID] = {"vr": "UI", "Value": [outcome.sop_class_uid]}
             if outcome.sop_instance_uid:
-                item[REFERENCED_SOP_INSTANCE_UID] = {"vr": "UI", "Value": [outcome.sop_instance_uid]}
+                item[REFERENCED_SOP_INSTANCE_UID] = {
+                    "vr": "UI",
+                    "Value": [outcome.sop_instance_uid],
+                }
             item[ERROR_COMMENT] = {"vr": "LO", "Value": [outcome.message]}
             failed.append(dict(sorted(item.items())))
             continue

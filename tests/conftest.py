@@ -57,8 +57,20 @@ def start_server(
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
-    command = [sys.executable, "-m", "dicomweb.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--data", str(data_dir), "--workers", str(workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "dicomweb.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data",
+        str(data_dir),
+        "--workers",
+        str(workers),
+    ]
     if database_url:
         command += ["--database-url", database_url]
     command += extra or []
@@ -72,8 +84,9 @@ def start_server(
             raise RuntimeError(f"server exited: {log_path.read_text()}")
         try:
             if requests.get(f"{origin}/readyz", timeout=1).status_code == 200:
-                return Server(f"{origin}/dicomweb", origin, data_dir, database_url, process,
-                              log_path)
+                return Server(
+                    f"{origin}/dicomweb", origin, data_dir, database_url, process, log_path
+                )
         except requests.ConnectionError:
             pass
         time.sleep(0.2)
@@ -94,8 +107,10 @@ def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
     admin_url = os.environ.get(POSTGRES_ENV)
     if not admin_url:
-        pytest.skip(f"PostgreSQL tests skipped: set {POSTGRES_ENV} (e.g. "
-                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres) to run them")
+        pytest.skip(
+            f"PostgreSQL tests skipped: set {POSTGRES_ENV} (e.g. "
+            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres) to run them"
+        )
     import psycopg
 
     name = f"dicomweb_test_{uuid.uuid4().hex[:10]}"
@@ -131,15 +146,32 @@ def stored_study(server: Server) -> dict:
     patient_id = "PID-" + uuid.uuid4().hex[:8]
     ct_series, mr_series = factory.new_uid(), factory.new_uid()
     datasets = [
-        factory.image(study=study, series=ct_series, patient_id=patient_id, instance_number=i,
-                      position_z=float(i))
+        factory.image(
+            study=study,
+            series=ct_series,
+            patient_id=patient_id,
+            instance_number=i,
+            position_z=float(i),
+        )
         for i in (1, 2, 3)
     ] + [
-        factory.image(study=study, series=mr_series, patient_id=patient_id, modality="MR",
-                      series_number=2, instance_number=i, frames=2)
+        factory.image(
+            study=study,
+            series=mr_series,
+            patient_id=patient_id,
+            modality="MR",
+            series_number=2,
+            instance_number=i,
+            frames=2,
+        )
         for i in (1, 2)
     ]
     response = server.stow(*datasets)
     assert response.status_code == 200, response.text
-    return {"study": study, "patient_id": patient_id, "ct": ct_series, "mr": mr_series,
-            "datasets": datasets}
+    return {
+        "study": study,
+        "patient_id": patient_id,
+        "ct": ct_series,
+        "mr": mr_series,
+        "datasets": datasets,
+    }

@@ -24,8 +24,9 @@ def test_store_search_retrieve_with_dicomweb_client(server):
     metadata = client.retrieve_series_metadata(study, series)
     assert {m["00080018"]["Value"][0] for m in metadata} == {d.SOPInstanceUID for d in datasets}
 
-    retrieved = client.retrieve_instance(study, series, datasets[0].SOPInstanceUID,
-                                         media_types=(("application/dicom", "*"),))
+    retrieved = client.retrieve_instance(
+        study, series, datasets[0].SOPInstanceUID, media_types=(("application/dicom", "*"),)
+    )
     assert retrieved.SOPInstanceUID == datasets[0].SOPInstanceUID
     assert retrieved.PixelData == datasets[0].PixelData
     assert retrieved.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
@@ -34,8 +35,12 @@ def test_store_search_retrieve_with_dicomweb_client(server):
     expected = np.frombuffer(datasets[1].PixelData, dtype="<u2").reshape(3, -1)
     assert frames[0] == expected[0].tobytes() and frames[1] == expected[2].tobytes()
 
-    series_instances = client.retrieve_series(study, series, media_types=(("application/dicom", "*"),))
-    assert sorted(d.SOPInstanceUID for d in series_instances) == sorted(d.SOPInstanceUID for d in datasets)
+    series_instances = client.retrieve_series(
+        study, series, media_types=(("application/dicom", "*"),)
+    )
+    assert sorted(d.SOPInstanceUID for d in series_instances) == sorted(
+        d.SOPInstanceUID for d in datasets
+    )
 
     client.delete_study(study)
     assert client.search_for_studies(search_filters={"StudyInstanceUID": study}) == []

@@ -12,8 +12,12 @@ from factory import image, to_bytes
 
 
 def run_import(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dicomweb.cli", "import", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dicomweb.cli", "import", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_import_folder_zip_and_bad_files(tmp_path, backend):
@@ -44,7 +48,9 @@ def test_import_folder_zip_and_bad_files(tmp_path, backend):
             response = requests.get(
                 f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
                 f"/instances/{ds.SOPInstanceUID}",
-                headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=30)
+                headers={"Accept": "application/dicom; transfer-syntax=*"},
+                timeout=30,
+            )
             assert response.content == to_bytes(ds)
     finally:
         stop_server(server)

@@ -14,8 +14,9 @@ AS_STORED = {"Accept": 'multipart/related; type="application/dicom"; transfer-sy
 
 def post(url: str, datasets) -> requests.Response:
     body, content_type = multipart([to_bytes(ds) for ds in datasets])
-    return requests.post(f"{url}/studies", data=body, headers={"Content-Type": content_type},
-                         timeout=120)
+    return requests.post(
+        f"{url}/studies", data=body, headers={"Content-Type": content_type}, timeout=120
+    )
 
 
 def test_two_servers_share_postgresql_and_blobs(postgres_database, tmp_path):
@@ -39,13 +40,19 @@ def test_two_servers_share_postgresql_and_blobs(postgres_database, tmp_path):
         stored_by_first = halves[0][0]
         response = requests.get(
             f"{second.url}/studies/{study}/series/{series}/instances/"
-            f"{stored_by_first.SOPInstanceUID}", headers=AS_STORED, timeout=30)
+            f"{stored_by_first.SOPInstanceUID}",
+            headers=AS_STORED,
+            timeout=30,
+        )
         assert parse_multipart(response.headers["content-type"], response.content)[0][1] == (
-            to_bytes(stored_by_first))
+            to_bytes(stored_by_first)
+        )
 
         assert requests.delete(f"{second.url}/studies/{study}", timeout=30).status_code == 200
-        assert requests.get(f"{first.url}/studies?StudyInstanceUID={study}",
-                            timeout=30).status_code == 204
+        assert (
+            requests.get(f"{first.url}/studies?StudyInstanceUID={study}", timeout=30).status_code
+            == 204
+        )
         assert not any(p.is_file() for p in blobs.rglob("*.dcm"))
     finally:
         stop_server(first)
@@ -57,8 +64,10 @@ def test_sqlite_with_two_workers(tmp_path):
     try:
         study = new_uid()
         series = [new_uid() for _ in range(6)]
-        batches = [[image(study=study, series=series[i], instance_number=j) for j in range(10)]
-                   for i in range(6)]
+        batches = [
+            [image(study=study, series=series[i], instance_number=j) for j in range(10)]
+            for i in range(6)
+        ]
         with ThreadPoolExecutor(3) as pool:
             codes = [r.status_code for r in pool.map(lambda b: post(server.url, b), batches)]
         assert codes == [200] * 6

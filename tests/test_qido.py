@@ -13,8 +13,9 @@ JSON = {"Accept": "application/dicom+json"}
 
 
 def query(server, path: str, params: str = "") -> requests.Response:
-    return requests.get(f"{server.url}{path}{'?' + params if params else ''}", headers=JSON,
-                        timeout=30)
+    return requests.get(
+        f"{server.url}{path}{'?' + params if params else ''}", headers=JSON, timeout=30
+    )
 
 
 def values(results: list[dict], tag: str) -> list:
@@ -36,9 +37,16 @@ def people(server) -> dict:
     ]
     studies = {}
     for index, (name, date, time, modality, charset) in enumerate(specs):
-        ds = image(patient_name=name, study_date=date, study_time=time, modality=modality,
-                   charset=charset, accession=f"{tag}{index}", patient_id=f"{tag}-P{index}",
-                   description=f"Study {tag} {modality}")
+        ds = image(
+            patient_name=name,
+            study_date=date,
+            study_time=time,
+            modality=modality,
+            charset=charset,
+            accession=f"{tag}{index}",
+            patient_id=f"{tag}-P{index}",
+            description=f"Study {tag} {modality}",
+        )
         request_item = Dataset()
         request_item.RequestedProcedureID = f"RP{tag}{index}"
         request_item.ScheduledProcedureStepID = f"SPS{index}"
@@ -63,20 +71,25 @@ def test_wildcards_and_case_sensitivity(server, people):
     tag = people["tag"]
     found = study_uids(query(server, "/studies", f"AccessionNumber={tag}*&PatientName=Smith*"))
     assert found == uids_of(people, "Smith^John", "Smithers^Waylon")
-    found = study_uids(query(server, "/studies", f"AccessionNumber={tag}*&PatientName=Smith%5EJ?hn"))
+    found = study_uids(
+        query(server, "/studies", f"AccessionNumber={tag}*&PatientName=Smith%5EJ?hn")
+    )
     assert found == uids_of(people, "Smith^John")
 
 
 def test_fuzzy_matching_is_case_insensitive_per_component(server, people):
     tag = people["tag"]
-    found = study_uids(query(server, "/studies",
-                             f"AccessionNumber={tag}*&PatientName=smith&fuzzymatching=true"))
+    found = study_uids(
+        query(server, "/studies", f"AccessionNumber={tag}*&PatientName=smith&fuzzymatching=true")
+    )
     assert found == uids_of(people, "Smith^John", "Smithers^Waylon", "SMITH^Jane")
-    found = study_uids(query(server, "/studies",
-                             f"AccessionNumber={tag}*&PatientName=jane&fuzzymatching=true"))
+    found = study_uids(
+        query(server, "/studies", f"AccessionNumber={tag}*&PatientName=jane&fuzzymatching=true")
+    )
     assert found == uids_of(people, "SMITH^Jane")
-    found = study_uids(query(server, "/studies",
-                             f"AccessionNumber={tag}*&PatientName=smith&fuzzymatching=false"))
+    found = study_uids(
+        query(server, "/studies", f"AccessionNumber={tag}*&PatientName=smith&fuzzymatching=false")
+    )
     assert found == set()
 
 
@@ -96,23 +109,31 @@ def test_date_and_time_ranges(server, people):
     tag = people["tag"]
     base = f"AccessionNumber={tag}*"
     assert study_uids(query(server, "/studies", f"{base}&StudyDate=20200101-20211231")) == uids_of(
-        people, "Smith^John", "Smithers^Waylon")
+        people, "Smith^John", "Smithers^Waylon"
+    )
     assert study_uids(query(server, "/studies", f"{base}&StudyDate=-20190101")) == uids_of(
-        people, "Dvořák^Antonín", "王^小明")
+        people, "Dvořák^Antonín", "王^小明"
+    )
     assert study_uids(query(server, "/studies", f"{base}&StudyDate=20230101-")) == uids_of(
-        people, "Müller^Jürgen")
+        people, "Müller^Jürgen"
+    )
     assert study_uids(query(server, "/studies", f"{base}&StudyDate=20220720")) == uids_of(
-        people, "SMITH^Jane")
+        people, "SMITH^Jane"
+    )
     assert study_uids(query(server, "/studies", f"{base}&StudyTime=2300-")) == uids_of(
-        people, "SMITH^Jane")
+        people, "SMITH^Jane"
+    )
     assert study_uids(query(server, "/studies", f"{base}&StudyTime=-09")) == uids_of(
-        people, "Smith^John", "王^小明")
+        people, "Smith^John", "王^小明"
+    )
 
 
 def test_uid_lists_comma_and_backslash_and_tag_keys(server, people):
     first, second = (people["studies"][n].StudyInstanceUID for n in ("Smith^John", "王^小明"))
     for separator in (",", "%5C", "\\"):
-        found = study_uids(query(server, "/studies", f"StudyInstanceUID={first}{separator}{second}"))
+        found = study_uids(
+            query(server, "/studies", f"StudyInstanceUID={first}{separator}{second}")
+        )
         assert found == {first, second}
     found = study_uids(query(server, "/studies", f"0020000D={first}"))
     assert found == {first}
@@ -135,23 +156,48 @@ def test_modalities_in_study_and_computed_attributes(server, people, stored_stud
 
 def test_default_attributes_ohif_reads(server, stored_study):
     study = query(server, "/studies", f"StudyInstanceUID={stored_study['study']}").json()[0]
-    for keyword_tag in ("0020000D", "00080020", "00080030", "00080050", "00100020", "00100010",
-                        "00100030", "00201208", "00081030", "00080061", "00080090", "00081190"):
+    for keyword_tag in (
+        "0020000D",
+        "00080020",
+        "00080030",
+        "00080050",
+        "00100020",
+        "00100010",
+        "00100030",
+        "00201208",
+        "00081030",
+        "00080061",
+        "00080090",
+        "00081190",
+    ):
         assert keyword_tag in study, keyword_tag
     series = query(server, f"/studies/{stored_study['study']}/series").json()[0]
     for keyword_tag in ("0020000E", "00080060", "00200011", "0008103E", "00201209", "00081190"):
         assert keyword_tag in series, keyword_tag
     instance = query(server, f"/studies/{stored_study['study']}/instances").json()[0]
-    for keyword_tag in ("00080016", "00080018", "00200013", "00280010", "00280011", "00281050"
-                        if False else "00280100", "00081190"):
+    for keyword_tag in (
+        "00080016",
+        "00080018",
+        "00200013",
+        "00280010",
+        "00280011",
+        "00281050" if False else "00280100",
+        "00081190",
+    ):
         assert keyword_tag in instance, keyword_tag
 
 
 def test_includefield_forms(server, stored_study):
     uid = stored_study["study"]
-    one_value = query(server, "/studies", f"StudyInstanceUID={uid}&includefield=00081030%2C00080060%2C00100040%2C00181030").json()[0]
+    one_value = query(
+        server,
+        "/studies",
+        f"StudyInstanceUID={uid}&includefield=00081030%2C00080060%2C00100040%2C00181030",
+    ).json()[0]
     assert "00100040" in one_value and "00080061" in one_value
-    repeated = query(server, f"/studies/{uid}/series", "includefield=SeriesDescription&includefield=00200052").json()[0]
+    repeated = query(
+        server, f"/studies/{uid}/series", "includefield=SeriesDescription&includefield=00200052"
+    ).json()[0]
     assert "00200052" in repeated
     everything = query(server, f"/studies/{uid}/instances", "includefield=all").json()[0]
     assert "00280030" in everything and "00200032" in everything
@@ -159,8 +205,9 @@ def test_includefield_forms(server, stored_study):
 
 def test_sequence_matching(server, people):
     tag = people["tag"]
-    found = study_uids(query(server, "/series",
-                             f"RequestAttributesSequence.RequestedProcedureID=RP{tag}1"))
+    found = study_uids(
+        query(server, "/series", f"RequestAttributesSequence.RequestedProcedureID=RP{tag}1")
+    )
     assert found == uids_of(people, "Smithers^Waylon")
 
 
@@ -193,18 +240,21 @@ def test_empty_result_is_204(server):
     assert response.status_code == 204
 
 
-@pytest.mark.parametrize("params, parameter", [
-    ("NotAnAttribute=1", "NotAnAttribute"),
-    ("limit=-5", "limit"),
-    ("limit=abc", "limit"),
-    ("offset=-1", "offset"),
-    ("StudyDate=2020-01-01", "StudyDate"),
-    ("StudyDate=yesterday", "StudyDate"),
-    ("fuzzymatching=maybe", "fuzzymatching"),
-    ("includefield=NoSuchKeyword", "includefield"),
-    ("SeriesNumber=one", "SeriesNumber"),
-    ("StudyInstanceUID=not%20a%20uid", "StudyInstanceUID"),
-])
+@pytest.mark.parametrize(
+    "params, parameter",
+    [
+        ("NotAnAttribute=1", "NotAnAttribute"),
+        ("limit=-5", "limit"),
+        ("limit=abc", "limit"),
+        ("offset=-1", "offset"),
+        ("StudyDate=2020-01-01", "StudyDate"),
+        ("StudyDate=yesterday", "StudyDate"),
+        ("fuzzymatching=maybe", "fuzzymatching"),
+        ("includefield=NoSuchKeyword", "includefield"),
+        ("SeriesNumber=one", "SeriesNumber"),
+        ("StudyInstanceUID=not%20a%20uid", "StudyInstanceUID"),
+    ],
+)
 def test_bad_parameters_give_400_naming_them(server, params, parameter):
     response = query(server, "/studies", params)
     assert response.status_code == 400
@@ -214,13 +264,23 @@ def test_bad_parameters_give_400_naming_them(server, params, parameter):
 
 
 def test_absurd_limit_is_capped_not_failed(server, stored_study):
-    response = query(server, "/studies", f"StudyInstanceUID={stored_study['study']}&limit=999999999")
+    response = query(
+        server, "/studies", f"StudyInstanceUID={stored_study['study']}&limit=999999999"
+    )
     assert response.status_code == 200
 
 
 def test_ohif_study_list_request(server, stored_study):
-    response = query(server, "/studies", "limit=101&offset=0&fuzzymatching=true&includefield=00081030%2C00080060%2C00080090%2C00100030")
+    response = query(
+        server,
+        "/studies",
+        "limit=101&offset=0&fuzzymatching=true&includefield=00081030%2C00080060%2C00080090%2C00100030",
+    )
     assert response.status_code == 200
-    assert all("00080061" in s for s in response.json() if s["0020000D"]["Value"][0] == stored_study["study"])
+    assert all(
+        "00080061" in s
+        for s in response.json()
+        if s["0020000D"]["Value"][0] == stored_study["study"]
+    )
     unknown = new_uid()
     assert query(server, "/studies", f"StudyInstanceUID={unknown}").status_code == 204

@@ -26,8 +26,10 @@ def reasons(body: dict) -> list[int]:
 def retrieve_bytes(server, ds) -> bytes:
     from factory import parse_multipart
 
-    url = (f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-           f"/instances/{ds.SOPInstanceUID}")
+    url = (
+        f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
     response = requests.get(url, headers=RETRIEVE_AS_STORED, timeout=30)
     assert response.status_code == 200, response.text
     return parse_multipart(response.headers["content-type"], response.content)[0][1]
@@ -48,8 +50,12 @@ def test_all_stored_gives_200_with_retrieve_urls(server):
 
 def test_single_part_application_dicom_body(server):
     ds = image()
-    response = requests.post(f"{server.url}/studies", data=to_bytes(ds),
-                             headers={"Content-Type": "application/dicom"}, timeout=30)
+    response = requests.post(
+        f"{server.url}/studies",
+        data=to_bytes(ds),
+        headers={"Content-Type": "application/dicom"},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     assert retrieve_bytes(server, ds) == to_bytes(ds)
 
@@ -57,8 +63,9 @@ def test_single_part_application_dicom_body(server):
 def test_some_failed_gives_202_with_reasons(server):
     good = image()
     body, content_type = multipart([to_bytes(good), b"this is not DICOM at all" * 10])
-    response = requests.post(f"{server.url}/studies", data=body,
-                             headers={"Content-Type": content_type}, timeout=30)
+    response = requests.post(
+        f"{server.url}/studies", data=body, headers={"Content-Type": content_type}, timeout=30
+    )
     assert response.status_code == 202
     assert reasons(response.json()) == [0xC000]
     assert retrieve_bytes(server, good) == to_bytes(good)
@@ -68,8 +75,9 @@ def test_none_stored_gives_409(server):
     missing_uid = image()
     del missing_uid.SeriesInstanceUID
     body, content_type = multipart([b"\x00" * 300, to_bytes(missing_uid)])
-    response = requests.post(f"{server.url}/studies", data=body,
-                             headers={"Content-Type": content_type}, timeout=30)
+    response = requests.post(
+        f"{server.url}/studies", data=body, headers={"Content-Type": content_type}, timeout=30
+    )
     assert response.status_code == 409
     assert sorted(reasons(response.json())) == [0xA900, 0xC000]
     comments = [i["00000902"]["Value"][0] for i in stow_items(response.json(), FAILED)]
@@ -81,25 +89,37 @@ def test_study_uid_must_match_target(server):
     response = server.stow(other, study=target)
     assert response.status_code == 409
     assert reasons(response.json()) == [0xA900]
-    assert requests.get(f"{server.url}/studies/{other.StudyInstanceUID}/metadata",
-                        timeout=30).status_code == 404
+    assert (
+        requests.get(
+            f"{server.url}/studies/{other.StudyInstanceUID}/metadata", timeout=30
+        ).status_code
+        == 404
+    )
 
 
 def test_truncated_file_is_rejected(server):
     ds = image(rows=64, columns=64)
     data = to_bytes(ds)
-    response = requests.post(f"{server.url}/studies", data=data[: len(data) - 100],
-                             headers={"Content-Type": "application/dicom"}, timeout=30)
+    response = requests.post(
+        f"{server.url}/studies",
+        data=data[: len(data) - 100],
+        headers={"Content-Type": "application/dicom"},
+        timeout=30,
+    )
     assert response.status_code == 409
     assert reasons(response.json()) == [0xC000]
     assert "truncated" in response.text
 
 
 def test_unsupported_media_types_give_415(server):
-    for content_type in ("application/json", "text/plain",
-                         'multipart/related; type="application/dicom+xml"; boundary=x'):
-        response = requests.post(f"{server.url}/studies", data=b"{}",
-                                 headers={"Content-Type": content_type}, timeout=30)
+    for content_type in (
+        "application/json",
+        "text/plain",
+        'multipart/related; type="application/dicom+xml"; boundary=x',
+    ):
+        response = requests.post(
+            f"{server.url}/studies", data=b"{}", headers={"Content-Type": content_type}, timeout=30
+        )
         assert response.status_code == 415, content_type
         assert "not supported" in response.json()["error"]["message"]
 
@@ -112,8 +132,9 @@ def test_malformed_multipart_gives_400(server):
         (ds_bytes, 'multipart/related; type="application/dicom"'),  # no boundary
         (b"--abc--\r\n", 'multipart/related; type="application/dicom"; boundary=abc'),
     ]:
-        response = requests.post(f"{server.url}/studies", data=body,
-                                 headers={"Content-Type": content_type}, timeout=30)
+        response = requests.post(
+            f"{server.url}/studies", data=body, headers={"Content-Type": content_type}, timeout=30
+        )
         assert response.status_code == 400, (content_type, response.text)
 
 
@@ -133,8 +154,15 @@ def test_transfer_syntaxes_are_stored_unchanged(server):
     from pydicom import dcmread
     from pydicom.data import get_testdata_file
 
-    names = ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm",
-             "SC_rgb_rle.dcm", "image_dfl.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_jpeg_ls_lossless.dcm"]
+    names = [
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+        "JPEG2000.dcm",
+        "SC_rgb_rle.dcm",
+        "image_dfl.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+    ]
     for name in names:
         path = get_testdata_file(name)
         ds = dcmread(path)
@@ -145,21 +173,33 @@ def test_transfer_syntaxes_are_stored_unchanged(server):
         buffer = BytesIO()
         ds.save_as(buffer)
         data = buffer.getvalue()
-        response = requests.post(f"{server.url}/studies", data=data,
-                                 headers={"Content-Type": "application/dicom"}, timeout=30)
+        response = requests.post(
+            f"{server.url}/studies",
+            data=data,
+            headers={"Content-Type": "application/dicom"},
+            timeout=30,
+        )
         assert response.status_code == 200, (name, response.text)
         assert retrieve_bytes(server, ds) == data, name
 
 
 def test_errors_leave_stored_data_intact(server, stored_study):
     before = requests.get(f"{server.url}/studies/{stored_study['study']}/metadata", timeout=30)
-    bad = image(study=stored_study["study"], sop=stored_study["datasets"][0].SOPInstanceUID,
-                patient_name="Other^Content")
+    bad = image(
+        study=stored_study["study"],
+        sop=stored_study["datasets"][0].SOPInstanceUID,
+        patient_name="Other^Content",
+    )
     body, content_type = multipart([to_bytes(bad), b"garbage"])
-    requests.post(f"{server.url}/studies", data=body, headers={"Content-Type": content_type},
-                  timeout=30)
-    requests.post(f"{server.url}/studies", data=b"--x\r\n",
-                  headers={"Content-Type": 'multipart/related; boundary=x'}, timeout=30)
+    requests.post(
+        f"{server.url}/studies", data=body, headers={"Content-Type": content_type}, timeout=30
+    )
+    requests.post(
+        f"{server.url}/studies",
+        data=b"--x\r\n",
+        headers={"Content-Type": "multipart/related; boundary=x"},
+        timeout=30,
+    )
     after = requests.get(f"{server.url}/studies/{stored_study['study']}/metadata", timeout=30)
     assert after.status_code == 200
     assert after.content == before.content
@@ -182,7 +222,8 @@ def test_large_upload_is_streamed_not_held_in_memory(server, tmp_path):
 
     before = peak_rss_mib()
     chunks = (body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20))
-    response = requests.post(f"{server.url}/studies", data=chunks,
-                             headers={"Content-Type": content_type}, timeout=300)
+    response = requests.post(
+        f"{server.url}/studies", data=chunks, headers={"Content-Type": content_type}, timeout=300
+    )
     assert response.status_code == 200, response.text
     assert peak_rss_mib() - before < 100

@@ -11,8 +11,10 @@ ELE = "1.2.840.10008.1.2.1"
 
 
 def instance_url(server, ds) -> str:
-    return (f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-            f"/instances/{ds.SOPInstanceUID}")
+    return (
+        f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
 
 
 def get(url: str, accept: str | None = None, **headers: str) -> requests.Response:
@@ -25,8 +27,11 @@ def test_retrieve_study_series_instance_byte_identical(server, stored_study):
     datasets = stored_study["datasets"]
     expected = {ds.SOPInstanceUID: to_bytes(ds) for ds in datasets}
     study_url = f"{server.url}/studies/{stored_study['study']}"
-    for url, count in [(study_url, 5), (f"{study_url}/series/{stored_study['mr']}", 2),
-                       (instance_url(server, datasets[0]), 1)]:
+    for url, count in [
+        (study_url, 5),
+        (f"{study_url}/series/{stored_study['mr']}", 2),
+        (instance_url(server, datasets[0]), 1),
+    ]:
         response = get(url, AS_STORED)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("multipart/related")
@@ -54,12 +59,22 @@ def test_metadata_levels_and_bulkdata(server, stored_study):
     study = stored_study["study"]
     study_metadata = get(f"{server.url}/studies/{study}/metadata", "application/dicom+json").json()
     assert len(study_metadata) == 5
-    series_metadata = get(f"{server.url}/studies/{study}/series/{stored_study['ct']}/metadata").json()
+    series_metadata = get(
+        f"{server.url}/studies/{study}/series/{stored_study['ct']}/metadata"
+    ).json()
     assert [m["00200013"]["Value"][0] for m in series_metadata] == [1, 2, 3]
     ds = stored_study["datasets"][0]
     metadata = get(instance_url(server, ds) + "/metadata").json()[0]
-    for tag in ("00280010", "00280011", "00280030", "00281052", "00281050", "00200032",
-                "00200037", "00200052"):
+    for tag in (
+        "00280010",
+        "00280011",
+        "00280030",
+        "00281052",
+        "00281050",
+        "00200032",
+        "00200037",
+        "00200052",
+    ):
         assert tag in metadata, tag
     pixel = metadata["7FE00010"]
     assert pixel["vr"] == "OW"
@@ -76,7 +91,10 @@ def test_metadata_is_json_even_when_frame_types_are_listed_first(server, stored_
     accept = 'multipart/related; type="application/octet-stream", application/dicom+json'
     response = get(f"{server.url}/studies/{stored_study['study']}/metadata", accept)
     assert response.status_code == 200
-    assert get(f"{server.url}/studies/{stored_study['study']}/metadata", "image/png").status_code == 406
+    assert (
+        get(f"{server.url}/studies/{stored_study['study']}/metadata", "image/png").status_code
+        == 406
+    )
 
 
 def test_frames_native_with_ohif_accept_headers(server, stored_study):
@@ -89,7 +107,7 @@ def test_frames_native_with_ohif_accept_headers(server, stored_study):
         'multipart/related; type="application/octet-stream"; transfer-syntax=*; q=0.9, '
         'multipart/related; type="application/pdf"',
         'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1;'
-        ' transfer-syntax=*',
+        " transfer-syntax=*",
         None,
     ):
         response = get(url, accept)
@@ -99,15 +117,20 @@ def test_frames_native_with_ohif_accept_headers(server, stored_study):
         headers, body = parts[0]
         assert f"transfer-syntax={ELE}" in headers["content-type"]
         assert body == frames[1].tobytes()
-    both = get(instance_url(server, ds) + "/frames/1,2", "multipart/related; type=application/octet-stream")
+    both = get(
+        instance_url(server, ds) + "/frames/1,2", "multipart/related; type=application/octet-stream"
+    )
     bodies = [b for _, b in parse_multipart(both.headers["content-type"], both.content)]
     assert bodies == [frames[0].tobytes(), frames[1].tobytes()]
 
 
 def test_frames_accept_query_parameter(server, stored_study):
     ds = stored_study["datasets"][0]
-    url = instance_url(server, ds) + "/frames/1?accept=" + requests.utils.quote(
-        "multipart/related; type=application/octet-stream")
+    url = (
+        instance_url(server, ds)
+        + "/frames/1?accept="
+        + requests.utils.quote("multipart/related; type=application/octet-stream")
+    )
     response = get(url, "image/png")
     assert response.status_code == 200
 
@@ -124,13 +147,22 @@ def test_frames_compressed_served_as_stored(server):
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     buffer = BytesIO()
     ds.save_as(buffer)
-    assert requests.post(f"{server.url}/studies", data=buffer.getvalue(),
-                         headers={"Content-Type": "application/dicom"}, timeout=30).status_code == 200
+    assert (
+        requests.post(
+            f"{server.url}/studies",
+            data=buffer.getvalue(),
+            headers={"Content-Type": "application/dicom"},
+            timeout=30,
+        ).status_code
+        == 200
+    )
     expected = list(generate_frames(ds.PixelData, number_of_frames=2))
     url = instance_url(server, ds) + "/frames/1,2"
-    for accept in ("multipart/related; type=application/octet-stream; transfer-syntax=*",
-                   'multipart/related; type="image/dicom-rle"',
-                   'multipart/related; type="image/x-dicom-rle"; transfer-syntax=1.2.840.10008.1.2.5'):
+    for accept in (
+        "multipart/related; type=application/octet-stream; transfer-syntax=*",
+        'multipart/related; type="image/dicom-rle"',
+        'multipart/related; type="image/x-dicom-rle"; transfer-syntax=1.2.840.10008.1.2.5',
+    ):
         response = get(url, accept)
         assert response.status_code == 200, (accept, response.text)
         parts = parse_multipart(response.headers["content-type"], response.content)
@@ -153,15 +185,25 @@ def test_unacceptable_and_unknown(server, stored_study):
 def test_urls_behind_reverse_proxy(server, stored_study):
     ds = stored_study["datasets"][0]
     cases = [
-        ({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.example.org",
-          "X-Forwarded-Prefix": "/imaging"}, "https://pacs.example.org/imaging/dicomweb"),
-        ({"Forwarded": 'for=10.0.0.1;proto=https;host="viewer.example.org"'},
-         "https://viewer.example.org/dicomweb"),
+        (
+            {
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "pacs.example.org",
+                "X-Forwarded-Prefix": "/imaging",
+            },
+            "https://pacs.example.org/imaging/dicomweb",
+        ),
+        (
+            {"Forwarded": 'for=10.0.0.1;proto=https;host="viewer.example.org"'},
+            "https://viewer.example.org/dicomweb",
+        ),
     ]
     for headers, root in cases:
         metadata = get(instance_url(server, ds) + "/metadata", **headers).json()[0]
         assert metadata["7FE00010"]["BulkDataURI"].startswith(root + "/studies/")
-        study = get(f"{server.url}/studies?StudyInstanceUID={ds.StudyInstanceUID}", **headers).json()[0]
+        study = get(
+            f"{server.url}/studies?StudyInstanceUID={ds.StudyInstanceUID}", **headers
+        ).json()[0]
         assert study["00081190"]["Value"][0] == f"{root}/studies/{ds.StudyInstanceUID}"
 
 
@@ -172,7 +214,9 @@ def test_delete_instance_series_study(server, stored_study):
     assert get(instance_url(server, first), AS_STORED).status_code == 404
     counts = get(f"{server.url}/studies?StudyInstanceUID={study}").json()[0]
     assert counts["00201208"]["Value"] == [4]
-    assert requests.delete(f"{server.url}/studies/{study}/series/{ct}", timeout=30).status_code == 200
+    assert (
+        requests.delete(f"{server.url}/studies/{study}/series/{ct}", timeout=30).status_code == 200
+    )
     series = get(f"{server.url}/studies/{study}/series").json()
     assert [s["0020000E"]["Value"][0] for s in series] == [stored_study["mr"]]
     assert requests.delete(f"{server.url}/studies/{study}", timeout=30).status_code == 200
@@ -185,13 +229,20 @@ def test_delete_instance_series_study(server, stored_study):
 
 
 def test_cors_and_resource_policy(server, stored_study):
-    response = get(f"{server.url}/studies?StudyInstanceUID={stored_study['study']}",
-                   Origin="http://viewer.example")
+    response = get(
+        f"{server.url}/studies?StudyInstanceUID={stored_study['study']}",
+        Origin="http://viewer.example",
+    )
     assert response.headers["access-control-allow-origin"] == "*"
     assert response.headers["cross-origin-resource-policy"] == "cross-origin"
     preflight = requests.options(
         f"{server.url}/studies/{stored_study['study']}/metadata",
-        headers={"Origin": "http://viewer.example", "Access-Control-Request-Method": "GET",
-                 "Access-Control-Request-Headers": "authorization,accept"}, timeout=30)
+        headers={
+            "Origin": "http://viewer.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization,accept",
+        },
+        timeout=30,
+    )
     assert preflight.status_code == 200
     assert "GET" in preflight.headers["access-control-allow-methods"]

@@ -35,10 +35,8 @@ class BlobStore:
         return self.root / key
 
     def remove(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             (self.root / key).unlink()
-        except FileNotFoundError:
-            pass
         self._prune_empty_parents(self.root / key)
 
     def _prune_empty_parents(self, path: Path) -> None:

@@ -85,9 +85,7 @@ def _create_missing_indexes(connection) -> None:  # type: ignore[no-untyped-def]
 
 
 def _record_version(connection) -> None:  # type: ignore[no-untyped-def]
-    connection.execute(
-        text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    )
+    connection.execute(text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
     current = connection.execute(text("SELECT max(version) FROM schema_version")).scalar()
     if current is None or current < SCHEMA_VERSION:
         connection.execute(text("INSERT INTO schema_version VALUES (:v)"), {"v": SCHEMA_VERSION})

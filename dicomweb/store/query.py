@@ -29,7 +29,9 @@ class SearchResult:
 
 
 def like_pattern(value: str) -> str:
-    escaped = value.replace(ESCAPE, ESCAPE * 2).replace("%", ESCAPE + "%").replace("_", ESCAPE + "_")
+    escaped = (
+        value.replace(ESCAPE, ESCAPE * 2).replace("%", ESCAPE + "%").replace("_", ESCAPE + "_")
+    )
     return escaped.replace("*", "%").replace("?", "_")
 
 
@@ -87,7 +89,9 @@ def pad_time(value: str, upper: bool) -> str:
     return value + full[len(value) :]
 
 
-def column_condition(column: Any, kind: Kind, value: str, fuzzy: bool, fold: Any) -> ColumnElement[bool]:
+def column_condition(
+    column: Any, kind: Kind, value: str, fuzzy: bool, fold: Any
+) -> ColumnElement[bool]:
     if kind in (Kind.UID, Kind.SOP_CLASSES):
         return column.in_(split_list(value))
     if kind == Kind.INT:
@@ -99,7 +103,9 @@ def column_condition(column: Any, kind: Kind, value: str, fuzzy: bool, fold: Any
     if kind == Kind.PN and fuzzy and fold is not None:
         return fuzzy_name_match(fold, value)
     if kind == Kind.MODALITIES:
-        return column.in_(split_list(value)) if not has_wildcard(value) else text_match(column, value)
+        return (
+            column.in_(split_list(value)) if not has_wildcard(value) else text_match(column, value)
+        )
     return text_match(column, value)
 
 
@@ -155,7 +161,11 @@ def json_values(dataset: dict[str, Any], path: tuple[str, ...]) -> list[str]:
     out = []
     for value in values:
         if isinstance(value, dict):  # PN
-            out.append("=".join(value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")).rstrip("="))
+            out.append(
+                "=".join(
+                    value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")
+                ).rstrip("=")
+            )
         else:
             out.append(str(value))
     return out
@@ -227,8 +237,13 @@ def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
     with engine.connect() as connection:
         rows = [row._mapping for row in connection.execute(statement)]
         if json_conditions:
-            rows = [r for r in rows if all(json_match(row_json(r, c.tag, level), c, query.fuzzy)
-                                           for c in json_conditions)]
+            rows = [
+                r
+                for r in rows
+                if all(
+                    json_match(row_json(r, c.tag, level), c, query.fuzzy) for c in json_conditions
+                )
+            ]
             rows = rows[query.offset : query.offset + limit + 1]
         more = len(rows) > limit
         rows = rows[:limit]
@@ -238,13 +253,19 @@ def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
 
 ORDER: dict[Level, Callable[[], list[Any]]] = {
     Level.STUDY: lambda: [
-        STUDIES.c.study_date.desc(), STUDIES.c.study_time.desc(), STUDIES.c.study_instance_uid
+        STUDIES.c.study_date.desc(),
+        STUDIES.c.study_time.desc(),
+        STUDIES.c.study_instance_uid,
     ],
     Level.SERIES: lambda: [
-        SERIES.c.study_instance_uid, SERIES.c.series_number, SERIES.c.series_instance_uid
+        SERIES.c.study_instance_uid,
+        SERIES.c.series_number,
+        SERIES.c.series_instance_uid,
     ],
     Level.INSTANCE: lambda: [
-        INSTANCES.c.series_instance_uid, INSTANCES.c.instance_number, INSTANCES.c.sop_instance_uid
+        INSTANCES.c.series_instance_uid,
+        INSTANCES.c.instance_number,
+        INSTANCES.c.sop_instance_uid,
     ],
 }
 
@@ -275,15 +296,21 @@ def element(vr: str, *values: Any) -> dict[str, Any]:
 def counts(connection: Any, column: Any, key_column: Any, keys: list[str]) -> dict[str, int]:
     if not keys:
         return {}
-    statement = select(key_column, func.count(column)).where(key_column.in_(keys)).group_by(key_column)
+    statement = (
+        select(key_column, func.count(column)).where(key_column.in_(keys)).group_by(key_column)
+    )
     return {k: n for k, n in connection.execute(statement)}
 
 
-def distinct_values(connection: Any, value_column: Any, key_column: Any, keys: list[str]) -> dict[str, list[str]]:
+def distinct_values(
+    connection: Any, value_column: Any, key_column: Any, keys: list[str]
+) -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
     if keys:
         statement = (
-            select(key_column, value_column).where(key_column.in_(keys)).distinct()
+            select(key_column, value_column)
+            .where(key_column.in_(keys))
+            .distinct()
             .order_by(key_column, value_column)
         )
         for key_value, value in connection.execute(statement):
@@ -296,10 +323,16 @@ def study_url(base: str, study: str) -> str:
     return f"{base}/studies/{study}"
 
 
-def render_studies(connection: Any, rows: list[Any], query: SearchQuery, base: str) -> list[dict[str, Any]]:
+def render_studies(
+    connection: Any, rows: list[Any], query: SearchQuery, base: str
+) -> list[dict[str, Any]]:
     uids = [r["study_instance_uid"] for r in rows]
-    series_counts = counts(connection, SERIES.c.series_instance_uid, SERIES.c.study_instance_uid, uids)
-    instance_counts = counts(connection, INSTANCES.c.sop_instance_uid, INSTANCES.c.study_instance_uid, uids)
+    series_counts = counts(
+        connection, SERIES.c.series_instance_uid, SERIES.c.study_instance_uid, uids
+    )
+    instance_counts = counts(
+        connection, INSTANCES.c.sop_instance_uid, INSTANCES.c.study_instance_uid, uids
+    )
     modalities = distinct_values(connection, SERIES.c.modality, SERIES.c.study_instance_uid, uids)
     sop_classes = (
         distinct_values(connection, INSTANCES.c.sop_class_uid, INSTANCES.c.study_instance_uid, uids)
@@ -322,9 +355,13 @@ def render_studies(connection: Any, rows: list[Any], query: SearchQuery, base: s
     return results
 
 
-def render_series(connection: Any, rows: list[Any], query: SearchQuery, base: str) -> list[dict[str, Any]]:
+def render_series(
+    connection: Any, rows: list[Any], query: SearchQuery, base: str
+) -> list[dict[str, Any]]:
     uids = [r["series_instance_uid"] for r in rows]
-    instance_counts = counts(connection, INSTANCES.c.sop_instance_uid, INSTANCES.c.series_instance_uid, uids)
+    instance_counts = counts(
+        connection, INSTANCES.c.sop_instance_uid, INSTANCES.c.series_instance_uid, uids
+    )
     results = []
     for row in rows:
         uid = row["series_instance_uid"]
@@ -339,7 +376,9 @@ def render_series(connection: Any, rows: list[Any], query: SearchQuery, base: st
     return results
 
 
-def render_instances(connection: Any, rows: list[Any], query: SearchQuery, base: str) -> list[dict[str, Any]]:
+def render_instances(
+    connection: Any, rows: list[Any], query: SearchQuery, base: str
+) -> list[dict[str, Any]]:
     results = []
     for row in rows:
         dataset = pick(orjson.loads(row["study_json"]), study_context_keys(query), query)
@@ -358,9 +397,15 @@ def render_instances(connection: Any, rows: list[Any], query: SearchQuery, base:
 def study_context_keys(query: SearchQuery) -> frozenset[str]:
     """Study attributes returned with series and instances (PS3.18 10.6.3.3: those of the
     levels above the query's, when the study is not fixed by the path)."""
-    return attrs.STUDY_DEFAULT_KEYS if query.study is None else attrs.COMMON_KEYS | frozenset(
-        {attrs.STUDY_INSTANCE_UID}
+    return (
+        attrs.STUDY_DEFAULT_KEYS
+        if query.study is None
+        else attrs.COMMON_KEYS | frozenset({attrs.STUDY_INSTANCE_UID})
     )
 
 
-RENDER = {Level.STUDY: render_studies, Level.SERIES: render_series, Level.INSTANCE: render_instances}
+RENDER = {
+    Level.STUDY: render_studies,
+    Level.SERIES: render_series,
+    Level.INSTANCE: render_instances,
+}

@@ -4,9 +4,9 @@ points at a missing file and a failure leaves the instance either whole or absen
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -224,9 +224,7 @@ class Store:
             connection.execute(delete(INSTANCES).where(INSTANCES.c.sop_instance_uid.in_(chunk)))
         connection.execute(
             delete(SERIES).where(
-                ~exists().where(
-                    INSTANCES.c.series_instance_uid == SERIES.c.series_instance_uid
-                )
+                ~exists().where(INSTANCES.c.series_instance_uid == SERIES.c.series_instance_uid)
             )
         )
         connection.execute(
@@ -235,9 +233,7 @@ class Store:
             )
         )
         connection.execute(
-            delete(PATIENTS).where(
-                ~exists().where(STUDIES.c.patient_key == PATIENTS.c.patient_key)
-            )
+            delete(PATIENTS).where(~exists().where(STUDIES.c.patient_key == PATIENTS.c.patient_key))
         )
 
     # --- reads --------------------------------------------------------------------------
@@ -264,7 +260,9 @@ class Store:
             raise NotFound(f"no instance matches {_describe(study, series, sop)}")
         return [InstanceLocation(*row) for row in rows]
 
-    def metadata_rows(self, study: str, series: str | None = None, sop: str | None = None) -> list[bytes]:
+    def metadata_rows(
+        self, study: str, series: str | None = None, sop: str | None = None
+    ) -> list[bytes]:
         return [
             loc.metadata_json or b"{}"
             for loc in self.locate(study, series, sop, with_metadata=True)
@@ -318,5 +316,3 @@ def _describe(study: str, series: str | None, sop: str | None) -> str:
 def chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
