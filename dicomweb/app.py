@@ -174,7 +174,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         await run_in_threadpool(store.create_schema)
-        store.blobs.sweep_temp_files()
+        await run_in_threadpool(store.recover)
         yield
         store.close()
 
@@ -189,6 +189,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     ]
     if not settings.root_path:
         routes = routes[:2] + service
+    if settings.viewer:  # the OHIF viewer's catch-all comes last: DICOMweb and health win
+        from dicomweb.viewer import viewer_routes
+
+        routes += viewer_routes(settings)
     allow_any = "*" in settings.cors_origins
     middleware = [
         Middleware(

@@ -1,4 +1,4 @@
-"""`dicomweb serve | import`."""
+"""`dicomweb serve | import | viewer fetch`."""
 
 from __future__ import annotations
 
@@ -32,13 +32,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-root", default=None,
                        help="absolute URL clients use for the service (reverse proxies)")
     serve.add_argument("--log-level", default=None)
+    serve.add_argument("--viewer", action="store_true", default=None,
+                       help="also serve the OHIF viewer at http://HOST:PORT/ (env "
+                            "DICOMWEB_VIEWER=1); fetched from npm first if missing")
+    viewer_options(serve)
+    serve.add_argument("--viewer-dicomweb-root", default=None,
+                       help="DICOMweb root the viewer uses when the data is on another server "
+                            "(default: this server's root)")
     store_options(serve)
+
+    viewer = commands.add_parser("viewer", help="the OHIF viewer served by `serve --viewer`")
+    viewer_commands = viewer.add_subparsers(dest="viewer_command", required=True)
+    fetch = viewer_commands.add_parser(
+        "fetch", help="download the pinned OHIF viewer build from the npm registry")
+    viewer_options(fetch)
 
     importer = commands.add_parser("import", help="import files, folders and zip archives")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--no-progress", action="store_true")
     store_options(importer)
     return parser
+
+
+def viewer_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--viewer-dir", type=Path, default=None,
+                         help="folder of fetched viewer builds, or of one OHIF build "
+                              "(env DICOMWEB_VIEWER_DIR; default ~/.cache/dicomweb/viewer)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -49,6 +68,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         root_path=getattr(args, "root_path", None),
         public_root=getattr(args, "public_root", None),
         log_level=getattr(args, "log_level", None),
+        viewer=getattr(args, "viewer", None),
+        viewer_dir=getattr(args, "viewer_dir", None),
+        viewer_dicomweb_root=getattr(args, "viewer_dicomweb_root", None),
     )
 
 
@@ -57,6 +79,8 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.viewer and (code := ensure_viewer(settings)):
+        return code
     # Workers are separate processes: they rebuild settings from these variables.
     for name, value in {
         "DATA_DIR": str(settings.data_dir.resolve()),
@@ -65,6 +89,9 @@ def serve(args: argparse.Namespace) -> int:
         "ROOT_PATH": settings.root_path,
         "PUBLIC_ROOT": settings.public_root or "",
         "LOG_LEVEL": settings.log_level,
+        "VIEWER": "1" if settings.viewer else "",
+        "VIEWER_DIR": str(settings.viewer_dir.resolve()) if settings.viewer_dir else "",
+        "VIEWER_DICOMWEB_ROOT": settings.viewer_dicomweb_root or "",
     }.items():
         os.environ["DICOMWEB_" + name] = value
     from dicomweb.store.repository import Store
@@ -75,6 +102,8 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"DICOMweb service at http://{args.host}:{args.port}{settings.root_path}", flush=True)
+    if settings.viewer:
+        print(f"OHIF viewer at http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(
         "dicomweb.app:create_app",
         factory=True,
@@ -84,6 +113,32 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=True,
     )
+    return 0
+
+
+def ensure_viewer(settings: Settings) -> int:
+    """Fetch the viewer if it is missing; 0, or 1 with the reason on stderr."""
+    from dicomweb import viewer
+
+    if viewer.is_fetched(settings):
+        return 0
+    try:
+        viewer.fetch(settings, say=lambda text: print(text, flush=True))
+    except viewer.ViewerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_viewer(args: argparse.Namespace) -> int:
+    from dicomweb import viewer
+
+    try:
+        settings = Settings.from_env(viewer_dir=args.viewer_dir)
+        viewer.fetch(settings, say=lambda text: print(text, flush=True))
+    except viewer.ViewerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -103,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "viewer":
+        return run_viewer(args)
     return run_import(args)
 
 

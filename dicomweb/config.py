@@ -37,6 +37,14 @@ class Settings:
     volume_cache_bytes: int = 1 << 30
     log_level: str = "info"
     extra: dict[str, str] = field(default_factory=dict)
+    #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).
+    viewer: bool = False
+    #: Folder of the fetched viewer builds (`ohif-<version>/`), or of one OHIF build itself
+    #: (a folder with `index.html`); None means `~/.cache/dicomweb/viewer`.
+    viewer_dir: Path | None = None
+    #: DICOMweb root the viewer talks to when it is not this server (another origin); None means
+    #: this server's root as the browser reaches it.
+    viewer_dicomweb_root: str | None = None
 
     @property
     def effective_database_url(self) -> str:
@@ -63,11 +71,12 @@ class Settings:
             "public_root": str,
             "duplicates": str,
             "log_level": str,
+            "viewer_dicomweb_root": str,
         }
         for name, convert in text.items():
             if (raw := env.get(ENV_PREFIX + name.upper())) not in (None, ""):
                 values[name] = convert(raw)
-        for name in ("data_dir", "blob_dir"):
+        for name in ("data_dir", "blob_dir", "viewer_dir"):
             if raw := env.get(ENV_PREFIX + name.upper()):
                 values[name] = Path(raw)
         for name in ("qido_max_results", "volume_cache_bytes"):
@@ -75,6 +84,8 @@ class Settings:
                 values[name] = int(raw)
         if raw := env.get(ENV_PREFIX + "CORS_ORIGINS"):
             values["cors_origins"] = tuple(o.strip() for o in raw.split(",") if o.strip())
+        if raw := env.get(ENV_PREFIX + "VIEWER"):
+            values["viewer"] = raw.strip().lower() in ("1", "true", "yes", "on")
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         return settings.normalised()

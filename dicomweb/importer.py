@@ -85,6 +85,7 @@ def file_sources(path: Path) -> Iterator[Source]:
 def import_paths(settings: Settings, paths: list[Path], *, progress: bool = True) -> ImportSummary:
     store = Store(settings)
     store.create_schema()
+    store.recover()
     summary = ImportSummary()
     items = list(sources(paths))
     try:

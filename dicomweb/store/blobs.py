@@ -20,16 +20,19 @@ class BlobStore:
         """A path on the blob filesystem, so committing it is a rename, not a copy."""
         return self.tmp_dir / f"{uuid.uuid4().hex}.part"
 
-    def commit(self, temp_path: Path, study: str, series: str, sop: str) -> str:
-        """Move a complete temp file into place; returns its key. Each stored version gets a
-        unique key so a new file never replaces one the index still points to."""
-        key = f"{study}/{series}/{sop}.{uuid.uuid4().hex[:12]}.dcm"
+    @staticmethod
+    def new_key(study: str, series: str, sop: str) -> str:
+        """Each stored version gets a unique key, so a new file never replaces one the index
+        still points to."""
+        return f"{study}/{series}/{sop}.{uuid.uuid4().hex[:12]}.dcm"
+
+    def commit(self, temp_path: Path, key: str) -> None:
+        """Move a complete temp file into place: data on disk first, then the rename."""
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         with temp_path.open("rb+") as fp:
             os.fdatasync(fp.fileno())
         os.replace(temp_path, target)
-        return key
 
     def path(self, key: str) -> Path:
         return self.root / key

@@ -4,6 +4,7 @@ points at a missing file and a failure leaves the instance either whole or absen
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,7 +20,7 @@ from dicomweb.errors import DUPLICATE_SOP_INSTANCE, InstanceRejected, NotFound
 from dicomweb.ingest import IngestedInstance, ingest_file
 from dicomweb.store.blobs import BlobStore
 from dicomweb.store.database import create_schema, make_engine
-from dicomweb.store.tables import Instance, Patient, Series, Study
+from dicomweb.store.tables import Instance, PendingBlob, Patient, Series, Study, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ PATIENTS = Patient.__table__
 STUDIES = Study.__table__
 SERIES = Series.__table__
 INSTANCES = Instance.__table__
+PENDING = PendingBlob.__table__
+#: Pending blobs younger than this may belong to an upload in progress in another worker.
+RECOVERY_GRACE = timedelta(minutes=10)
 
 #: Called inside the instance's index transaction; returns warnings (e.g. RT parse problems).
 IndexHook = Callable[[Connection, IngestedInstance], list[str]]
@@ -128,12 +132,18 @@ class Store:
                     sop_instance_uid=ingested.sop_instance_uid,
                 )
             replacing = old_key
-        key = self.blobs.commit(
-            temp_path,
+        key = self.blobs.new_key(
             ingested.study_instance_uid,
             ingested.series_instance_uid,
             ingested.sop_instance_uid,
         )
+        with self.engine.begin() as connection:
+            connection.execute(PENDING.insert(), {"blob_key": key, "created_at": utcnow()})
+        try:
+            self.blobs.commit(temp_path, key)
+        except BaseException:
+            self._forget_pending(key)
+            raise
         # Values read lazily from now on come from the blob, not the consumed temp file.
         ingested.dataset.filename = str(self.blobs.path(key))
         try:
@@ -141,6 +151,7 @@ class Store:
         except IntegrityError:
             # Another request stored the same SOP Instance UID between our check and insert.
             self.blobs.remove(key)
+            self._forget_pending(key)
             existing = self._existing(ingested.sop_instance_uid)
             if existing and existing[0] == row["blob_sha256"]:
                 return self._result(ingested, "duplicate")
@@ -153,6 +164,7 @@ class Store:
             ) from None
         except BaseException:
             self.blobs.remove(key)
+            self._forget_pending(key)
             raise
         if replacing:
             self.blobs.remove(replacing)
@@ -169,6 +181,36 @@ class Store:
             outcome=outcome,
             warnings=[*ingested.warnings, *(warnings or [])],
         )
+
+    def _forget_pending(self, key: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(delete(PENDING).where(PENDING.c.blob_key == key))
+
+    def recover(self, grace: timedelta = RECOVERY_GRACE) -> int:
+        """Remove blobs a crash left between their move into place and their index commit
+        (and old temp files). Returns how many blobs were removed."""
+        self.blobs.sweep_temp_files()
+        cutoff = utcnow() - grace
+        with self.engine.connect() as connection:
+            keys = [
+                key
+                for (key,) in connection.execute(
+                    select(PENDING.c.blob_key).where(PENDING.c.created_at < cutoff)
+                )
+            ]
+        removed = 0
+        for key in keys:
+            with self.engine.begin() as connection:
+                indexed = connection.execute(
+                    select(INSTANCES.c.sop_instance_uid).where(INSTANCES.c.blob_key == key)
+                ).first()
+                if indexed is None:
+                    self.blobs.remove(key)
+                    removed += 1
+                connection.execute(delete(PENDING).where(PENDING.c.blob_key == key))
+        if removed:
+            log.warning("recovery removed %d blob(s) left by an interrupted store", removed)
+        return removed
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, str] | None:
         with self.engine.connect() as connection:
@@ -193,6 +235,7 @@ class Store:
                 statement = insert_ignoring_duplicates(dialect, table.name)
                 connection.execute(statement, row)
             connection.execute(INSTANCE_INSERT, {**ingested.instance_row, "blob_key": blob_key})
+            connection.execute(delete(PENDING).where(PENDING.c.blob_key == blob_key))
             for hook in self.index_hooks:
                 warnings.extend(hook(connection, ingested))
         return warnings

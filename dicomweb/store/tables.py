@@ -103,3 +103,16 @@ class Instance(SQLModel, table=True):
     #: orjson {bulk path: [offset, length, vr]} for bulk data elements outside Pixel Data.
     bulk_json: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class PendingBlob(SQLModel, table=True):
+    """A file moved into the blob folder whose index transaction has not committed yet.
+
+    Written before the move and deleted by the index transaction itself, so after a crash
+    every blob without an index row is listed here and recovery removes it.
+    """
+
+    __tablename__ = "pending_blobs"
+
+    blob_key: str = Field(primary_key=True, max_length=400)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
