@@ -4,9 +4,9 @@ points at a missing file and a failure leaves the instance either whole or absen
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from dicomweb.errors import DUPLICATE_SOP_INSTANCE, InstanceRejected, NotFound
 from dicomweb.ingest import IngestedInstance, ingest_file
 from dicomweb.store.blobs import BlobStore
 from dicomweb.store.database import create_schema, make_engine
-from dicomweb.store.tables import Instance, PendingBlob, Patient, Series, Study, utcnow
+from dicomweb.store.tables import Instance, Patient, PendingBlob, Series, Study, utcnow
 
 log = logging.getLogger(__name__)
 
