@@ -18,6 +18,8 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomweb import qido, stow, wado
+from dicomweb.accesslog import AccessLog
+from dicomweb.capabilities import capabilities_route
 from dicomweb.attributes import Level
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
@@ -167,8 +169,17 @@ EXPOSED_HEADERS = [
 ]
 
 
+def configure_logging(level: str) -> None:
+    """Each worker process builds its app here: give it a handler for our loggers."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dicomweb").setLevel(level.upper())
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
     store = store or Store(settings)
 
     @asynccontextmanager
@@ -182,6 +193,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     for module_name in ("dicomweb.pixels.routes", "dicomweb.rt.routes"):
         extension_routes.extend(optional_routes(module_name, store))
     service = dicomweb_routes() + extension_routes
+    service.append(capabilities_route(service))
     routes: list[Any] = [
         Route("/healthz", health),
         Route("/readyz", ready),
@@ -205,6 +217,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             max_age=600,
         ),
         Middleware(CrossOriginResourcePolicy),
+        Middleware(AccessLog),
     ]
     app = Starlette(
         routes=[r for r in routes if r is not None],

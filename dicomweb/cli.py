@@ -111,7 +111,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
-        access_log=True,
+        access_log=False,  # dicomweb.access logs one JSON object per request instead
     )
     return 0
 
