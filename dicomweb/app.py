@@ -19,8 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomweb import qido, stow, wado
 from dicomweb.accesslog import AccessLog
-from dicomweb.capabilities import capabilities_route
 from dicomweb.attributes import Level
+from dicomweb.capabilities import capabilities_route
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
 from dicomweb.negotiation import accepts_json
