@@ -284,3 +284,33 @@ def test_ohif_study_list_request(server, stored_study):
     )
     unknown = new_uid()
     assert query(server, "/studies", f"StudyInstanceUID={unknown}").status_code == 204
+
+
+def test_generated_small_studies_are_found_by_name_id_and_modality(server, tmp_path):
+    """The conformance generator's studies (ISO_IR 192 and Latin-1 names, many modalities),
+    uploaded as files, are each found by exact name, by PatientID and by modality."""
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from conformance.generate import generate_small_studies
+    from factory import multipart
+
+    summaries = generate_small_studies(tmp_path, 24, seed=31337)
+    files = sorted(Path(tmp_path).rglob("*.dcm"))
+    body, content_type = multipart([f.read_bytes() for f in files])
+    stored = requests.post(f"{server.url}/studies", data=body,
+                           headers={"Content-Type": content_type}, timeout=120)
+    assert stored.status_code == 200, stored.text
+    for study in summaries:
+        uid = study["study_instance_uid"]
+        by_name = query(server, "/studies", "PatientName=" + quote(study["patient_name"]) +
+                        f"&StudyInstanceUID={uid}")
+        result = by_name.json()[0]
+        assert result["00100010"]["Value"][0]["Alphabetic"] == study["patient_name"]
+        assert result["00201208"]["Value"] == [study["instance_count"]]
+        assert sorted(result["00080061"]["Value"]) == sorted(set(study["modalities"]))
+        by_id = query(server, "/studies", f"00100020={quote(study['patient_id'])}")
+        assert uid in study_uids(by_id)
+        for modality in study["modalities"]:
+            assert uid in study_uids(query(server, "/studies", f"ModalitiesInStudy={modality}"
+                                           f"&00100020={quote(study['patient_id'])}"))
