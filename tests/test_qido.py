@@ -292,8 +292,9 @@ def test_generated_small_studies_are_found_by_name_id_and_modality(server, tmp_p
     from pathlib import Path
     from urllib.parse import quote
 
-    from conformance.generate import generate_small_studies
     from factory import multipart
+
+    from conformance.generate import generate_small_studies
 
     summaries = generate_small_studies(tmp_path, 24, seed=31337)
     files = sorted(Path(tmp_path).rglob("*.dcm"))
