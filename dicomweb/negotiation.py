@@ -7,6 +7,11 @@ import re
 from dataclasses import dataclass, field
 
 from dicomweb.errors import NotAcceptable
+from dicomweb.pixels.codecs import (
+    default_transfer_syntax_for_media_type,
+    media_type_for_transfer_syntax,
+    transfer_syntaxes_for_media_type,
+)
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -17,39 +22,21 @@ NATIVE_SYNTAXES = frozenset(
 )
 ANY = "*"
 
-#: PS3.18 Table 8.7.3-5/-6: media types of compressed pixel data, with their syntaxes (the
-#: first one is the default when no transfer-syntax parameter is given).
-IMAGE_MEDIA_TYPES: dict[str, tuple[str, ...]] = {
-    "image/jpeg": (
-        "1.2.840.10008.1.2.4.50",
-        "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.57",
-        "1.2.840.10008.1.2.4.70",
-    ),
-    "image/jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
-    "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
-    "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
-    "image/jphc": ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"),
-    "image/dicom-rle": ("1.2.840.10008.1.2.5",),
-    "image/x-dicom-rle": ("1.2.840.10008.1.2.5",),
-    "video/mpeg": ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101"),
-    "video/mp4": (
-        "1.2.840.10008.1.2.4.102",
-        "1.2.840.10008.1.2.4.103",
-        "1.2.840.10008.1.2.4.104",
-        "1.2.840.10008.1.2.4.105",
-        "1.2.840.10008.1.2.4.106",
-    ),
-    "video/h265": ("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"),
-}
-
-
 def media_type_of_syntax(transfer_syntax: str) -> str:
     """The media type of a frame in `transfer_syntax` (native: application/octet-stream)."""
-    for media_type, syntaxes in IMAGE_MEDIA_TYPES.items():
-        if transfer_syntax in syntaxes and media_type != "image/x-dicom-rle":
-            return media_type
-    return "application/octet-stream"
+    try:
+        return media_type_for_transfer_syntax(transfer_syntax)
+    except ValueError:
+        return "application/octet-stream"
+
+
+def syntaxes_of_media_type(media_type: str) -> tuple[str, ...]:
+    """PS3.18 Table 8.7.3-5: the syntaxes a pixel media type carries, its default first."""
+    allowed = transfer_syntaxes_for_media_type(media_type)
+    if not allowed or media_type == "application/octet-stream":
+        return ()
+    default = default_transfer_syntax_for_media_type(media_type)
+    return (default, *sorted(allowed - {default}))
 
 
 _PARAM = re.compile(r'\s*;\s*([^=;,\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,]*)')
@@ -181,7 +168,7 @@ def choose_frame_representation(
                 if syntax == stored_syntax:
                     return Representation(part_type, syntax, multipart)
             continue
-        allowed = IMAGE_MEDIA_TYPES.get(part_type)
+        allowed = syntaxes_of_media_type(part_type)
         if not allowed:
             continue
         wanted = [s for s in syntaxes if s != ANY] or (
