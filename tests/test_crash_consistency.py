@@ -62,10 +62,11 @@ def test_kill_during_stow_leaves_index_and_blobs_consistent(tmp_path, backend):
         store = Store(Settings(data_dir=data_dir, database_url=backend))
         try:
             with store.engine.connect() as connection:
+                # The PostgreSQL database is shared by the session's tests: only this study.
                 rows = connection.execute(
-                    INSTANCES.select().with_only_columns(
-                        INSTANCES.c.sop_instance_uid, INSTANCES.c.blob_key
-                    )
+                    INSTANCES.select()
+                    .with_only_columns(INSTANCES.c.sop_instance_uid, INSTANCES.c.blob_key)
+                    .where(INSTANCES.c.study_instance_uid == study)
                 ).all()
             indexed = {sop: key for sop, key in rows}
             counts.append(len(indexed))
@@ -73,7 +74,8 @@ def test_kill_during_stow_leaves_index_and_blobs_consistent(tmp_path, backend):
                 assert store.blobs.path(key).read_bytes() == expected[sop]
             store.recover(grace=timedelta(0))
             with store.engine.connect() as connection:
-                assert connection.execute(PENDING.select()).first() is None
+                pending = [key for (key,) in connection.execute(PENDING.select())]
+            assert not [key for key in pending if key.startswith(study)]
             on_disk = {
                 p.relative_to(store.blobs.root).as_posix() for p in store.blobs.root.rglob("*.dcm")
             }

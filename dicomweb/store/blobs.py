@@ -29,10 +29,13 @@ class BlobStore:
     def commit(self, temp_path: Path, key: str) -> None:
         """Move a complete temp file into place: data on disk first, then the rename."""
         target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
         with temp_path.open("rb+") as fp:
             os.fdatasync(fp.fileno())
-        os.replace(temp_path, target)
+        try:
+            os.replace(temp_path, target)
+        except FileNotFoundError:  # first instance of its series: make the folders once
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp_path, target)
 
     def path(self, key: str) -> Path:
         return self.root / key

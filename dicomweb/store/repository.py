@@ -117,7 +117,12 @@ class Store:
 
     def _store_ingested(self, ingested: IngestedInstance, temp_path: Path) -> StoredInstance:
         row = ingested.instance_row
-        existing = self._existing(ingested.sop_instance_uid)
+        key = self.blobs.new_key(
+            ingested.study_instance_uid,
+            ingested.series_instance_uid,
+            ingested.sop_instance_uid,
+        )
+        existing = self._existing_or_journal(ingested.sop_instance_uid, key)
         replacing: str | None = None
         if existing is not None:
             old_sha, old_key = existing
@@ -132,13 +137,8 @@ class Store:
                     sop_instance_uid=ingested.sop_instance_uid,
                 )
             replacing = old_key
-        key = self.blobs.new_key(
-            ingested.study_instance_uid,
-            ingested.series_instance_uid,
-            ingested.sop_instance_uid,
-        )
-        with self.engine.begin() as connection:
-            connection.execute(PENDING.insert(), {"blob_key": key, "created_at": utcnow()})
+            with self.engine.begin() as connection:
+                connection.execute(PENDING.insert(), {"blob_key": key, "created_at": utcnow()})
         try:
             self.blobs.commit(temp_path, key)
         except BaseException:
@@ -211,6 +211,20 @@ class Store:
         if removed:
             log.warning("recovery removed %d blob(s) left by an interrupted store", removed)
         return removed
+
+    def _existing_or_journal(self, sop_instance_uid: str, key: str) -> tuple[str, str] | None:
+        """(sha256, blob key) of the stored instance; if there is none, journal `key` as
+        pending in the same transaction (it is about to be moved into place)."""
+        with self.engine.begin() as connection:
+            found = connection.execute(
+                select(INSTANCES.c.blob_sha256, INSTANCES.c.blob_key).where(
+                    INSTANCES.c.sop_instance_uid == sop_instance_uid
+                )
+            ).first()
+            if found is None:
+                connection.execute(PENDING.insert(), {"blob_key": key, "created_at": utcnow()})
+                return None
+        return (found[0], found[1])
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, str] | None:
         with self.engine.connect() as connection:
