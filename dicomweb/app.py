@@ -24,6 +24,8 @@ from dicomweb.capabilities import capabilities_route
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
 from dicomweb.negotiation import accepts_json
+from dicomweb.pixels.routes import routes as pixel_routes
+from dicomweb.rt.routes import routes as rt_routes
 from dicomweb.store import query as store_query
 from dicomweb.store.repository import Store
 from dicomweb.urls import service_base_url
@@ -189,9 +191,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         yield
         store.close()
 
-    extension_routes: list[Route] = []
-    for module_name in ("dicomweb.pixels.routes", "dicomweb.rt.routes"):
-        extension_routes.extend(optional_routes(module_name, store))
+    # Pixel (rendered, volume, MPR) and RT resources live under the same root.
+    extension_routes = [*pixel_routes(store), *rt_routes(store)]
     service = dicomweb_routes() + extension_routes
     service.append(capabilities_route(service))
     routes: list[Any] = [
@@ -232,16 +233,3 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.settings = settings
     app.state.store = store
     return app
-
-
-def optional_routes(module_name: str, store: Store) -> list[Route]:
-    """Routes of the pixel and RT extensions, which register themselves with `routes(store)`."""
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name != module_name:
-            raise
-        return []
-    return list(module.routes(store))

@@ -3,28 +3,51 @@ frames, and the rare reads that must parse a file (deflated data, unlocatable fr
 
 from __future__ import annotations
 
+import dataclasses
 from io import BytesIO
 
 import numpy as np
+import orjson
 from pydicom import dcmread
 from pydicom.encaps import generate_frames
 
 from dicomweb.errors import NotAcceptable
-from dicomweb.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_SYNTAXES
+from dicomweb.negotiation import EXPLICIT_VR_LITTLE_ENDIAN
+from dicomweb.pixels.codecs import (
+    DECODABLE_TRANSFER_SYNTAXES,
+    ENCODABLE_COMPRESSED_TRANSFER_SYNTAXES,
+    array_to_native_le,
+    decode_frame_with_info,
+    encode_frame,
+    frame_to_native_le,
+)
+from dicomweb.pixels.description import PixelDescription
+from dicomweb.pixels.errors import PixelError
+from dicomweb.pixels.transcode import (
+    DEFAULT_J2K_COMPRESSION_RATIO,
+    DEFAULT_JLS_ERROR,
+)
+from dicomweb.pixels.transcode import can_transcode as library_can_transcode
+from dicomweb.pixels.transcode import transcode_instance as library_transcode_instance
 from dicomweb.store.repository import InstanceLocation
 
-SWAP_WIDTH = {"OW": 2, "US": 2, "SS": 2, "OF": 4, "FL": 4, "OL": 4, "UL": 4, "SL": 4,
-              "OD": 8, "FD": 8, "OV": 8}
+SWAP_WIDTH = {
+    "OW": 2,
+    "US": 2,
+    "SS": 2,
+    "OF": 4,
+    "FL": 4,
+    "OL": 4,
+    "UL": 4,
+    "SL": 4,
+    "OD": 8,
+    "FD": 8,
+    "OV": 8,
+}
 
 
 def can_transcode(source: str, target: str) -> bool:
-    if source == target:
-        return True
-    try:
-        from dicomweb.pixels.transcode import can_transcode as library_can
-    except ImportError:
-        return source in NATIVE_SYNTAXES and target == EXPLICIT_VR_LITTLE_ENDIAN
-    return bool(library_can(source, target))
+    return source == target or bool(library_can_transcode(source, target))
 
 
 def can_transcode_frames(source: str, target: str) -> bool:
@@ -34,13 +57,6 @@ def can_transcode_frames(source: str, target: str) -> bool:
     samples) is only known when encoding; that failure is a 406 too."""
     if source == target:
         return True
-    try:
-        from dicomweb.pixels.codecs import (
-            DECODABLE_TRANSFER_SYNTAXES,
-            ENCODABLE_COMPRESSED_TRANSFER_SYNTAXES,
-        )
-    except ImportError:
-        return source in NATIVE_SYNTAXES and target == EXPLICIT_VR_LITTLE_ENDIAN
     if source not in DECODABLE_TRANSFER_SYNTAXES:
         return False
     return target in FRAME_NATIVE_TARGETS or target in ENCODABLE_COMPRESSED_TRANSFER_SYNTAXES
@@ -50,27 +66,17 @@ def can_transcode_frames(source: str, target: str) -> bool:
 FRAME_NATIVE_TARGETS = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2"})
 
 
-def description_of(metadata_json: bytes | None):  # -> PixelDescription
+def description_of(metadata_json: bytes | None) -> PixelDescription:
     """The pixel description of an instance from its stored DICOM JSON (no file parsing)."""
-    import orjson
-
-    from dicomweb.pixels.description import PixelDescription
-
     return PixelDescription.from_dicom_json(orjson.loads(metadata_json) if metadata_json else {})
 
 
 def convert_frames(
-    frames: list[bytes], numbers: list[int], source: str, target: str, desc
+    frames: list[bytes], numbers: list[int], source: str, target: str, desc: PixelDescription
 ) -> list[bytes]:
     """Stored frame bytes (`numbers` are their 1-based frame numbers) in `target`: native
     little endian (decoded; YBR colour becomes RGB as pydicom decodes it) or re-encoded
     (RLE, JPEG-LS, JPEG 2000; lossy targets with the library's default settings)."""
-    import dataclasses
-
-    from dicomweb.pixels.codecs import decode_frame_with_info, encode_frame, frame_to_native_le
-    from dicomweb.pixels.errors import PixelError
-    from dicomweb.pixels.transcode import DEFAULT_J2K_COMPRESSION_RATIO, DEFAULT_JLS_ERROR
-
     if source == target:
         return frames
     out: list[bytes] = []
@@ -99,32 +105,12 @@ def convert_frames(
 
 def transcode_instance(data: bytes, target: str) -> bytes:
     try:
-        from dicomweb.pixels.transcode import transcode_instance as library_transcode
-    except ImportError:
-        return native_to_explicit_little(data, target)
-    try:
-        return library_transcode(data, target)
+        return library_transcode_instance(data, target)
     except ValueError as exc:  # UnsupportedTransferSyntax and decoding failures
         raise NotAcceptable(f"cannot transcode to {target}: {exc}") from exc
 
 
-def native_to_explicit_little(data: bytes, target: str) -> bytes:
-    if target != EXPLICIT_VR_LITTLE_ENDIAN:
-        raise NotAcceptable(f"cannot transcode to {target}")
-    ds = dcmread(BytesIO(data))
-    if ds.file_meta.TransferSyntaxUID not in NATIVE_SYNTAXES:
-        raise NotAcceptable(f"cannot decompress {ds.file_meta.TransferSyntaxUID}")
-    if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.endswith(".2.2"):
-        _ = ds.pixel_array
-    ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
-    out = BytesIO()
-    ds.save_as(out, implicit_vr=False, little_endian=True, enforce_file_format=True)
-    return out.getvalue()
-
-
 def bits_allocated_of(loc: InstanceLocation) -> int:
-    import orjson
-
     metadata = orjson.loads(loc.metadata_json) if loc.metadata_json else {}
     value = metadata.get("00280100", {}).get("Value", [16])
     return int(value[0]) if value else 16
@@ -159,22 +145,12 @@ def frames_from_file(data: bytes, numbers: list[int], target: str) -> list[bytes
             return wanted
         if not can_transcode_frames(stored, target):
             raise NotAcceptable(f"cannot convert frames from {stored} to {target}")
-        try:
-            from dicomweb.pixels.description import PixelDescription
-        except ImportError:
-            raise NotAcceptable(f"cannot convert frames from {stored} to {target}") from None
         return convert_frames(wanted, numbers, stored, target, PixelDescription.from_dataset(ds))
     if target != stored and not can_transcode_frames(EXPLICIT_VR_LITTLE_ENDIAN, target):
         raise NotAcceptable(f"cannot convert frames from {stored} to {target}")
     pixels = ds.pixel_array  # inflated, byte-swapped and bit-unpacked by pydicom
     if count == 1:
         pixels = pixels[None, ...]
-    try:
-        from dicomweb.pixels.codecs import array_to_native_le
-        from dicomweb.pixels.description import PixelDescription
-    except ImportError:
-        little = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False)
-        return [little[n - 1].tobytes() for n in numbers]
     desc = PixelDescription.from_dataset(ds)
     # pydicom returns YBR native data unconverted; the bytes keep their photometric.
     native = [array_to_native_le(pixels[n - 1], desc) for n in numbers]

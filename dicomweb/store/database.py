@@ -9,6 +9,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import SQLModel, create_engine
 
+from dicomweb.rt import tables as rt_tables  # noqa: F401  (RT index tables, beside the hierarchy)
 from dicomweb.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,6 @@ def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def
 
 def create_schema(engine: Engine) -> None:
     """Create missing tables; safe to call from several processes at once."""
-    import_optional("dicomweb.rt.tables")  # RT index tables live beside the hierarchy
-
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_SCHEMA_LOCK})
@@ -65,16 +64,6 @@ def create_schema(engine: Engine) -> None:
         except (OperationalError, ProgrammingError) as exc:  # another process won the race
             log.info("schema creation retry %d: %s", attempt + 1, exc)
     SQLModel.metadata.create_all(engine)
-
-
-def import_optional(module_name: str) -> None:
-    import importlib
-
-    try:
-        importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name != module_name:
-            raise
 
 
 def _create_missing_indexes(connection) -> None:  # type: ignore[no-untyped-def]
