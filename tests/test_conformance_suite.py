@@ -27,9 +27,6 @@ from conformance.suite import REGISTRY
 from conformance.suite.client import encode_multipart, media_params, split_multipart
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "conformance" / "results"
-ORTHANC_JSON = RESULTS_DIR / "orthanc-conformance.json"
-ORTHANC_MD = RESULTS_DIR / "orthanc-conformance.md"
 SUMMARY_RE = re.compile(r"^\d+ passed, \d+ failed, \d+ not supported", re.MULTILINE)
 
 #: Checks Orthanc 1.10.1 + DICOMweb plugin 1.7 is known to pass.
@@ -76,17 +73,22 @@ def orthanc_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def orthanc_results(orthanc_url: str) -> dict[str, object]:
+def orthanc_results(
+    orthanc_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    """The suite against Orthanc; the published results in conformance/results/ are written by
+    `python -m conformance.compare`, not by the tests."""
     version = requests.get(orthanc_url.rsplit("/", 1)[0] + "/system", timeout=10).json()
     label = f"Orthanc {version.get('Version', '?')} + DICOMweb plugin"
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results_dir = tmp_path_factory.mktemp("orthanc-results")
+    orthanc_json = results_dir / "orthanc-conformance.json"
     proc = _run_cli(
-        "--url", orthanc_url, "--label", label, "--json", str(ORTHANC_JSON),
-        "--report", str(ORTHANC_MD), "--no-fail", "--quiet",
+        "--url", orthanc_url, "--label", label, "--json", str(orthanc_json),
+        "--report", str(results_dir / "orthanc-conformance.md"), "--no-fail", "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert SUMMARY_RE.search(proc.stdout), proc.stdout[-2000:]
-    return json.loads(ORTHANC_JSON.read_text())
+    return json.loads(orthanc_json.read_text())
 
 
 def _outcomes(results: dict[str, object]) -> dict[str, str]:
