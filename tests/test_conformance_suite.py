@@ -88,7 +88,10 @@ def orthanc_results(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert SUMMARY_RE.search(proc.stdout), proc.stdout[-2000:]
-    return json.loads(orthanc_json.read_text())
+    results = json.loads(orthanc_json.read_text())
+    results["_paths"] = {"json": str(orthanc_json),
+                         "md": str(results_dir / "orthanc-conformance.md")}
+    return results
 
 
 def _outcomes(results: dict[str, object]) -> dict[str, str]:
@@ -99,7 +102,8 @@ def test_orthanc_run_completes_with_every_check(orthanc_results: dict[str, objec
     outcomes = _outcomes(orthanc_results)
     assert set(outcomes) == {c.id for c in REGISTRY.checks}
     assert orthanc_results["summary_line"]
-    assert ORTHANC_MD.read_text().startswith("# DICOMweb conformance: Orthanc")
+    report = Path(orthanc_results["_paths"]["md"])  # type: ignore[index]
+    assert report.read_text().startswith("# DICOMweb conformance: Orthanc")
 
 
 @pytest.mark.parametrize("check_id", ORTHANC_CORE_PASSES)
@@ -127,11 +131,12 @@ def test_exit_code_reflects_failures(orthanc_url: str) -> None:
 
 
 def test_compare_two_result_files(orthanc_results: dict[str, object], tmp_path: Path) -> None:
+    orthanc_json = orthanc_results["_paths"]["json"]  # type: ignore[index]
     other = dict(orthanc_results, label="Other server")
     other_path = tmp_path / "other.json"
     other_path.write_text(json.dumps(other))
     out = tmp_path / "compare.md"
-    proc = _run_cli("--compare", str(ORTHANC_JSON), str(other_path), "--report", str(out))
+    proc = _run_cli("--compare", str(orthanc_json), str(other_path), "--report", str(out))
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "| Check | Reference | Orthanc" in text and "| Other server |" in text
