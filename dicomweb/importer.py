@@ -82,6 +82,10 @@ def file_sources(path: Path) -> Iterator[Source]:
         yield Source(str(path), path)
 
 
+#: Files stored together (the STOW batch path): one index transaction per batch.
+BATCH_SIZE = 32
+
+
 def import_paths(settings: Settings, paths: list[Path], *, progress: bool = True) -> ImportSummary:
     store = Store(settings)
     store.create_schema()
@@ -89,30 +93,35 @@ def import_paths(settings: Settings, paths: list[Path], *, progress: bool = True
     summary = ImportSummary()
     items = list(sources(paths))
     try:
-        for source in tqdm(items, unit="file", disable=not progress, desc="import"):
-            import_one(store, source, summary)
+        with tqdm(total=len(items), unit="file", disable=not progress, desc="import") as bar:
+            for start in range(0, len(items), BATCH_SIZE):
+                batch = items[start : start + BATCH_SIZE]
+                import_batch(store, batch, summary)
+                bar.update(len(batch))
     finally:
         store.close()
     return summary
 
 
-def import_one(store: Store, source: Source, summary: ImportSummary) -> None:
-    temp = store.blobs.new_temp_path()
-    try:
-        with source.open() as reader, temp.open("wb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-        outcome = store.store_file(temp)
-    except InstanceRejected as rejected:
-        summary.failed.append((source.name, f"0x{rejected.reason:04X} {rejected.message}"))
-        log.warning("import %s rejected: %s", source.name, rejected.message)
-        return
-    except OSError as exc:
-        summary.failed.append((source.name, str(exc)))
-        log.warning("import %s failed: %s", source.name, exc)
-        return
-    finally:
-        temp.unlink(missing_ok=True)
-    if outcome.outcome == "duplicate":
-        summary.duplicates += 1
-    else:
-        summary.stored += 1
+def import_batch(store: Store, batch: list[Source], summary: ImportSummary) -> None:
+    copied: list[tuple[Source, Path]] = []
+    for source in batch:
+        temp = store.blobs.new_temp_path()
+        try:
+            with source.open() as reader, temp.open("wb") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            summary.failed.append((source.name, str(exc)))
+            log.warning("import %s failed: %s", source.name, exc)
+            continue
+        copied.append((source, temp))
+    outcomes = store.store_files([temp for _, temp in copied])
+    for (source, _), outcome in zip(copied, outcomes, strict=True):
+        if isinstance(outcome, InstanceRejected):
+            summary.failed.append((source.name, f"0x{outcome.reason:04X} {outcome.message}"))
+            log.warning("import %s rejected: %s", source.name, outcome.message)
+        elif outcome.outcome == "duplicate":
+            summary.duplicates += 1
+        else:
+            summary.stored += 1

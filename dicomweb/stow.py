@@ -13,8 +13,6 @@ from starlette.responses import Response
 
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
-    OUT_OF_RESOURCES,
-    PROCESSING_FAILURE,
     BadRequest,
     InstanceRejected,
     UnsupportedMediaType,
@@ -27,6 +25,8 @@ from dicomweb.urls import service_base_url
 log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
+#: Parts stored together: one duplicate query, journal and index transaction per batch.
+BATCH_SIZE = 32
 # DICOM JSON tags of the response (PS3.18 Table 10.5.3-2).
 RETRIEVE_URL = "00081190"
 FAILED_SOP_SEQUENCE = "00081198"
@@ -62,8 +62,14 @@ async def store_instances(request: Request) -> Response:
         boundary = params.get("boundary")
         if not boundary:
             raise BadRequest("multipart/related Content-Type has no boundary parameter")
+        batch: list[ReceivedPart] = []
         async for part in read_parts(request.stream(), boundary, store.blobs.new_temp_path):
-            outcomes.append(await store_part(store, part, study))
+            batch.append(part)
+            if len(batch) == BATCH_SIZE:
+                outcomes += await store_parts(store, batch, study)
+                batch = []
+        if batch:
+            outcomes += await store_parts(store, batch, study)
         if not outcomes:
             raise BadRequest("the multipart body holds no part")
     elif media_type == DICOM:
@@ -75,7 +81,7 @@ async def store_instances(request: Request) -> Response:
         if part.size == 0:
             part.path.unlink(missing_ok=True)
             raise BadRequest("the application/dicom body is empty")
-        outcomes.append(await store_part(store, part, study))
+        outcomes += await store_parts(store, [part], study)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media_type or '(none)'} is not supported; use multipart/related; "
@@ -84,24 +90,30 @@ async def store_instances(request: Request) -> Response:
     return stow_response(outcomes, service_base_url(request, request.app.state.settings), study)
 
 
-async def store_part(
-    store: Store, part: ReceivedPart, study: str | None
-) -> StoredInstance | InstanceRejected:
-    part_type = part.content_type.split(";")[0].strip().lower()
-    if part_type and part_type != DICOM:
-        part.path.unlink(missing_ok=True)
-        return InstanceRejected(CANNOT_UNDERSTAND, f"part Content-Type {part_type} is not {DICOM}")
-    try:
-        return await run_in_threadpool(store.store_file, part.path, expected_study=study)
-    except InstanceRejected as rejected:
-        log.warning("STOW part rejected (0x%04X): %s", rejected.reason, rejected.message)
-        return rejected
-    except OSError as exc:
-        log.exception("STOW part failed while writing")
-        return InstanceRejected(OUT_OF_RESOURCES, f"cannot store the instance: {exc}")
-    except Exception as exc:
-        log.exception("STOW part failed")
-        return InstanceRejected(PROCESSING_FAILURE, f"processing failure: {exc}")
+async def store_parts(
+    store: Store, parts: list[ReceivedPart], study: str | None
+) -> list[StoredInstance | InstanceRejected]:
+    """Store a batch of received parts; parts that are not application/dicom are rejected."""
+    outcomes: list[StoredInstance | InstanceRejected] = []
+    dicom_parts: list[ReceivedPart] = []
+    for part in parts:
+        part_type = part.content_type.split(";")[0].strip().lower()
+        if part_type and part_type != DICOM:
+            part.path.unlink(missing_ok=True)
+            outcomes.append(
+                InstanceRejected(CANNOT_UNDERSTAND, f"part Content-Type {part_type} is not {DICOM}")
+            )
+        else:
+            dicom_parts.append(part)
+    if dicom_parts:
+        stored = await run_in_threadpool(
+            store.store_files, [p.path for p in dicom_parts], expected_study=study
+        )
+        for outcome in stored:
+            if isinstance(outcome, InstanceRejected):
+                log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)
+        outcomes += stored
+    return outcomes
 
 
 def stow_response(

@@ -32,7 +32,7 @@ def upload_and_kill(server, parts: list[bytes], kill_after_s: float) -> None:
     try:
         requests.post(
             f"{server.url}/studies",
-            data=slow_body(parts, boundary, 0.02),
+            data=slow_body(parts, boundary, 0.015),
             headers={
                 "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
             },
@@ -50,12 +50,13 @@ def test_kill_during_stow_leaves_index_and_blobs_consistent(tmp_path, backend):
     study, series = new_uid(), new_uid()
     datasets = [
         image(study=study, series=series, instance_number=i, rows=128, columns=128)
-        for i in range(60)
+        for i in range(100)
     ]
     expected = {ds.SOPInstanceUID: to_bytes(ds) for ds in datasets}
     parts = list(expected.values())
     counts = []
-    for kill_after_s in (0.15, 0.4, 0.7):
+    # STOW stores parts in batches of 32: kills land before, during and after batch commits.
+    for kill_after_s in (0.55, 0.9, 1.3):
         server = start_server(data_dir, backend)
         upload_and_kill(server, parts, kill_after_s)
 
@@ -96,6 +97,6 @@ def test_kill_during_stow_leaves_index_and_blobs_consistent(tmp_path, backend):
         )
         assert stored.status_code == 200, stored.text
         found = requests.get(f"{server.url}/studies?StudyInstanceUID={study}", timeout=30)
-        assert found.json()[0]["00201208"]["Value"] == [60]
+        assert found.json()[0]["00201208"]["Value"] == [100]
     finally:
         stop_server(server)

@@ -7,7 +7,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+
+def _sync_file(path: Path) -> None:
+    with path.open("rb+") as fp:
+        os.fdatasync(fp.fileno())
 
 
 class BlobStore:
@@ -15,6 +21,7 @@ class BlobStore:
         self.root = root
         self.tmp_dir = root / ".tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._sync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fdatasync")
 
     def new_temp_path(self) -> Path:
         """A path on the blob filesystem, so committing it is a rename, not a copy."""
@@ -28,14 +35,25 @@ class BlobStore:
 
     def commit(self, temp_path: Path, key: str) -> None:
         """Move a complete temp file into place: data on disk first, then the rename."""
+        _sync_file(temp_path)
+        self._move(temp_path, key)
+
+    def _move(self, temp_path: Path, key: str) -> None:
         target = self.root / key
-        with temp_path.open("rb+") as fp:
-            os.fdatasync(fp.fileno())
         try:
             os.replace(temp_path, target)
         except FileNotFoundError:  # first instance of its series: make the folders once
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp_path, target)
+
+    def commit_many(self, items: list[tuple[Path, str]]) -> None:
+        """`commit` for a batch: the fdatasyncs wait on the disk together, then the renames."""
+        if len(items) == 1:
+            self.commit(*items[0])
+            return
+        list(self._sync_pool.map(_sync_file, [path for path, _ in items]))
+        for path, key in items:
+            self._move(path, key)
 
     def path(self, key: str) -> Path:
         return self.root / key

@@ -16,7 +16,13 @@ from sqlalchemy import Connection, bindparam, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from dicomweb.config import Settings
-from dicomweb.errors import DUPLICATE_SOP_INSTANCE, InstanceRejected, NotFound
+from dicomweb.errors import (
+    DUPLICATE_SOP_INSTANCE,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    InstanceRejected,
+    NotFound,
+)
 from dicomweb.ingest import IngestedInstance, ingest_file
 from dicomweb.store.blobs import BlobStore
 from dicomweb.store.database import create_schema, make_engine
@@ -108,12 +114,85 @@ class Store:
     # --- writes -------------------------------------------------------------------------
 
     def store_file(self, temp_path: Path, *, expected_study: str | None = None) -> StoredInstance:
-        """Ingest the complete Part 10 file at `temp_path` (consumed: moved or removed)."""
+        """Ingest the complete Part 10 file at `temp_path` (consumed: moved or removed);
+        raises InstanceRejected with the reason when it is not stored."""
+        outcome = self.store_files([temp_path], expected_study=expected_study)[0]
+        if isinstance(outcome, InstanceRejected):
+            raise outcome
+        return outcome
+
+    def store_files(
+        self, temp_paths: list[Path], *, expected_study: str | None = None
+    ) -> list[StoredInstance | InstanceRejected]:
+        """A batch of complete Part 10 files (one STOW request's parts; all consumed).
+
+        Each instance is still whole or absent, but the batch shares one duplicate query, one
+        journal transaction, concurrent fdatasyncs and one index transaction. If that
+        transaction fails, its instances are indexed one by one.
+        """
+        outcomes: list[StoredInstance | InstanceRejected | None] = [None] * len(temp_paths)
         try:
-            ingested = ingest_file(temp_path, expected_study=expected_study)
-            return self._store_ingested(ingested, temp_path)
+            parsed: list[tuple[int, IngestedInstance, Path]] = []
+            for position, path in enumerate(temp_paths):
+                try:
+                    ingested = ingest_file(path, expected_study=expected_study)
+                    parsed.append((position, ingested, path))
+                except InstanceRejected as rejected:
+                    outcomes[position] = rejected
+            stored = self._existing_many([ingested.sop_instance_uid for _, ingested, _ in parsed])
+            fresh: list[tuple[int, IngestedInstance, Path, str]] = []
+            one_by_one: list[tuple[int, IngestedInstance, Path]] = []
+            seen: set[str] = set()
+            for position, ingested, path in parsed:
+                sop = ingested.sop_instance_uid
+                if sop in stored or sop in seen:  # duplicates and replacements: the careful path
+                    one_by_one.append((position, ingested, path))
+                    continue
+                seen.add(sop)
+                key = self.blobs.new_key(
+                    ingested.study_instance_uid, ingested.series_instance_uid, sop
+                )
+                fresh.append((position, ingested, path, key))
+            for position, outcome in self._store_fresh(fresh):
+                outcomes[position] = outcome
+            for position, ingested, path in one_by_one:
+                outcomes[position] = guarded(lambda i=ingested, p=path: self._store_ingested(i, p))
         finally:
-            temp_path.unlink(missing_ok=True)
+            for path in temp_paths:
+                path.unlink(missing_ok=True)
+        return [o for o in outcomes if o is not None]
+
+    def _store_fresh(
+        self, fresh: list[tuple[int, IngestedInstance, Path, str]]
+    ) -> list[tuple[int, StoredInstance | InstanceRejected]]:
+        if not fresh:
+            return []
+        keys = [key for *_, key in fresh]
+        with self.engine.begin() as connection:
+            connection.execute(
+                PENDING.insert(), [{"blob_key": key, "created_at": utcnow()} for key in keys]
+            )
+        try:
+            self.blobs.commit_many([(path, key) for _, _, path, key in fresh])
+        except BaseException:
+            for key in keys:
+                self.blobs.remove(key)
+                self._forget_pending(key)
+            raise
+        for _, ingested, _, key in fresh:
+            ingested.dataset.filename = str(self.blobs.path(key))
+        try:
+            warnings = self._index_many([(ingested, key) for _, ingested, _, key in fresh])
+        except Exception:
+            log.info("batch index failed; indexing %d instance(s) one by one", len(fresh))
+            return [
+                (position, guarded(lambda i=ingested, k=key: self._finish(i, k, None)))
+                for position, ingested, _, key in fresh
+            ]
+        return [
+            (position, self._result(ingested, "stored", found))
+            for (position, ingested, _, _), found in zip(fresh, warnings, strict=True)
+        ]
 
     def _store_ingested(self, ingested: IngestedInstance, temp_path: Path) -> StoredInstance:
         row = ingested.instance_row
@@ -146,6 +225,12 @@ class Store:
             raise
         # Values read lazily from now on come from the blob, not the consumed temp file.
         ingested.dataset.filename = str(self.blobs.path(key))
+        return self._finish(ingested, key, replacing)
+
+    def _finish(
+        self, ingested: IngestedInstance, key: str, replacing: str | None
+    ) -> StoredInstance:
+        """Index an instance whose blob is in place and journaled; undo the blob on failure."""
         try:
             warnings = self._index(ingested, key, replacing is not None)
         except IntegrityError:
@@ -153,7 +238,7 @@ class Store:
             self.blobs.remove(key)
             self._forget_pending(key)
             existing = self._existing(ingested.sop_instance_uid)
-            if existing and existing[0] == row["blob_sha256"]:
+            if existing and existing[0] == ingested.instance_row["blob_sha256"]:
                 return self._result(ingested, "duplicate")
             raise InstanceRejected(
                 DUPLICATE_SOP_INSTANCE,
@@ -226,6 +311,16 @@ class Store:
                 return None
         return (found[0], found[1])
 
+    def _existing_many(self, sop_instance_uids: list[str]) -> set[str]:
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for chunk in chunks(sop_instance_uids, 500):
+                statement = select(INSTANCES.c.sop_instance_uid).where(
+                    INSTANCES.c.sop_instance_uid.in_(chunk)
+                )
+                found.update(uid for (uid,) in connection.execute(statement))
+        return found
+
     def _existing(self, sop_instance_uid: str) -> tuple[str, str] | None:
         with self.engine.connect() as connection:
             found = connection.execute(
@@ -252,6 +347,33 @@ class Store:
             connection.execute(delete(PENDING).where(PENDING.c.blob_key == blob_key))
             for hook in self.index_hooks:
                 warnings.extend(hook(connection, ingested))
+        return warnings
+
+    def _index_many(self, items: list[tuple[IngestedInstance, str]]) -> list[list[str]]:
+        """One transaction for a batch: parents once each, instances in one executemany."""
+        warnings: list[list[str]] = []
+        with self.engine.begin() as connection:
+            dialect = connection.dialect.name
+            for table, rows in (
+                (PATIENTS, {i.patient_row["patient_key"]: i.patient_row for i, _ in items}),
+                (STUDIES, {i.study_instance_uid: i.study_row for i, _ in items}),
+                (SERIES, {i.series_instance_uid: i.series_row for i, _ in items}),
+            ):
+                connection.execute(
+                    insert_ignoring_duplicates(dialect, table.name), list(rows.values())
+                )
+            connection.execute(
+                INSTANCE_INSERT,
+                [{**ingested.instance_row, "blob_key": key} for ingested, key in items],
+            )
+            connection.execute(
+                delete(PENDING).where(PENDING.c.blob_key.in_([key for _, key in items]))
+            )
+            for ingested, _ in items:
+                found: list[str] = []
+                for hook in self.index_hooks:
+                    found.extend(hook(connection, ingested))
+                warnings.append(found)
         return warnings
 
     # --- delete -------------------------------------------------------------------------
@@ -353,6 +475,20 @@ def locate_statement(
         INSTANCES.c.instance_number,
         INSTANCES.c.sop_instance_uid,
     )
+
+
+def guarded(store_one: Callable[[], StoredInstance]) -> StoredInstance | InstanceRejected:
+    """One instance's outcome: stored, or rejected with the PS3.18 reason its failure means."""
+    try:
+        return store_one()
+    except InstanceRejected as rejected:
+        return rejected
+    except OSError as exc:
+        log.exception("storing an instance failed while writing")
+        return InstanceRejected(OUT_OF_RESOURCES, f"cannot store the instance: {exc}")
+    except Exception as exc:
+        log.exception("storing an instance failed")
+        return InstanceRejected(PROCESSING_FAILURE, f"processing failure: {exc}")
 
 
 def _null() -> Any:
