@@ -7,6 +7,10 @@
 * ``/studies/{study}/series/{series}/volume``: the geometry of the series as a volume.
 * ``/studies/{study}/series/{series}/mpr/{plane}``: multi-planar reformats, from volumes
   decoded from the indexed frame bytes and kept in a :class:`VolumeCache`.
+* RT overlays on rendered images and MPR images (``structures``, ``rois``, ``dose``,
+  ``isodose``, ``fuse``, ``fuse_window``, ``registration``, ``opacity``; see
+  :func:`parse_overlays`): drawn on the windowed 8-bit image turned RGB, before the viewport
+  resize, in the thread pool.
 
 Nothing here parses a DICOM file unless the frame byte ranges were not indexed (deflated
 data, 1-bit frames); descriptions come from the stored DICOM JSON.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -36,6 +41,8 @@ from starlette.routing import Route
 from dicomweb import transcoding
 from dicomweb.errors import BadRequest, NotAcceptable, NotFound, Unprocessable
 from dicomweb.negotiation import MediaRange, parse_accept
+from dicomweb.rt import overlay
+from dicomweb.rt import service as rts
 from dicomweb.store.repository import InstanceLocation, Store
 from dicomweb.store.tables import Instance, Series
 
@@ -43,7 +50,18 @@ from .codecs import NATIVE_TRANSFER_SYNTAXES, decode_frame_with_info, native_dty
 from .description import PixelDescription
 from .errors import DecodeError, NotAVolume, PixelError, RenderError, UnsupportedTransferSyntax
 from .mpr import PLANES, Reformat, ReformatError, reformat
-from .render import Viewport, Window, render_float_image, render_frame
+from .mpr import sample as sample_volume
+from .render import (
+    Viewport,
+    Window,
+    apply_viewport,
+    apply_window,
+    default_window,
+    encode_image,
+    render_array,
+    render_float_image,
+    render_frame,
+)
 from .volume import SliceGeometry, Volume, VolumeCache, VolumeGeometry, build_volume_geometry
 
 STUDY = "/studies/{study}"
@@ -163,6 +181,173 @@ def parse_bit_depth(text: str | None, media_type: str) -> int:
     return 16
 
 
+# --- RT overlay parameters ---------------------------------------------------------------
+
+OVERLAY_PARAMETERS = ("structures", "rois", "dose", "isodose", "fuse", "fuse_window",
+                      "registration", "opacity")
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # leading zeros tolerated
+DOSE_OPACITY = 0.4
+FUSE_OPACITY = 0.5
+MAX_ISODOSE_LEVELS = 20
+
+
+@dataclass(frozen=True)
+class OverlayRequest:
+    """RT overlays asked for by query parameters (see :func:`parse_overlays`)."""
+
+    structures: str | None = None
+    rois: tuple[int, ...] | None = None
+    dose: str | None = None
+    isodose: tuple[float, ...] | None = None
+    fuse: str | None = None
+    fuse_window: tuple[float, float] | None = None
+    registration: str | None = None
+    opacity: float | None = None
+
+    @property
+    def first_parameter(self) -> str:
+        return next(n for n in OVERLAY_PARAMETERS if getattr(self, n) is not None)
+
+
+def parse_uid(params: Any, name: str) -> str | None:
+    if name not in params:
+        return None
+    text = params[name].strip()
+    if not text or len(text) > 64 or not UID_PATTERN.match(text):
+        raise BadRequest(f"{name} must be a UID (digits and dots, at most 64 characters): "
+                         f"{params[name]!r}", parameter=name)
+    return text
+
+
+def parse_overlays(params: Any) -> OverlayRequest | None:
+    """``structures={RTSTRUCT SOP Instance UID}[&rois=1,3,5]``, ``dose={RTDOSE SOP Instance
+    UID}[&isodose=10,20,30]``, ``fuse={Series Instance UID}[&fuse_window=center,width]``,
+    ``registration={REG SOP Instance UID}`` and ``opacity`` (0..1, dose wash and fusion).
+
+    None when none is given. Malformed values, and ``rois``/``isodose``/``fuse_window``/
+    ``opacity``/``registration`` without the overlay they qualify, are 400 naming the
+    parameter.
+    """
+    if not any(name in params for name in OVERLAY_PARAMETERS):
+        return None
+    structures, dose, fuse = (parse_uid(params, n) for n in ("structures", "dose", "fuse"))
+    registration = parse_uid(params, "registration")
+    rois = None
+    if "rois" in params:
+        try:
+            rois = tuple(int(v) for v in params["rois"].split(","))
+        except ValueError:
+            raise BadRequest(f"rois must be comma-separated ROI Numbers (integers): "
+                             f"{params['rois']!r}", parameter="rois") from None
+    isodose = None
+    if "isodose" in params:
+        try:
+            isodose = tuple(float(v) for v in params["isodose"].split(","))
+        except ValueError:
+            isodose = ()
+        if (not 1 <= len(isodose) <= MAX_ISODOSE_LEVELS
+                or not all(math.isfinite(v) and v > 0 for v in isodose)):
+            raise BadRequest(f"isodose must be 1 to {MAX_ISODOSE_LEVELS} comma-separated "
+                             f"positive doses (Gy): {params['isodose']!r}",
+                             parameter="isodose")
+    fuse_window = None
+    if "fuse_window" in params:
+        center, width = numbers("fuse_window", params["fuse_window"], 2)
+        if width <= 0:
+            raise BadRequest("fuse_window width must be positive", parameter="fuse_window")
+        fuse_window = (center, width)
+    opacity = None
+    if "opacity" in params:
+        opacity = numbers("opacity", params["opacity"], 1)[0]
+        if not 0 <= opacity <= 1:
+            raise BadRequest("opacity must be within 0..1", parameter="opacity")
+    needs = {"rois": (rois, structures, "structures"), "isodose": (isodose, dose, "dose"),
+             "fuse_window": (fuse_window, fuse, "fuse"),
+             "opacity": (opacity, dose or fuse, "dose or fuse"),
+             "registration": (registration, structures or dose or fuse,
+                              "structures, dose or fuse")}
+    for name, (value, base, what) in needs.items():
+        if value is not None and base is None:
+            raise BadRequest(f"{name} applies only together with {what}", parameter=name)
+    return OverlayRequest(structures, rois, dose, isodose, fuse, fuse_window, registration,
+                          opacity)
+
+
+def series_study(store: Store, series: str, *, parameter: str) -> str:
+    """The study of a stored series (any study), 404 naming ``parameter`` otherwise."""
+    query = (select(SERIES_TABLE.c.study_instance_uid)
+             .where(SERIES_TABLE.c.series_instance_uid == series))
+    with store.engine.connect() as connection:
+        row = connection.execute(query).first()
+    if row is None:
+        raise NotFound(f"no series {series} is stored ({parameter})", parameter=parameter)
+    return row[0]
+
+
+def apply_overlays(
+    store: Store, volumes: Volumes, request: Request | None, rgb: np.ndarray,
+    plane: overlay.PlaneGeometry, image_for: str | None, wanted: OverlayRequest,
+) -> np.ndarray:
+    """Fusion, then dose wash and isodose lines, then contours, on an RGB uint8 image whose
+    pixels lie on ``plane`` (patient mm of the Frame of Reference ``image_for``)."""
+
+    def matrix(other_for: str | None, what: str) -> np.ndarray | None:
+        m, _ = rts.frame_transform(store.engine, wanted.registration, image_for, other_for,
+                                   what=what)
+        return None if np.allclose(m, np.eye(4)) else m
+
+    if wanted.fuse:
+        series = wanted.fuse
+        study = series_study(store, series, parameter="fuse")
+        try:
+            found, _ = volumes.geometry(study, series)
+            m = matrix(found.geometry.frame_of_reference_uid, f"fuse (series {series})")
+            other, _ = volumes.volume(request, study, series)
+        except NotAVolume as exc:
+            raise Unprocessable(f"fuse: series {series} is not a volume: {exc.reason}",
+                                parameter="fuse") from None
+        except (DecodeError, UnsupportedTransferSyntax) as exc:
+            raise Unprocessable(f"fuse: cannot decode series {series}: {exc}",
+                                parameter="fuse") from None
+        points = plane.pixel_centres().reshape(-1, 3)
+        if m is not None:
+            points = points @ m[:3, :3].T + m[:3, 3]
+        values = sample_volume(other, points).reshape(plane.rows, plane.cols)
+        if wanted.fuse_window is not None:
+            window = wanted.fuse_window
+        else:
+            default = other.window or default_window(other.values)
+            window = (default.center, default.width)
+        opacity = FUSE_OPACITY if wanted.opacity is None else wanted.opacity
+        rgb = overlay.fuse(rgb, values, window, opacity)
+    if wanted.dose:
+        loc = rts.instance_by_sop(store, wanted.dose, "RTDOSE", parameter="dose")
+        dose, values = rts.load_dose(store, loc)
+        m = matrix(dose.frame_of_reference_uid, f"dose overlay (RT Dose {wanted.dose})")
+        maximum = float(np.nanmax(values)) if values.size else 0.0
+        if dose.grid is not None and maximum > 0:
+            on_plane = overlay.sample_on_plane(plane, dose.grid, values, m)
+            opacity = DOSE_OPACITY if wanted.opacity is None else wanted.opacity
+            rgb = overlay.dose_wash(rgb, on_plane, max_dose=maximum, opacity=opacity,
+                                    isodose_levels=wanted.isodose)
+    if wanted.structures:
+        rois = rts.overlay_rois(store.engine, wanted.structures, wanted.rois, image_for,
+                                wanted.registration)
+        rgb = overlay.contour_overlay(rgb, plane, overlay.roi_overlays(rois))
+    return rgb
+
+
+def frame_plane(desc: PixelDescription, shape: tuple[int, ...]) -> overlay.PlaneGeometry:
+    """The patient geometry of a (single-frame) description's pixels, for overlays."""
+    ipp, iop = desc.image_position_patient, desc.image_orientation_patient
+    spacing = desc.pixel_spacing
+    if ipp is None or iop is None or spacing is None:
+        raise Unprocessable("overlays need the image's Image Position (Patient), Image "
+                            "Orientation (Patient) and Pixel Spacing")
+    return overlay.PlaneGeometry(np.asarray(ipp), np.asarray(iop[:3]), np.asarray(iop[3:]),
+                                 (spacing[0], spacing[1]), shape[0], shape[1])
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     media_type: str
@@ -171,6 +356,7 @@ class RenderOptions:
     quality: int | None = None
     bit_depth: int = 8
     thumbnail: bool = False
+    overlays: OverlayRequest | None = None
 
 
 def rendered_options(request: Request, *, thumbnail: bool) -> RenderOptions:
@@ -180,12 +366,18 @@ def rendered_options(request: Request, *, thumbnail: bool) -> RenderOptions:
         return RenderOptions(media_type, viewport=parse_viewport(params.get("viewport"),
                                                                  full=False),
                              quality=THUMBNAIL_QUALITY, thumbnail=True)
+    overlays = parse_overlays(params)
+    bit_depth = parse_bit_depth(params.get("bitdepth"), media_type)
+    if overlays is not None and bit_depth != 8:
+        raise BadRequest("RT overlays give 8-bit RGB images; bitdepth=16 cannot carry them",
+                         parameter="bitdepth")
     return RenderOptions(
         media_type,
         window=parse_window(params.get("window")),
         viewport=parse_viewport(params.get("viewport")),
         quality=parse_quality(params.get("quality")),
-        bit_depth=parse_bit_depth(params.get("bitdepth"), media_type),
+        bit_depth=bit_depth,
+        overlays=overlays,
     )
 
 
@@ -270,7 +462,8 @@ def decoded_frame(
 
 
 def render_instance_frame(
-    store: Store, loc: InstanceLocation, number: int, options: RenderOptions
+    store: Store, loc: InstanceLocation, number: int, options: RenderOptions,
+    volumes: Volumes | None = None, request: Request | None = None,
 ) -> bytes:
     count = loc.number_of_frames or 0
     if count == 0:
@@ -286,6 +479,14 @@ def render_instance_frame(
             if viewport is None:  # fit 128 x 128, never enlarged
                 scale = min(1.0, THUMBNAIL_SIZE / max(rows, cols))
                 viewport = Viewport(max(1, round(cols * scale)), max(1, round(rows * scale)))
+        if options.overlays is not None:
+            # Window to 8 bits, RGB, overlays, then the viewport (crop and resize).
+            image = render_array(pixels, desc, window=options.window, photometric=photometric)
+            rgb = apply_overlays(store, volumes or Volumes(store), request, overlay.rgb8(image),
+                                 frame_plane(desc, pixels.shape), desc.frame_of_reference_uid,
+                                 options.overlays)
+            return encode_image(apply_viewport(rgb.astype(np.float32), viewport),
+                                options.media_type, quality=options.quality)
         return render_frame(
             pixels,
             desc,
@@ -331,7 +532,8 @@ def representative(
     return full, ((full.number_of_frames or 1) + 1) // 2
 
 
-def render_resource(store: Store, params: dict[str, str], options: RenderOptions) -> bytes:
+def render_resource(store: Store, params: dict[str, str], options: RenderOptions,
+                    volumes: Volumes | None = None, request: Request | None = None) -> bytes:
     study, series, sop = params["study"], params.get("series"), params.get("instance")
     if sop is None:
         loc, number = representative(store, study, series)
@@ -343,14 +545,16 @@ def render_resource(store: Store, params: dict[str, str], options: RenderOptions
             from dicomweb.wado import parse_frame_list
 
             number = parse_frame_list(params["frames"])[0]
-    return render_instance_frame(store, loc, number, options)
+    return render_instance_frame(store, loc, number, options, volumes, request)
 
 
-def rendered_endpoint(store: Store, *, thumbnail: bool) -> Callable[[Request], Any]:
+def rendered_endpoint(store: Store, *, thumbnail: bool,
+                      volumes: Volumes | None = None) -> Callable[[Request], Any]:
     async def rendered(request: Request) -> Response:
         options = rendered_options(request, thumbnail=thumbnail)
         body = await run_in_threadpool(
-            render_resource, request.app.state.store, dict(request.path_params), options
+            render_resource, request.app.state.store, dict(request.path_params), options,
+            volumes, request,
         )
         return Response(body, media_type=options.media_type)
 
@@ -597,6 +801,7 @@ class MprRequest:
     window: Window | None
     viewport: Viewport | None
     quality: int | None
+    overlays: OverlayRequest | None = None
 
 
 def parse_mpr(request: Request) -> MprRequest:
@@ -629,10 +834,14 @@ def parse_mpr(request: Request) -> MprRequest:
             raise BadRequest("spacing must be positive", parameter="spacing")
         spacing = values[0] if len(values) == 1 else (values[0], values[1])
     media_type = choose_media_type(accept_ranges(request), MPR_TYPES)
+    overlays = parse_overlays(params)
+    if overlays is not None and not media_type.startswith("image/"):
+        raise BadRequest(f"RT overlays apply to image outputs (image/png, image/jpeg) only, "
+                         f"not {media_type}", parameter=overlays.first_parameter)
     return MprRequest(
         plane, position, index, normal, vector(params.get("point"), "point"), spacing,
         media_type, parse_window(params.get("window")), parse_viewport(params.get("viewport")),
-        parse_quality(params.get("quality")),
+        parse_quality(params.get("quality")), overlays,
     )
 
 
@@ -685,6 +894,18 @@ def mpr_body(volumes: Volumes, request: Request, mpr: MprRequest) -> tuple[bytes
             }
             return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), headers
         window = mpr.window or volume.window
+        if mpr.overlays is not None:
+            # Window to 8 bits, RGB, overlays, then the viewport (crop and resize).
+            voi = window or default_window(plane.values)
+            gray = apply_window(plane.values, voi)
+            if volume.invert:
+                gray = np.float32(255.0) - gray
+            rgb = apply_overlays(volumes.store, volumes, request, overlay.rgb8(gray),
+                                 overlay.PlaneGeometry.from_reformat(plane),
+                                 volume.geometry.frame_of_reference_uid, mpr.overlays)
+            image = encode_image(apply_viewport(rgb.astype(np.float32), mpr.viewport),
+                                 mpr.media_type, quality=mpr.quality)
+            return image, headers
         image = render_float_image(
             plane.values,
             None if window is None else window.center,
@@ -715,7 +936,7 @@ def routes(store: Store) -> list[Route]:
     volumes = Volumes(store)
     table: list[Route] = []
     for suffix, thumbnail in (("/rendered", False), ("/thumbnail", True)):
-        endpoint = rendered_endpoint(store, thumbnail=thumbnail)
+        endpoint = rendered_endpoint(store, thumbnail=thumbnail, volumes=volumes)
         for base in (INSTANCE + "/frames/{frames}", INSTANCE, SERIES, STUDY):
             table.append(Route(base + suffix, endpoint, methods=["GET"]))
     table.append(Route(SERIES + "/volume", volume_endpoint(volumes), methods=["GET"]))

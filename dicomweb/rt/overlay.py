@@ -18,7 +18,14 @@ from PIL import Image, ImageDraw
 
 from .dose import sample_trilinear
 from .grid import Grid
-from .structures import Contour, ContourGeometricType, Roi, points_in_roi
+from .structures import (
+    PLANE_TOLERANCE_MM,
+    Contour,
+    ContourGeometricType,
+    Roi,
+    planar_stack,
+    points_in_roi,
+)
 
 #: Default isodose levels, in % of ``max_dose``.
 ISODOSE_PERCENT = (30.0, 50.0, 70.0, 90.0, 95.0, 100.0)
@@ -89,7 +96,9 @@ def contour_overlay(rgb: np.ndarray, plane: PlaneGeometry, rois: Sequence[RoiOve
     smaller pixel spacing, at least 0.5 mm) is drawn as its closed polyline. Closed planar
     contours *not parallel* to the plane (sagittal/coronal/oblique views of an axial stack)
     are cut by the plane: the outline of the ROI's slab model (each contour plane stands for
-    ±half the plane spacing) on the plane is drawn.
+    ±half the plane spacing) on the plane is drawn. The slab model also applies to a plane
+    *parallel* to an ROI's contours but on none of them (an MPR or another series' slice
+    between two contour planes): the contours of the plane whose slab holds it are drawn.
     """
     rgb = _check_rgb(rgb)
     if tolerance_mm is None:
@@ -101,6 +110,8 @@ def contour_overlay(rgb: np.ndarray, plane: PlaneGeometry, rois: Sequence[RoiOve
     for contours, colour in rois:
         fill = tuple(int(c) for c in colour) if colour is not None else (255, 255, 0)
         oblique: list[np.ndarray] = []
+        parallel: list[np.ndarray] = []
+        drew_closed = False
         for pts in contours:
             pts = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
             if pts.shape[0] == 0:
@@ -114,10 +125,17 @@ def contour_overlay(rgb: np.ndarray, plane: PlaneGeometry, rois: Sequence[RoiOve
                 else:
                     xy = [(float(c), float(r)) for c, r in px]
                     draw.line(xy + [xy[0]], fill=fill, width=width)
+                    drew_closed = True
             elif pts.shape[0] >= 3 and _crosses(pts, plane.origin, normal):
                 oblique.append(pts)
+            elif pts.shape[0] >= 3:
+                parallel.append(pts)
         if oblique:
             cut_masks.append((_cut_mask(oblique, plane), fill))
+        if parallel and not drew_closed:
+            for pts in _slab_contours(parallel, plane):
+                xy = [(float(c), float(r)) for c, r in plane.to_pixels(pts)[0]]
+                draw.line(xy + [xy[0]], fill=fill, width=width)
     out = np.asarray(image).copy()
     for mask, fill in cut_masks:
         edge = mask & ~_eroded(mask)
@@ -142,6 +160,34 @@ def _cut_mask(contours: list[np.ndarray], plane: PlaneGeometry) -> np.ndarray:
                                   for c in contours])
     pts = plane.pixel_centres().reshape(-1, 3)
     return points_in_roi(roi, pts).reshape(plane.rows, plane.cols)
+
+
+def _slab_contours(contours: list[np.ndarray], plane: PlaneGeometry) -> list[np.ndarray]:
+    """Of contours parallel to ``plane``, those of the contour plane whose slab (± half the
+    plane spacing, as :func:`~dicomweb.rt.structures.points_in_roi`) holds the plane."""
+    roi = Roi(number=0, contours=[Contour(ContourGeometricType.CLOSED_PLANAR, c)
+                                  for c in contours])
+    stack = planar_stack(roi)
+    if stack is None:
+        return []
+    index = int(stack.plane_index(np.array([plane.origin @ stack.normal]),
+                                  stack.thickness())[0])
+    if index < 0:
+        return []
+    offset = stack.planes[index].offset
+    return [c for c in contours
+            if abs(float(np.mean(c @ stack.normal)) - offset) <= PLANE_TOLERANCE_MM]
+
+
+def rgb8(image: np.ndarray) -> np.ndarray:
+    """A rendered image (float or int, 0..255, H×W grayscale or H×W×3) as uint8 H×W×3."""
+    image = np.asarray(image)
+    out = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=-1)
+    if out.ndim != 3 or out.shape[2] != 3:
+        raise ValueError(f"expected a H×W or H×W×3 image, got {image.shape}")
+    return np.ascontiguousarray(out)
 
 
 def _eroded(mask: np.ndarray) -> np.ndarray:

@@ -381,6 +381,76 @@ def frame_transform(engine: Engine, registration: str | None, from_for: str | No
 
 
 # ------------------------------------------------------------------------------------------
+# Overlays (rendered / MPR images): RT objects named by SOP Instance UID alone
+# ------------------------------------------------------------------------------------------
+#: Contour types drawn by overlays (open contours are not outlines of a region).
+OVERLAY_CONTOUR_TYPES = (ContourGeometricType.CLOSED_PLANAR,
+                         ContourGeometricType.CLOSEDPLANAR_XOR, ContourGeometricType.POINT)
+
+
+def instance_by_sop(store: Store, sop: str, kind: str, *, parameter: str) -> InstanceLocation:
+    """The stored instance with this SOP Instance UID (any study), which must be of ``kind``;
+    404 naming ``parameter`` otherwise."""
+    from dicomweb.store.tables import Instance
+
+    with Session(store.engine) as session:
+        row = session.exec(select(Instance.study_instance_uid, Instance.series_instance_uid)
+                           .where(Instance.sop_instance_uid == sop)).first()
+    if row is None:
+        raise NotFound(f"no instance {sop} is stored ({parameter})", parameter=parameter)
+    try:
+        loc = store.locate(row[0], row[1], sop)[0]
+    except NotFound:  # deleted meanwhile
+        raise NotFound(f"no instance {sop} is stored ({parameter})", parameter=parameter) from None
+    actual = KINDS.get(loc.sop_class_uid)
+    if actual != kind:
+        what = KIND_NAMES[actual] if actual else f"of SOP Class {loc.sop_class_uid or '?'}"
+        raise NotFound(f"{parameter}: instance {sop} is {what}, not {KIND_NAMES[kind]}",
+                       parameter=parameter)
+    return loc
+
+
+def overlay_rois(engine: Engine, sop: str, numbers: Sequence[int] | None,
+                 target_for: str | None, registration: str | None, *,
+                 parameter: str = "structures", numbers_parameter: str = "rois") -> list[Roi]:
+    """The ROIs of structure set ``sop`` to draw on an image in ``target_for``.
+
+    ``numbers`` selects ROIs by ROI Number (404 naming ``numbers_parameter`` for unknown
+    ones); None takes every ROI with closed planar or point contours. Only those contours
+    are kept, mapped into ``target_for`` (through ``registration`` when the ROI's Frame of
+    Reference differs; 422 without it).
+    """
+    structure_set_row(engine, sop, parameter=parameter)
+    frames = structure_set_frames(engine, sop)
+    rows = roi_rows(engine, sop)
+    if numbers is not None:
+        by_number = {r.roi_number: r for r in rows}
+        missing = [n for n in numbers if n not in by_number]
+        if missing:
+            raise NotFound(f"RT Structure Set {sop} has no ROI number "
+                           f"{', '.join(map(str, missing))}", parameter=numbers_parameter)
+        rows = [by_number[n] for n in dict.fromkeys(numbers)]
+    matrices: dict[str | None, np.ndarray] = {}
+    out = []
+    for row in rows:
+        roi = load_roi(engine, sop, row)
+        contours = [c for c in roi.contours if c.geometric_type in OVERLAY_CONTOUR_TYPES]
+        if not contours:
+            continue
+        for_uid = roi_frame_of_reference(row, frames)
+        if for_uid not in matrices:
+            matrices[for_uid] = frame_transform(
+                engine, registration, for_uid, target_for,
+                what=f"{parameter} overlay (RT Structure Set {sop})")[0]
+        kept = Roi(number=roi.number, name=roi.name, interpreted_type=roi.interpreted_type,
+                   display_color=roi.display_color,
+                   referenced_frame_of_reference_uid=roi.referenced_frame_of_reference_uid,
+                   generation_algorithm=roi.generation_algorithm, contours=contours)
+        out.append(moved_roi(kept, matrices[for_uid]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
 # Resampling through a matrix
 # ------------------------------------------------------------------------------------------
 def _index_affine(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
