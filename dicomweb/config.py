@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ENV_PREFIX = "DICOMWEB_"
@@ -36,7 +36,6 @@ class Settings:
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = 1 << 30
     log_level: str = "info"
-    extra: dict[str, str] = field(default_factory=dict)
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).
     viewer: bool = False
     #: Folder of the fetched viewer builds (`ohif-<version>/`), or of one OHIF build itself

@@ -10,8 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dicomweb import multipart
-from dicomweb import transcoding as pixel_service
+from dicomweb import multipart, transcoding
 from dicomweb.dicomjson import ROOT_TOKEN_BYTES
 from dicomweb.errors import BadRequest, NotAcceptable, NotFound
 from dicomweb.negotiation import (
@@ -63,7 +62,7 @@ async def retrieve_instances(request: Request) -> Response:
         choose_instance_representation(
             ranges,
             loc.transfer_syntax_uid,
-            can_produce=lambda ts, src=loc.transfer_syntax_uid: pixel_service.can_transcode(
+            can_produce=lambda ts, src=loc.transfer_syntax_uid: transcoding.can_transcode(
                 src, ts
             ),
         )
@@ -137,7 +136,7 @@ def instance_parts(
 
 def transcoded(store: Store, loc: InstanceLocation, transfer_syntax: str) -> bytes:
     data = store.blobs.path(loc.blob_key).read_bytes()
-    return pixel_service.transcode_instance(data, transfer_syntax)
+    return transcoding.transcode_instance(data, transfer_syntax)
 
 
 def instance_url(base: str, loc: InstanceLocation) -> str:
@@ -199,7 +198,7 @@ def locate_and_read_frames(
     rep = choose_frame_representation(
         ranges,
         loc.transfer_syntax_uid,
-        can_produce=lambda ts: pixel_service.can_transcode_frames(loc.transfer_syntax_uid, ts),
+        can_produce=lambda ts: transcoding.can_transcode_frames(loc.transfer_syntax_uid, ts),
     )
     return read_frames(store, loc, numbers, rep.transfer_syntax), rep, loc
 
@@ -228,8 +227,8 @@ def read_frames(
     if ranges is not None and direct:
         frames = [store.blobs.read_ranges(loc.blob_key, ranges[n - 1]) for n in numbers]
         if stored == EXPLICIT_VR_BIG_ENDIAN:
-            bits = pixel_service.bits_allocated_of(loc)
-            frames = [pixel_service.swap_to_little_endian(f, bits) for f in frames]
+            bits = transcoding.bits_allocated_of(loc)
+            frames = [transcoding.swap_to_little_endian(f, bits) for f in frames]
         return frames
     if ranges is not None:
         # A conversion: decode (and re-encode) the indexed frame bytes, no file parsing.
@@ -237,10 +236,10 @@ def read_frames(
         metadata = loc.metadata_json or store.metadata_rows(
             loc.study_instance_uid, loc.series_instance_uid, loc.sop_instance_uid
         )[0]
-        desc = pixel_service.description_of(metadata)
-        return pixel_service.convert_frames(frames, numbers, stored, syntax, desc)
+        desc = transcoding.description_of(metadata)
+        return transcoding.convert_frames(frames, numbers, stored, syntax, desc)
     data = store.blobs.path(loc.blob_key).read_bytes()
-    return pixel_service.frames_from_file(data, numbers, syntax)
+    return transcoding.frames_from_file(data, numbers, syntax)
 
 
 # --- bulk data --------------------------------------------------------------------------
@@ -264,7 +263,7 @@ async def retrieve_bulkdata(request: Request) -> Response:
         offset, length, vr = bulk[path]
         data = await run_in_threadpool(store.blobs.read_ranges, loc.blob_key, [[offset, length]])
         if loc.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN:
-            data = pixel_service.swap_bulk_to_little_endian(data, vr)
+            data = transcoding.swap_bulk_to_little_endian(data, vr)
         rep = Representation("application/octet-stream", "1.2.840.10008.1.2.1", not single)
         return frames_response([data], rep, [str(request.url)])
     if path in ("7FE00010", "7FE00008", "7FE00009") and loc.number_of_frames:
@@ -279,7 +278,7 @@ async def retrieve_bulkdata(request: Request) -> Response:
         url = str(request.url)
         return frames_response(frames, rep, [url] * len(frames))
     data = await run_in_threadpool(
-        pixel_service.bulk_from_file, store.blobs.path(loc.blob_key).read_bytes(), path
+        transcoding.bulk_from_file, store.blobs.path(loc.blob_key).read_bytes(), path
     )
     if data is None:
         raise NotFound(f"instance {sop} has no bulk data at {path}")

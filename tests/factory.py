@@ -88,6 +88,16 @@ def image(
     return ds
 
 
+def with_meta(ds: Dataset) -> Dataset:
+    """Give a dataset made in memory (e.g. by conformance.generate) its File Meta."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
 def to_bytes(ds: Dataset) -> bytes:
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)

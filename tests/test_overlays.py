@@ -7,9 +7,8 @@ from io import BytesIO
 import numpy as np
 import pytest
 import requests
+from factory import with_meta
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
 
 from conformance import generate as gen
 from conformance import phantoms
@@ -18,15 +17,6 @@ SEED = 7777  # no other module stores the generator's RT study with this seed
 CT_INDEX = 10  # the CT slice at z = 0, through the sphere centre
 PTV_RED = (255, 0, 0)
 BODY_GREEN = (0, 255, 0)
-
-
-def with_meta(ds: Dataset) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
 
 
 @pytest.fixture(scope="module")

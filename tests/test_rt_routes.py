@@ -8,25 +8,16 @@ import factory
 import numpy as np
 import pytest
 import requests
+from factory import with_meta
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
 
 from conformance import generate as gen
 from conformance import phantoms
 
 SEED = 4242  # other modules store the generator's default-seed study with other sizes
 HARD = [("absolute", "axial"), ("relative", "sagittal")]
-
-
-def with_meta(ds: Dataset) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
 
 
 def stow_all(server, datasets: list[Dataset], batch: int = 20) -> None:

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import requests
 from conftest import Server, start_server, stop_server
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from factory import with_meta
+from pydicom.dataset import Dataset
 
 from conformance import generate as gen
 from dicomweb.config import Settings
@@ -79,15 +79,6 @@ def viewer_args(*more: str) -> list[str]:
     if VIEWER_DIR:
         args += ["--viewer-dir", VIEWER_DIR]
     return args
-
-
-def with_meta(ds: Dataset) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
 
 
 def stow_all(server: Server, datasets: list[Dataset], batch: int = 10) -> None:

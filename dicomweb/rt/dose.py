@@ -237,16 +237,29 @@ def dose_at_point(dose: DoseGrid | Grid, values: np.ndarray,
     return None if np.isnan(v) else float(v)
 
 
-def resample_dose(dose: DoseGrid | Grid, values: np.ndarray, target: Grid, *,
-                  fill: float = 0.0) -> np.ndarray:
-    """Trilinear resampling of ``values`` onto ``target`` (float32); ``fill`` outside.
+def resample_dose(dose: DoseGrid | Grid, values: np.ndarray, target: Grid,
+                  matrix: np.ndarray | None = None, *, fill: float = 0.0) -> np.ndarray:
+    """Trilinear resampling of ``values`` onto the voxels of ``target`` (float32); ``fill``
+    outside the source's outermost voxel centres.
 
-    Vectorised per target slice: the continuous source index of every target voxel is an
-    affine function of its (row, column), so only a 2-D index plane is built per slice.
+    ``matrix`` maps target patient coordinates into the source's (identity if None), e.g. a
+    registration from an image's Frame of Reference into the dose's. Uniform grids take one
+    ``affine_transform`` pass; others are sampled slice by slice, each slice's source points
+    being an affine function of (row, column).
     """
-    grid = _require_grid(dose)
-    if grid.is_uniform and target.is_uniform and grid.shape[0] > 1:
-        return _resample_affine(grid, values, target, fill)
+    src = _require_grid(dose)
+    m = np.eye(4) if matrix is None else np.asarray(matrix, dtype=np.float64)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if src.is_uniform and target.is_uniform and src.shape[0] > 1:
+        ta, tb = _index_affine(target)
+        sa, sb = _index_affine(src)
+        sa_inv = np.linalg.inv(sa)
+        lin = sa_inv @ m[:3, :3] @ ta
+        off = sa_inv @ (m[:3, :3] @ tb + m[:3, 3] - sb)
+        out = ndimage.affine_transform(values, lin, off, output_shape=target.shape, order=1,
+                                       mode="constant", cval=np.nan, prefilter=False)
+        out = np.where(np.isnan(out), fill, out) if not np.isnan(fill) else out
+        return out.astype(np.float32, copy=False)
     ns, nr, nc = target.shape
     out = np.empty(target.shape, dtype=np.float32)
     r, c = np.meshgrid(np.arange(nr), np.arange(nc), indexing="ij")
@@ -254,27 +267,18 @@ def resample_dose(dose: DoseGrid | Grid, values: np.ndarray, target: Grid, *,
                 + np.outer(r.ravel() * target.row_spacing, target.column_direction))
     for k in range(ns):
         pts = target.origin + target.slice_offsets[k] * target.normal + in_plane
-        out[k] = sample_trilinear(grid, values, pts, fill=fill).reshape(nr, nc)
+        pts = pts @ m[:3, :3].T + m[:3, 3]
+        out[k] = sample_trilinear(src, values, pts, fill=fill).reshape(nr, nc)
     return out
 
 
-def _resample_affine(grid: Grid, values: np.ndarray, target: Grid, fill: float) -> np.ndarray:
-    """Uniform grids: source index = A · target index + b, one C-level pass."""
-    t0 = target.index_to_patient(np.zeros((1, 3)))[0]
-    step = target.slice_offsets[1] - target.slice_offsets[0] if target.shape[0] > 1 else 1.0
-    axes = np.stack([target.normal * step, target.column_direction * target.row_spacing,
-                     target.row_direction * target.column_spacing], axis=1)  # (3, 3) k, r, c
-    src_step = grid.slice_offsets[1] - grid.slice_offsets[0]
-    to_src = np.stack([grid.normal / src_step, grid.column_direction / grid.row_spacing,
-                       grid.row_direction / grid.column_spacing])  # rows: k, r, c
-    origin_shift = grid.slice_offsets[0] / src_step
-    matrix = to_src @ axes
-    offset = to_src @ (t0 - grid.origin) - np.array([origin_shift, 0.0, 0.0])
-    # mode="constant": interpolation inside [0, n-1], ``fill`` strictly outside.
-    out = ndimage.affine_transform(values.astype(np.float32, copy=False), matrix, offset,
-                                   output_shape=target.shape, order=1, mode="constant",
-                                   cval=fill, prefilter=False)
-    return out.astype(np.float32, copy=False)
+def _index_affine(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) with patient = A @ [k, r, c] + b for a uniform grid."""
+    step = grid.slice_offsets[1] - grid.slice_offsets[0] if grid.shape[0] > 1 else 1.0
+    a = np.stack([grid.normal * step, grid.column_direction * grid.row_spacing,
+                  grid.row_direction * grid.column_spacing], axis=1)
+    b = grid.origin + grid.slice_offsets[0] * grid.normal
+    return a, b
 
 
 def maximum(dose: DoseGrid | Grid | None, values: np.ndarray) -> tuple[float, np.ndarray | None]:

@@ -28,7 +28,7 @@ from dicomweb.negotiation import parse_accept
 from dicomweb.store.repository import Store
 
 from . import service as svc
-from .dose import dose_at_point, maximum
+from .dose import dose_at_point, maximum, resample_dose
 from .dvh import compute_dvh
 from .errors import NoRegistrationPath, RtError
 from .graph import study_graph
@@ -366,7 +366,7 @@ def _dose_values(store: Store, study: str, series: str, sop: str, target: str | 
     matrix, used = svc.frame_transform(
         store.engine, registration, grid.frame_of_reference_uid, dose.frame_of_reference_uid,
         what=f"dose on series {target}")
-    out = svc.resample(dose.grid, values, grid.grid, matrix, fill=np.nan)
+    out = resample_dose(dose.grid, values, grid.grid, matrix, fill=np.nan)
     return out, grid.grid, grid.frame_of_reference_uid, {
         "units": dose.units, "series_instance_uid": target, "registration": used,
         "slice_sop_instance_uids": list(grid.sop_instance_uids),

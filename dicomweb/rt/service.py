@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import orjson
 from pydicom import dcmread
-from scipy import ndimage
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -25,7 +24,7 @@ from dicomweb.errors import NotFound, Unprocessable
 from dicomweb.store.repository import InstanceLocation, Store
 
 from . import _dicom as d
-from .dose import DoseGrid, dose_values, sample_trilinear
+from .dose import DoseGrid, dose_values
 from .errors import InvalidGeometry, NoRegistrationPath, RtError
 from .grid import Grid
 from .registration import DeformableItem, Registration, RegistrationItem, transform
@@ -453,42 +452,3 @@ def overlay_rois(engine: Engine, sop: str, numbers: Sequence[int] | None,
 # ------------------------------------------------------------------------------------------
 # Resampling through a matrix
 # ------------------------------------------------------------------------------------------
-def _index_affine(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """(A, b) with patient = A @ [k, r, c] + b for a uniform grid."""
-    step = grid.slice_offsets[1] - grid.slice_offsets[0] if grid.shape[0] > 1 else 1.0
-    a = np.stack([grid.normal * step, grid.column_direction * grid.row_spacing,
-                  grid.row_direction * grid.column_spacing], axis=1)
-    b = grid.origin + grid.slice_offsets[0] * grid.normal
-    return a, b
-
-
-def resample(src: Grid, values: np.ndarray, target: Grid, matrix: np.ndarray | None = None,
-             *, fill: float = 0.0) -> np.ndarray:
-    """Trilinear resampling of ``values`` (on ``src``) at the voxels of ``target`` (float32).
-
-    ``matrix`` maps target patient coordinates into the source's (identity if None). Uniform
-    grids take one ``affine_transform`` pass; others are sampled slice by slice.
-    """
-    m = np.eye(4) if matrix is None else np.asarray(matrix, dtype=np.float64)
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    if src.is_uniform and target.is_uniform and src.shape[0] > 1:
-        ta, tb = _index_affine(target)
-        sa, sb = _index_affine(src)
-        sa_inv = np.linalg.inv(sa)
-        lin = sa_inv @ m[:3, :3] @ ta
-        off = sa_inv @ (m[:3, :3] @ tb + m[:3, 3] - sb)
-        out = ndimage.affine_transform(values, lin, off, output_shape=target.shape, order=1,
-                                       mode="constant", cval=np.nan, prefilter=False)
-        # Outside the source's outermost voxel centres: ``fill``.
-        out = np.where(np.isnan(out), fill, out) if not np.isnan(fill) else out
-        return out.astype(np.float32, copy=False)
-    ns, nr, nc = target.shape
-    out = np.empty(target.shape, dtype=np.float32)
-    r, c = np.meshgrid(np.arange(nr), np.arange(nc), indexing="ij")
-    in_plane = (np.outer(c.ravel() * target.column_spacing, target.row_direction)
-                + np.outer(r.ravel() * target.row_spacing, target.column_direction))
-    for k in range(ns):
-        pts = target.origin + target.slice_offsets[k] * target.normal + in_plane
-        pts = pts @ m[:3, :3].T + m[:3, 3]
-        out[k] = sample_trilinear(src, values, pts, fill=fill).reshape(nr, nc)
-    return out
