@@ -7,6 +7,7 @@ replace, and series metadata is a concatenation of stored rows.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,16 +73,69 @@ def is_bulk(tag: BaseTag, vr: str, length: int) -> bool:
     return vr in BULK_VRS and (length == UNDEFINED_LENGTH or length > BULK_THRESHOLD)
 
 
+#: SpecificCharacterSet values whose text decodes with one Python codec (no ISO 2022 code
+#: extensions): the fast path handles these, pydicom everything else.
+SIMPLE_CHARSETS = {
+    "": "latin-1",
+    "ISO_IR 6": "latin-1",
+    "ISO_IR 100": "latin-1",
+    "ISO_IR 192": "utf-8",
+}
+# How pydicom reads each VR (pydicom.values), mirrored for raw values: ASCII strings split on
+# backslash after stripping trailing padding; text in the dataset's character set split per
+# value; single-valued text; binary numbers.
+PADDED_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
+MULTI_TEXT_VRS = frozenset({"SH", "LO", "UC"})
+SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+BINARY_NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
+
+
+def fast_json_value(vr: str, raw: bytes, codec: str, little_endian: bool) -> Any:
+    """The DICOM JSON values pydicom would produce for a raw value, or None to let pydicom
+    convert it (anything unusual: empty numbers, bad text, other VRs)."""
+    if vr in BINARY_NUMBER_FORMATS:
+        code = BINARY_NUMBER_FORMATS[vr]
+        size = struct.calcsize("<" + code)  # standard sizes: UL is 4 bytes, not native 8
+        if len(raw) % size:
+            return None
+        order = "<" if little_endian else ">"
+        return list(struct.unpack(f"{order}{len(raw) // size}{code}", raw))
+    if vr in PADDED_STRING_VRS:
+        return raw.decode("latin-1").rstrip(" \x00").split("\\")
+    if vr in MULTI_TEXT_VRS:
+        return [v.rstrip("\x00 ") for v in raw.decode(codec).split("\\")]
+    if vr in SINGLE_TEXT_VRS:
+        return [raw.decode(codec).rstrip("\x00 ")]
+    if vr == "IS":
+        return [int(v) for v in raw.decode("latin-1").split("\\")]
+    if vr == "DS":
+        return [float(v) for v in raw.decode("latin-1").split("\\")]
+    return None
+
+
 class DicomJsonEncoder:
     """Encodes one dataset; collects the file ranges of its bulk elements."""
 
-    def __init__(self, instance_path: str) -> None:
+    def __init__(self, instance_path: str, *, fast: bool = True) -> None:
         self.bulk_uri_prefix = f"{ROOT_TOKEN}{instance_path}/bulkdata/"
         self.bulk_ranges: dict[str, BulkRange] = {}
         self.problems: list[str] = []
+        self.fast = fast
 
     def encode(self, ds: Dataset) -> dict[str, Any]:
         return self._encode(ds, "")
+
+    def _fast_codec(self, ds: Dataset, inherited: str | None) -> str | None:
+        """The codec of a dataset's text, when the fast path may read it."""
+        if not self.fast or not getattr(ds, "original_encoding", (None, None))[1]:
+            return None
+        raw = ds.get_item(0x00080005)
+        if raw is None:
+            return inherited if inherited is not None else SIMPLE_CHARSETS[""]
+        value = raw.value if isinstance(raw, RawDataElement) else None
+        if not isinstance(value, bytes):
+            return None
+        return SIMPLE_CHARSETS.get(value.decode("latin-1").strip(" \x00"))
 
     def add_pixel_data(self, tag: int, vr: str, offset: int, length: int) -> dict[str, Any]:
         """The top-level Pixel Data element, located by ingest without reading its value."""
@@ -92,8 +146,11 @@ class DicomJsonEncoder:
             vr = "OB"  # PS3.5 A.4: encapsulated Pixel Data is OB
         return {key: {"vr": vr, "BulkDataURI": self.bulk_uri_prefix + key}}
 
-    def _encode(self, ds: Dataset, path_prefix: str) -> dict[str, Any]:
+    def _encode(
+        self, ds: Dataset, path_prefix: str, inherited: str | None = None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        codec = self._fast_codec(ds, inherited)
         for tag in sorted(ds.keys()):
             # PS3.18 F.2: group lengths are not encoded; file meta is not part of the dataset.
             if tag.element == 0 or tag.group == 0x0002:
@@ -111,10 +168,22 @@ class DicomJsonEncoder:
                 if offset is not None and length != UNDEFINED_LENGTH:
                     self.bulk_ranges[path] = BulkRange(offset, length, vr)
                 continue
+            if codec is not None and isinstance(raw, RawDataElement) and raw.VR is not None:
+                raw_value = raw.value
+                if isinstance(raw_value, bytes):
+                    try:
+                        values = fast_json_value(vr, raw_value, codec, True)
+                    except (UnicodeDecodeError, ValueError, struct.error):
+                        values = None
+                    if values is not None:
+                        # pydicom: a value of nothing but padding is empty (VM 0): no "Value".
+                        empty = not values or values == [""]
+                        out[key] = {"vr": vr} if empty else {"vr": vr, "Value": values}
+                        continue
             elem = ds[tag]
             if elem.VR == "SQ":
                 items = [
-                    self._encode(item, f"{path}/{number}/")
+                    self._encode(item, f"{path}/{number}/", codec)
                     for number, item in enumerate(elem.value, start=1)
                 ]
                 out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}

@@ -1,0 +1,38 @@
+"""The DICOM JSON encoder's fast path gives exactly what pydicom's conversion gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from dicomweb.dicomjson import DicomJsonEncoder
+
+PYDICOM_FILES = sorted(Path(get_testdata_file("CT_small.dcm")).parent.rglob("*.dcm"))
+
+
+def encode(path: Path, *, fast: bool) -> bytes:
+    return orjson.dumps(DicomJsonEncoder("/x", fast=fast).encode(dcmread(path, force=True)))
+
+
+@pytest.mark.parametrize("path", PYDICOM_FILES, ids=lambda p: p.name)
+def test_fast_path_matches_pydicom_on_pydicom_test_files(path: Path) -> None:
+    try:
+        slow = encode(path, fast=False)
+    except Exception as exc:  # files pydicom itself cannot convert are not our subject
+        pytest.skip(f"pydicom cannot convert {path.name}: {exc}")
+    assert encode(path, fast=True) == slow
+
+
+def test_fast_path_matches_pydicom_on_generated_studies(tmp_path: Path) -> None:
+    from conformance.generate import generate_rt_study, generate_small_studies
+
+    generate_rt_study(tmp_path / "rt", ct_slices=4, mr_slices=4, seed=99)
+    generate_small_studies(tmp_path / "small", 12, seed=99)
+    files = sorted(tmp_path.rglob("*.dcm"))
+    assert len(files) > 20
+    for path in files:
+        assert encode(path, fast=True) == encode(path, fast=False), path.name
