@@ -168,13 +168,25 @@ def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str) -> by
     return buffer.getvalue()
 
 
+def uid_text(ds: Dataset, keyword: str) -> str:
+    """A UID element's text read from its raw bytes (what pydicom's UI conversion gives, less
+    its cost); '' when absent."""
+    elem = ds.get_item(keyword)
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip(" \x00")
+    return str(value or "").strip()
+
+
 def required_uid(ds: Dataset, keyword: str, sop: str | None = None) -> str:
-    value = str(ds.get(keyword, "") or "").strip()
+    value = uid_text(ds, keyword)
     if not value:
         raise InstanceRejected(
             DATASET_DOES_NOT_MATCH_SOP_CLASS,
             f"missing {keyword} {attrs_tag(keyword)}",
-            sop_class_uid=str(ds.get("SOPClassUID", "") or "") or None,
+            sop_class_uid=uid_text(ds, "SOPClassUID") or None,
             sop_instance_uid=sop,
         )
     if not UID_PATTERN.match(value):
@@ -191,21 +203,45 @@ def attrs_tag(keyword: str) -> str:
     return f"({hex_tag[:4]},{hex_tag[4:]})"
 
 
-def text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+class JsonValues:
+    """Top-level values as the instance's DICOM JSON holds them. The encoder has decoded each
+    element once; asking pydicom again (`Dataset.get` converts and validates the element) cost
+    about as much as the rest of ingest together. The results are pydicom's (tests compare)."""
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+
+    def _values(self, keyword: str) -> list[Any]:
+        entry = self.metadata.get(attrs.key(keyword))
+        return entry.get("Value", []) if entry else []
+
+    def text(self, keyword: str) -> str:
+        values = [json_value_text(v) for v in self._values(keyword)]
+        if len(values) == 1:
+            return values[0].strip()
+        return "\\".join(values)
+
+    def integer(self, keyword: str) -> int | None:
+        values = self._values(keyword)
+        if len(values) != 1:
+            return None
+        try:
+            return int(values[0]) if values[0] not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+
+PERSON_NAME_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def json_value_text(value: Any) -> str:
+    """A DICOM JSON value as pydicom's str() of the element value gives it; a person name is
+    its components joined by '=' (PS3.5 6.2), as in the file."""
     if value is None:
         return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
-
-
-def integer(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+    if isinstance(value, dict):
+        return "=".join(value.get(c, "") for c in PERSON_NAME_GROUPS if c in value)
+    return str(value)
 
 
 def normalise_time(value: str) -> str:
@@ -217,7 +253,7 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
     """Parse and validate the Part 10 file at `path`; raise InstanceRejected with the reason."""
     add_file_meta_if_missing(path)
     ds, pixels = read_dataset(path)
-    sop = str(ds.get("SOPInstanceUID", "") or "") or None
+    sop = uid_text(ds, "SOPInstanceUID") or None
     sop_instance_uid = required_uid(ds, "SOPInstanceUID")
     sop_class_uid = required_uid(ds, "SOPClassUID", sop)
     study_uid = required_uid(ds, "StudyInstanceUID", sop)
@@ -246,7 +282,8 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
                 encoder.add_pixel_data(pixels.tag, pixels.vr, pixels.value_offset, pixels.length)
             )
             metadata = dict(sorted(metadata.items()))
-        frames = frame_ranges(ds, pixels, path, file_size, transfer_syntax)
+        values = JsonValues(metadata)
+        frames = frame_ranges(ds, values, pixels, path, file_size, transfer_syntax)
     except InstanceRejected:
         raise
     except Exception as exc:
@@ -258,12 +295,12 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
         ) from exc
     locatable = transfer_syntax != DeflatedExplicitVRLittleEndian
     bulk = {p: [r.offset, r.length, r.vr] for p, r in encoder.bulk_ranges.items()}
-    patient_name = text(ds, "PatientName")
-    referring = text(ds, "ReferringPhysicianName")
-    patient_id = text(ds, "PatientID")
-    issuer = text(ds, "IssuerOfPatientID")
+    patient_name = values.text("PatientName")
+    referring = values.text("ReferringPhysicianName")
+    patient_id = values.text("PatientID")
+    issuer = values.text("IssuerOfPatientID")
     patient_key = f"{patient_id}\\{issuer}"
-    description = text(ds, "StudyDescription")
+    description = values.text("StudyDescription")
     return IngestedInstance(
         sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid,
@@ -277,8 +314,8 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
             "patient_id": patient_id,
             "issuer_of_patient_id": issuer,
             "patient_name": patient_name,
-            "patient_birth_date": text(ds, "PatientBirthDate"),
-            "patient_sex": text(ds, "PatientSex"),
+            "patient_birth_date": values.text("PatientBirthDate"),
+            "patient_sex": values.text("PatientSex"),
         },
         study_row={
             "study_instance_uid": study_uid,
@@ -286,12 +323,12 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
             "patient_id": patient_id,
             "patient_name": patient_name,
             "patient_name_fold": patient_name.casefold(),
-            "patient_birth_date": text(ds, "PatientBirthDate"),
-            "patient_sex": text(ds, "PatientSex"),
-            "study_date": text(ds, "StudyDate"),
-            "study_time": normalise_time(text(ds, "StudyTime")),
-            "accession_number": text(ds, "AccessionNumber"),
-            "study_id": text(ds, "StudyID"),
+            "patient_birth_date": values.text("PatientBirthDate"),
+            "patient_sex": values.text("PatientSex"),
+            "study_date": values.text("StudyDate"),
+            "study_time": normalise_time(values.text("StudyTime")),
+            "accession_number": values.text("AccessionNumber"),
+            "study_id": values.text("StudyID"),
             "study_description": description,
             "study_description_fold": description.casefold(),
             "referring_physician_name": referring,
@@ -301,17 +338,17 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
         series_row={
             "series_instance_uid": series_uid,
             "study_instance_uid": study_uid,
-            "modality": text(ds, "Modality"),
-            "series_number": integer(ds, "SeriesNumber"),
-            "series_description": text(ds, "SeriesDescription"),
-            "series_date": text(ds, "SeriesDate"),
-            "series_time": normalise_time(text(ds, "SeriesTime")),
-            "performed_procedure_step_start_date": text(ds, "PerformedProcedureStepStartDate"),
+            "modality": values.text("Modality"),
+            "series_number": values.integer("SeriesNumber"),
+            "series_description": values.text("SeriesDescription"),
+            "series_date": values.text("SeriesDate"),
+            "series_time": normalise_time(values.text("SeriesTime")),
+            "performed_procedure_step_start_date": values.text("PerformedProcedureStepStartDate"),
             "performed_procedure_step_start_time": normalise_time(
-                text(ds, "PerformedProcedureStepStartTime")
+                values.text("PerformedProcedureStepStartTime")
             ),
-            "body_part_examined": text(ds, "BodyPartExamined"),
-            "frame_of_reference_uid": text(ds, "FrameOfReferenceUID"),
+            "body_part_examined": values.text("BodyPartExamined"),
+            "frame_of_reference_uid": values.text("FrameOfReferenceUID"),
             "series_json": orjson.dumps(subset(metadata, attrs.SERIES_LEVEL_KEYS)),
         },
         instance_row={
@@ -319,12 +356,12 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
             "series_instance_uid": series_uid,
             "study_instance_uid": study_uid,
             "sop_class_uid": sop_class_uid,
-            "instance_number": integer(ds, "InstanceNumber"),
+            "instance_number": values.integer("InstanceNumber"),
             "transfer_syntax_uid": transfer_syntax,
-            "rows": integer(ds, "Rows"),
-            "columns": integer(ds, "Columns"),
-            "bits_allocated": integer(ds, "BitsAllocated"),
-            "number_of_frames": integer(ds, "NumberOfFrames")
+            "rows": values.integer("Rows"),
+            "columns": values.integer("Columns"),
+            "bits_allocated": values.integer("BitsAllocated"),
+            "number_of_frames": values.integer("NumberOfFrames")
             or (1 if pixels is not None or "PixelData" in ds else None),
             "blob_size": file_size,
             "blob_sha256": sha256_of(path),
@@ -348,6 +385,7 @@ def sha256_of(path: Path) -> str:
 
 def frame_ranges(
     ds: Dataset,
+    values: JsonValues,
     pixels: PixelDataLocation | None,
     path: Path,
     file_size: int,
@@ -359,7 +397,7 @@ def frame_ranges(
     if pixels is None or pixels.tag != 0x7FE00010:
         return None
     offset, length = pixels.value_offset, pixels.length
-    frame_count = integer(ds, "NumberOfFrames") or 1
+    frame_count = values.integer("NumberOfFrames") or 1
     if pixels.encapsulated:
         with path.open("rb") as fp:
             fragments = fragment_ranges(fp, offset, file_size)
@@ -369,10 +407,10 @@ def frame_ranges(
             CANNOT_UNDERSTAND,
             f"truncated file: Pixel Data needs {offset + length} bytes, the file has {file_size}",
         )
-    rows, columns = integer(ds, "Rows") or 0, integer(ds, "Columns") or 0
-    samples = integer(ds, "SamplesPerPixel") or 1
-    bits = integer(ds, "BitsAllocated") or 0
-    if text(ds, "PhotometricInterpretation") in ("YBR_FULL_422", "YBR_PARTIAL_422"):
+    rows, columns = values.integer("Rows") or 0, values.integer("Columns") or 0
+    samples = values.integer("SamplesPerPixel") or 1
+    bits = values.integer("BitsAllocated") or 0
+    if values.text("PhotometricInterpretation") in ("YBR_FULL_422", "YBR_PARTIAL_422"):
         samples = 2  # PS3.3 C.7.6.3.1.2: two values per pixel when native 4:2:2
     frame_bits = rows * columns * samples * bits
     if frame_bits == 0 or frame_bits % 8:
