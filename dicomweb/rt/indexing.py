@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from sqlmodel import Session
 
 from dicomweb.ingest import IngestedInstance
-from dicomweb.rt.tables import delete_rt_rows, index_rt_instance, rt_kind
+from dicomweb.rt.tables import delete_rt_rows, index_rt_instance, rt_kind_of
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ RT_DEFER_SIZE = 16 * 1024 * 1024
 
 
 def index_hook(connection: Connection, ingested: IngestedInstance) -> list[str]:
-    if rt_kind(ingested.dataset) is None:
+    # From the values ingest already has: asking the dataset again converts its elements.
+    if rt_kind_of(ingested.sop_class_uid, ingested.series_row["modality"]) is None:
         return []
     try:
         dataset = dcmread(ingested.dataset.filename, defer_size=RT_DEFER_SIZE)

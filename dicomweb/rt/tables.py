@@ -198,7 +198,10 @@ RT_ROW_MODELS = tuple(t for t in (
 # ----------------------------------------------------------------------------------------
 def rt_kind(ds: Dataset) -> str | None:
     """'RTSTRUCT', 'RTPLAN', 'RTDOSE', 'REG' or None for non-RT datasets."""
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+    return rt_kind_of(str(ds.get("SOPClassUID", "") or ""), str(ds.get("Modality", "") or ""))
+
+
+def rt_kind_of(sop_class: str, modality: str) -> str | None:
     by_class = {
         d.RTSTRUCT_SOP_CLASS: "RTSTRUCT", d.RTPLAN_SOP_CLASS: "RTPLAN",
         d.RTIONPLAN_SOP_CLASS: "RTPLAN", d.RTDOSE_SOP_CLASS: "RTDOSE",
@@ -206,7 +209,6 @@ def rt_kind(ds: Dataset) -> str | None:
     }
     if sop_class in by_class:
         return by_class[sop_class]
-    modality = str(ds.get("Modality", "") or "")
     return modality if not sop_class and modality in ("RTSTRUCT", "RTPLAN", "RTDOSE") else None
 
 
