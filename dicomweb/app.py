@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
@@ -188,6 +189,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     async def lifespan(app: Starlette) -> Any:
         await run_in_threadpool(store.create_schema)
         await run_in_threadpool(store.recover)
+        # What is alive now (modules, pydicom's dictionary, the app) lives as long as the
+        # process: keep it out of full collections, which otherwise stall a request for ~60 ms
+        # every few dozen requests (the QIDO p90 went from 5 to 47 ms).
+        gc.freeze()
         yield
         store.close()
 
