@@ -14,7 +14,8 @@ The 16 values of Frame of Reference Transformation Matrix (3006,00C6) are in row
 order (M11 M12 M13 M14 M21 …), the last row being 0 0 0 1.
 
 When the Matrix Sequence (0070,030A) has several items M1, M2, …, Mn (C.20.2.1.1), they are
-applied in sequence order to the point, i.e. ``ᴬM_B = Mn · … · M2 · M1``.
+applied in sequence order to the point, i.e. ``ᴬM_B = Mn · … · M2 · M1`` (Equation C.20.2-2;
+SlicerRT's reader multiplies M1 · M2 · M3 instead, which readers of the standard have flagged).
 
 Deformable registrations (C.20.3): each Deformable Registration Sequence item carries an
 optional Pre Deformation Matrix (applied first, in the source FoR), the Deformable
