@@ -240,7 +240,7 @@ def json_value_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dict):
-        return "=".join(value.get(c, "") for c in PERSON_NAME_GROUPS if c in value)
+        return "=".join(value[c] for c in PERSON_NAME_GROUPS if c in value)
     return str(value)
 
 

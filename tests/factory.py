@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import uuid
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 PREFIX = "1.2.826.0.1.3680043.8.498."
+
+
+#: Every DICOM file pydicom ships (those needing a download are not there offline).
+PYDICOM_FILES = sorted(Path(get_testdata_file("CT_small.dcm")).parent.rglob("*.dcm"))
+
+
+def generated_study_files(folder: Path) -> list[Path]:
+    """A small RT study (CT, MR, RTSTRUCT, RTPLAN, RTDOSE, REG) and 12 small studies from the
+    conformance generator, written under `folder`."""
+    from conformance.generate import generate_rt_study, generate_small_studies
+
+    generate_rt_study(folder / "rt", ct_slices=4, mr_slices=4, seed=99)
+    generate_small_studies(folder / "small", 12, seed=99)
+    return sorted(folder.rglob("*.dcm"))
 
 
 def new_uid() -> str:

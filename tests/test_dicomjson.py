@@ -6,12 +6,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from factory import PYDICOM_FILES, generated_study_files
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 
 from dicomweb.dicomjson import DicomJsonEncoder
-
-PYDICOM_FILES = sorted(Path(get_testdata_file("CT_small.dcm")).parent.rglob("*.dcm"))
 
 
 def encode(path: Path, *, fast: bool) -> bytes:
@@ -28,11 +26,7 @@ def test_fast_path_matches_pydicom_on_pydicom_test_files(path: Path) -> None:
 
 
 def test_fast_path_matches_pydicom_on_generated_studies(tmp_path: Path) -> None:
-    from conformance.generate import generate_rt_study, generate_small_studies
-
-    generate_rt_study(tmp_path / "rt", ct_slices=4, mr_slices=4, seed=99)
-    generate_small_studies(tmp_path / "small", 12, seed=99)
-    files = sorted(tmp_path.rglob("*.dcm"))
+    files = generated_study_files(tmp_path)
     assert len(files) > 20
     for path in files:
         assert encode(path, fast=True) == encode(path, fast=False), path.name

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from factory import PYDICOM_FILES, generated_study_files
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 
 from dicomweb.dicomjson import DicomJsonEncoder
 from dicomweb.ingest import JsonValues, uid_text
 
-PYDICOM_FILES = sorted(Path(get_testdata_file("CT_small.dcm")).parent.rglob("*.dcm"))
 TEXT_KEYWORDS = (
     "PatientName",
     "ReferringPhysicianName",
@@ -98,11 +98,7 @@ def test_person_name_groups_keep_their_order(tmp_path: Path) -> None:
 
 
 def test_generated_studies_match_pydicom(tmp_path: Path) -> None:
-    from conformance.generate import generate_rt_study, generate_small_studies
-
-    generate_rt_study(tmp_path / "rt", ct_slices=3, mr_slices=3, seed=5)
-    generate_small_studies(tmp_path / "small", 10, seed=5)
-    files = sorted(tmp_path.rglob("*.dcm"))
+    files = generated_study_files(tmp_path)
     assert len(files) > 15
     for path in files:
         ds, values = read(path)
