@@ -1,14 +1,29 @@
-"""Structured access logs: one JSON object per request on the `dicomweb.access` logger."""
+"""Structured access logs: one JSON object per request on the `dicomweb.access` logger, and
+the request id every response carries (`X-Request-Id`) and every log line about it names."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 
 import orjson
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("dicomweb.access")
+
+#: Query parameters whose values are credentials (share links): never logged.
+SECRET_PARAMETER = re.compile(r"(?i)(^|&)((?:access_)?token)=[^&]*")
+
+
+def request_id_of(connection: HTTPConnection) -> str:
+    return connection.scope.get("state", {}).get("request_id", "-")
+
+
+def redacted_query(query: str) -> str:
+    return SECRET_PARAMETER.sub(r"\1\2=REDACTED", query)
 
 
 class AccessLog:
@@ -20,6 +35,8 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         sent = 0
 
@@ -27,6 +44,9 @@ class AccessLog:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []), (b"x-request-id", request_id.encode())
+                ]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
@@ -36,9 +56,10 @@ class AccessLog:
         finally:
             client = scope.get("client")
             record = {
+                "request_id": request_id,
                 "method": scope["method"],
                 "path": scope["path"],
-                "query": scope.get("query_string", b"").decode("latin-1"),
+                "query": redacted_query(scope.get("query_string", b"").decode("latin-1")),
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "bytes": sent,

@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomweb import qido, stow, wado
-from dicomweb.accesslog import AccessLog
+from dicomweb.accesslog import AccessLog, request_id_of
 from dicomweb.attributes import Level
 from dicomweb.capabilities import capabilities_route
 from dicomweb.config import Settings
@@ -132,8 +132,10 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path)
-    body = {"error": {"status": 500, "message": f"internal error: {type(exc).__name__}: {exc}"}}
+    """The details go to the log under the request id; the body says only that much."""
+    request_id = request_id_of(request)
+    log.exception("%s %s failed (request %s)", request.method, request.url.path, request_id)
+    body = {"error": {"status": 500, "message": "internal error", "request_id": request_id}}
     return Response(orjson.dumps(body), status_code=500, media_type="application/json")
 
 
@@ -169,6 +171,7 @@ EXPOSED_HEADERS = [
     "X-Plane-Count", "X-Volume-Cache", "X-Frame-Of-Reference-UID", "X-Grid-Shape",
     "X-Grid-Origin", "X-Grid-Row-Direction", "X-Grid-Column-Direction", "X-Grid-Normal",
     "X-Grid-Pixel-Spacing", "X-Grid-Slice-Offsets", "X-Dose-Units", "X-Voxel-Count",
+    "X-Request-Id",
 ]
 
 

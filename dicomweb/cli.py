@@ -8,92 +8,60 @@ import os
 import sys
 from pathlib import Path
 
-from dicomweb.config import Settings
+from dicomweb.config import ConfigError, Settings, command_options, env_name, parse_value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomweb", description="DICOMweb server")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def store_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--data", type=Path, default=None,
-                             help="data folder for SQLite and blobs (default ./dicomweb-data)")
-        command.add_argument("--database-url", default=None,
-                             help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
-                                  "(env DICOMWEB_DATABASE_URL)")
-        command.add_argument("--blob-dir", type=Path, default=None,
-                             help="folder of DICOM files (default DATA/blobs)")
-
     serve = commands.add_parser("serve", help="run the DICOMweb server")
-    serve.add_argument("--host", default=os.environ.get("DICOMWEB_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("DICOMWEB_PORT", "8042")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("DICOMWEB_WORKERS", "1")))
-    serve.add_argument("--root-path", default=None, help="DICOMweb mount path (default /dicomweb)")
-    serve.add_argument("--public-root", default=None,
-                       help="absolute URL clients use for the service (reverse proxies)")
-    serve.add_argument("--log-level", default=None)
-    serve.add_argument("--viewer", action="store_true", default=None,
-                       help="also serve the OHIF viewer at http://HOST:PORT/ (env "
-                            "DICOMWEB_VIEWER=1); fetched from npm first if missing")
-    viewer_options(serve)
-    serve.add_argument("--viewer-dicomweb-root", default=None,
-                       help="DICOMweb root the viewer uses when the data is on another server "
-                            "(default: this server's root)")
-    store_options(serve)
+    add_setting_options(serve, "serve")
 
     viewer = commands.add_parser("viewer", help="the OHIF viewer served by `serve --viewer`")
     viewer_commands = viewer.add_subparsers(dest="viewer_command", required=True)
     fetch = viewer_commands.add_parser(
         "fetch", help="download the pinned OHIF viewer build from the npm registry")
-    viewer_options(fetch)
+    add_setting_options(fetch, "viewer")
 
     importer = commands.add_parser("import", help="import files, folders and zip archives")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--no-progress", action="store_true")
-    store_options(importer)
+    add_setting_options(importer, "import")
     return parser
 
 
-def viewer_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--viewer-dir", type=Path, default=None,
-                         help="folder of fetched viewer builds, or of one OHIF build "
-                              "(env DICOMWEB_VIEWER_DIR; default ~/.cache/dicomweb/viewer)")
+def add_setting_options(command: argparse.ArgumentParser, name: str) -> None:
+    """The settings this command takes as options (config.Settings metadata); each option's
+    default is None, so an unset option leaves the environment variable or default in force."""
+    for field_name, option, kind, help_text in command_options(name):
+        text = f"{help_text} (env {env_name(field_name)})"
+        if kind is bool:
+            command.add_argument(option, dest=field_name, action="store_const", const="1",
+                                 default=None, help=text)
+        else:
+            command.add_argument(option, dest=field_name, default=None, help=text)
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        data_dir=args.data,
-        database_url=args.database_url,
-        blob_dir=args.blob_dir,
-        root_path=getattr(args, "root_path", None),
-        public_root=getattr(args, "public_root", None),
-        log_level=getattr(args, "log_level", None),
-        viewer=getattr(args, "viewer", None),
-        viewer_dir=getattr(args, "viewer_dir", None),
-        viewer_dicomweb_root=getattr(args, "viewer_dicomweb_root", None),
-    )
+def settings_from(args: argparse.Namespace, command: str) -> Settings:
+    """Environment first, then the command's options; raises ConfigError on a bad value."""
+    overrides = {}
+    for field_name, option, kind, _ in command_options(command):
+        raw = getattr(args, field_name, None)
+        if raw is not None:
+            overrides[field_name] = parse_value(kind, raw, option)
+    return Settings.from_env(**overrides)
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = settings_from(args)
+    settings = settings_from(args, "serve")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.viewer and (code := ensure_viewer(settings)):
         return code
     # Workers are separate processes: they rebuild settings from these variables.
-    for name, value in {
-        "DATA_DIR": str(settings.data_dir.resolve()),
-        "DATABASE_URL": settings.database_url or "",
-        "BLOB_DIR": str(settings.blob_dir.resolve()) if settings.blob_dir else "",
-        "ROOT_PATH": settings.root_path,
-        "PUBLIC_ROOT": settings.public_root or "",
-        "LOG_LEVEL": settings.log_level,
-        "VIEWER": "1" if settings.viewer else "",
-        "VIEWER_DIR": str(settings.viewer_dir.resolve()) if settings.viewer_dir else "",
-        "VIEWER_DICOMWEB_ROOT": settings.viewer_dicomweb_root or "",
-    }.items():
-        os.environ["DICOMWEB_" + name] = value
+    os.environ.update(settings.to_env())
     from dicomweb.store.repository import Store
 
     store = Store(settings)
@@ -101,15 +69,16 @@ def serve(args: argparse.Namespace) -> int:
     store.close()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"DICOMweb service at http://{args.host}:{args.port}{settings.root_path}", flush=True)
+    print(f"DICOMweb service at http://{settings.host}:{settings.port}{settings.root_path}",
+          flush=True)
     if settings.viewer:
-        print(f"OHIF viewer at http://{args.host}:{args.port}/", flush=True)
+        print(f"OHIF viewer at http://{settings.host}:{settings.port}/", flush=True)
     uvicorn.run(
         "dicomweb.app:create_app",
         factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,  # dicomweb.access logs one JSON object per request instead
     )
@@ -134,7 +103,7 @@ def run_viewer(args: argparse.Namespace) -> int:
     from dicomweb import viewer
 
     try:
-        settings = Settings.from_env(viewer_dir=args.viewer_dir)
+        settings = settings_from(args, "viewer")
         viewer.fetch(settings, say=lambda text: print(text, flush=True))
     except viewer.ViewerError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -145,7 +114,7 @@ def run_viewer(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from dicomweb.importer import import_paths
 
-    settings = settings_from(args)
+    settings = settings_from(args, "import")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -156,11 +125,15 @@ def run_import(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "viewer":
-        return run_viewer(args)
-    return run_import(args)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "viewer":
+            return run_viewer(args)
+        return run_import(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,49 +1,88 @@
-"""Settings: one dataclass, filled from the command line and the environment."""
+"""Settings: one dataclass, filled from the command line and the environment.
+
+Each field is one setting: its environment variable is `DICOMWEB_<FIELD>` (upper case), its
+command-line option (when it has one) is named in the field's metadata, and its value is parsed
+and checked from the field's type (`int`, `bool`, `Path`, `tuple[str, ...]`, `Literal[...]`,
+optionally `| None`). A bad value raises `ConfigError` with one line naming the variable or
+option and what it accepts, so `dicomweb serve` can say it and stop.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
+from typing import Any, Literal
 
 ENV_PREFIX = "DICOMWEB_"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+class ConfigError(ValueError):
+    """A setting has a value it cannot take; the message is one line for the operator."""
+
+
+def setting(default: Any, help: str, *, option: str | None = None,
+            commands: tuple[str, ...] = ("serve",)) -> Any:
+    """A Settings field: `option` is its command-line flag on `commands` (None: env only)."""
+    return field(default=default, metadata={"help": help, "option": option, "commands": commands})
+
+
+STORE_COMMANDS = ("serve", "import", "apikey", "audit")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the application needs to know, passed to `create_app`.
+    """Everything the application needs to know, passed to `create_app`."""
 
-    Each field can be set by an environment variable `DICOMWEB_<FIELD>` (upper case).
-    """
-
-    data_dir: Path = Path("dicomweb-data")
+    data_dir: Path = setting(Path("dicomweb-data"), "data folder: SQLite index and blobs",
+                             option="--data", commands=STORE_COMMANDS)
     #: SQLAlchemy URL; None means SQLite at `<data_dir>/index.sqlite`.
-    database_url: str | None = None
+    database_url: str | None = setting(
+        None, "SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/db",
+        option="--database-url", commands=STORE_COMMANDS)
     #: Folder of the DICOM files; None means `<data_dir>/blobs`.
-    blob_dir: Path | None = None
+    blob_dir: Path | None = setting(None, "folder of the stored DICOM files (default DATA/blobs)",
+                                    option="--blob-dir", commands=STORE_COMMANDS)
+    host: str = setting("127.0.0.1", "listening address", option="--host")
+    port: int = setting(8042, "listening port", option="--port")
+    workers: int = setting(1, "uvicorn worker processes", option="--workers")
     #: Path under which the DICOMweb service is mounted.
-    root_path: str = "/dicomweb"
+    root_path: str = setting("/dicomweb", "path of the DICOMweb service", option="--root-path")
     #: Absolute URL of the service as clients see it (reverse proxies); None means derive it
     #: from the request (Forwarded / X-Forwarded-* headers, then Host).
-    public_root: str | None = None
+    public_root: str | None = setting(
+        None, "absolute URL clients use for the service (reverse proxies)",
+        option="--public-root")
     #: Origins allowed by CORS; "*" allows any origin (without credentials).
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = setting(("*",), "comma-separated origins allowed by CORS")
     #: Upper bound of a QIDO page; larger `limit` values are cut to it with a Warning header.
-    qido_max_results: int = 10000
+    qido_max_results: int = setting(10000, "largest QIDO page")
     #: What STOW does with a SOP Instance UID already stored with different bytes:
     #: "reject" (keep the stored one, fail with 0x0111) or "overwrite".
-    duplicates: str = "reject"
+    duplicates: Literal["reject", "overwrite"] = setting(
+        "reject", "same SOP Instance UID with other bytes: reject or overwrite")
     #: Bytes of decoded volumes kept in memory for MPR.
-    volume_cache_bytes: int = 1 << 30
-    log_level: str = "info"
+    volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
+        "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).
-    viewer: bool = False
+    viewer: bool = setting(False, "also serve the OHIF viewer at http://HOST:PORT/; fetched "
+                           "from npm first if missing", option="--viewer")
     #: Folder of the fetched viewer builds (`ohif-<version>/`), or of one OHIF build itself
     #: (a folder with `index.html`); None means `~/.cache/dicomweb/viewer`.
-    viewer_dir: Path | None = None
+    viewer_dir: Path | None = setting(
+        None, "folder of fetched viewer builds, or of one OHIF build (default "
+        "~/.cache/dicomweb/viewer)", option="--viewer-dir", commands=("serve", "viewer"))
     #: DICOMweb root the viewer talks to when it is not this server (another origin); None means
     #: this server's root as the browser reaches it.
-    viewer_dicomweb_root: str | None = None
+    viewer_dicomweb_root: str | None = setting(
+        None, "DICOMweb root the viewer uses when the data is on another server",
+        option="--viewer-dicomweb-root")
 
     @property
     def effective_database_url(self) -> str:
@@ -60,38 +99,114 @@ class Settings:
         return self.effective_database_url.startswith("sqlite")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from `DICOMWEB_*` variables; keyword overrides that are not None win."""
+    def from_env(cls, environ: typing.Mapping[str, str] | None = None,
+                 **overrides: object) -> Settings:
+        """Settings from `DICOMWEB_*` variables; keyword overrides that are not None win.
+        Raises ConfigError naming the first bad value."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        text = {
-            "database_url": str,
-            "root_path": str,
-            "public_root": str,
-            "duplicates": str,
-            "log_level": str,
-            "viewer_dicomweb_root": str,
-        }
-        for name, convert in text.items():
-            if (raw := env.get(ENV_PREFIX + name.upper())) not in (None, ""):
-                values[name] = convert(raw)
-        for name in ("data_dir", "blob_dir", "viewer_dir"):
-            if raw := env.get(ENV_PREFIX + name.upper()):
-                values[name] = Path(raw)
-        for name in ("qido_max_results", "volume_cache_bytes"):
-            if raw := env.get(ENV_PREFIX + name.upper()):
-                values[name] = int(raw)
-        if raw := env.get(ENV_PREFIX + "CORS_ORIGINS"):
-            values["cors_origins"] = tuple(o.strip() for o in raw.split(",") if o.strip())
-        if raw := env.get(ENV_PREFIX + "VIEWER"):
-            values["viewer"] = raw.strip().lower() in ("1", "true", "yes", "on")
+        for name, kind in field_types().items():
+            raw = env.get(env_name(name))
+            if raw is None or (raw == "" and kind is not str):
+                continue  # unset; an empty variable means "not set" except for plain text
+            values[name] = parse_value(kind, raw, env_name(name))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)  # type: ignore[arg-type]
-        return settings.normalised()
+        return cls(**values).normalised()  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the variable that gives it back (for worker processes)."""
+        out = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None:
+                text = ""
+            elif isinstance(value, bool):
+                text = "1" if value else "0"
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            elif isinstance(value, Path):
+                text = str(value.resolve())
+            else:
+                text = str(value)
+            out[env_name(item.name)] = text
+        return out
 
     def normalised(self) -> Settings:
         root = "/" + self.root_path.strip("/") if self.root_path.strip("/") else ""
         public = self.public_root.rstrip("/") if self.public_root else None
-        if self.duplicates not in ("reject", "overwrite"):
-            raise ValueError(f"duplicates must be 'reject' or 'overwrite', not {self.duplicates!r}")
+        for name, kind in field_types().items():  # values given in code are checked too
+            check_choice(kind, getattr(self, name), name)
         return replace(self, root_path=root, public_root=public)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+@cache
+def field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Settings)
+    return {item.name: hints[item.name] for item in fields(Settings)}
+
+
+def _is_union(kind: Any) -> bool:
+    return typing.get_origin(kind) in (typing.Union, types.UnionType)
+
+
+def _base(kind: Any) -> Any:
+    if _is_union(kind):
+        (inner,) = [a for a in typing.get_args(kind) if a is not type(None)]
+        return inner
+    return kind
+
+
+def parse_value(kind: Any, raw: str, source: str) -> object:
+    """Text from the environment or the command line → the setting's type."""
+    base = _base(kind)
+    text = raw.strip()
+    if base is bool:
+        if text.lower() in TRUE_WORDS:
+            return True
+        if text.lower() in FALSE_WORDS:
+            return False
+        raise ConfigError(f"{source}={raw!r}: must be one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
+    if base is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{source}={raw!r}: must be an integer") from None
+    if base is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{source}={raw!r}: must be a number") from None
+    if base is Path:
+        return Path(text)
+    if typing.get_origin(base) is tuple:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    if typing.get_origin(base) is Literal:
+        value = text.lower()
+        check_choice(base, value, source)
+        return value
+    return raw
+
+
+def check_choice(kind: Any, value: object, source: str) -> None:
+    base = _base(kind)
+    if value is None or typing.get_origin(base) is not Literal:
+        return
+    choices = typing.get_args(base)
+    if value not in choices:
+        label = source if source.startswith(ENV_PREFIX) else env_name(source)
+        raise ConfigError(f"{label}={value!r}: must be one of {', '.join(choices)}")
+
+
+def command_options(command: str) -> list[tuple[str, str, Any, str]]:
+    """(field name, option, type, help) of the settings the command takes as options."""
+    options = []
+    for item in fields(Settings):
+        option = item.metadata.get("option")
+        if option and command in item.metadata.get("commands", ()):
+            kind = field_types()[item.name]
+            options.append((item.name, option, kind, item.metadata.get("help", "")))
+    return options

@@ -193,10 +193,10 @@ def test_settings_from_environment_and_options(tmp_path: Path) -> None:
     assert settings.viewer is True and settings.viewer_dir == tmp_path
     assert Settings.from_env({}).viewer is False
     args = build_parser().parse_args(["serve", "--viewer", "--viewer-dicomweb-root", "http://x/d"])
-    from_args = settings_from(args)
+    from_args = settings_from(args, "serve")
     assert from_args.viewer is True and from_args.viewer_dicomweb_root == "http://x/d"
     # without --viewer, the environment decides
-    assert settings_from(build_parser().parse_args(["serve"])).viewer is False
+    assert settings_from(build_parser().parse_args(["serve"]), "serve").viewer is False
 
 
 def fake_npm(tmp_path: Path) -> Path:
