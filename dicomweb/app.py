@@ -31,7 +31,7 @@ from dicomweb.pixels.routes import routes as pixel_routes
 from dicomweb.rt.routes import routes as rt_routes
 from dicomweb.store import query as store_query
 from dicomweb.store.repository import Store
-from dicomweb.urls import service_base_url
+from dicomweb.urls import TrustedProxies, service_base_url
 
 log = logging.getLogger("dicomweb")
 
@@ -235,6 +235,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         routes += viewer_routes(settings)
     allow_any = "*" in settings.cors_origins
     middleware = [
+        Middleware(TrustedProxies, allow=settings.forwarded_allow_ips),  # first: the client
         Middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),

@@ -81,6 +81,10 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,  # dicomweb.access logs one JSON object per request instead
+        # The app applies --forwarded-allow-ips itself (urls.TrustedProxies, with uvicorn's
+        # ProxyHeadersMiddleware), so that it also knows whether Host-rewriting headers count.
+        proxy_headers=False,
+        forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
     )
     return 0
 
