@@ -52,7 +52,12 @@ class Server:
 
 
 def start_server(
-    data_dir: Path, database_url: str | None, *, workers: int = 1, extra: list[str] | None = None
+    data_dir: Path,
+    database_url: str | None,
+    *,
+    workers: int = 1,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +79,7 @@ def start_server(
     if database_url:
         command += ["--database-url", database_url]
     command += extra or []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")} | (env or {})
     log_file = log_path.open("wb")
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     origin = f"http://127.0.0.1:{port}"
