@@ -215,7 +215,7 @@ def check_inflation(path: Path, head: bytes, limits: InflateLimits) -> None:
         fp.seek(start)
         while chunk := fp.read(1 << 20):
             data = chunk
-            while data:
+            while data and not inflater.eof:  # bytes after the end (padding) are not inflated
                 try:
                     out = inflater.decompress(data, 1 << 20)
                 except zlib.error:
@@ -259,6 +259,7 @@ def read_dataset(path: Path, limits: InflateLimits) -> tuple[Dataset, PixelDataL
             syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
             if syntax == DeflatedExplicitVRLittleEndian or deflated:
                 return ds, None
+            check_complete(ds, os.fstat(fp.fileno()).st_size)
             return ds, pixel_data_location(fp, fp.tell(), syntax)
     except InstanceRejected:
         raise
@@ -266,6 +267,22 @@ def read_dataset(path: Path, limits: InflateLimits) -> tuple[Dataset, PixelDataL
         raise parse_failure(exc) from exc
     except Exception as exc:  # pydicom raises many types on damaged input
         raise parse_failure(exc) from exc
+
+
+def check_complete(ds: Dataset, file_size: int) -> None:
+    """pydicom reads a file cut inside a value without complaint (it warns at most): every
+    top-level value must end within the file."""
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset yields elements)
+        element = ds.get_item(tag)
+        value_tell = getattr(element, "value_tell", None)
+        length = getattr(element, "length", UNDEFINED_LENGTH)
+        if value_tell is not None and length != UNDEFINED_LENGTH and (
+            value_tell + length > file_size
+        ):
+            raise InstanceRejected(
+                CANNOT_UNDERSTAND,
+                f"truncated file: data element {format_tag(tag)} needs {value_tell + length} "
+                f"bytes, the file has {file_size}")
 
 
 UNKNOWN_VR = re.compile(r"Unknown Value Representation '([^']{0,8})' in tag (\([0-9A-Fa-f,]+\))")
