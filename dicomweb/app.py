@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dicomweb import qido, stow, wado
 from dicomweb.accesslog import AccessLog, request_id_of
 from dicomweb.attributes import Level
+from dicomweb.audit import AuditMiddleware, AuditTrail, audit_routes
 from dicomweb.capabilities import capabilities_route
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
@@ -55,6 +56,7 @@ def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
         result = await run_in_threadpool(
             store_query.search, request.app.state.store.engine, query, base
         )
+        request.state.search_results = result.rows  # the audit trail records their studies
         headers = {}
         if result.more:
             headers["Warning"] = (
@@ -187,6 +189,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     store = store or Store(settings)
+    audit_trail = AuditTrail(store)  # registers its tables: created with the index's
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
@@ -197,11 +200,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         # ten for ~60 ms (QIDO study list p90 47 ms without this, 9 ms with it).
         gc.freeze()
         yield
+        audit_trail.close()
         store.close()
 
     # Pixel (rendered, volume, MPR) and RT resources live under the same root.
     extension_routes = [*pixel_routes(store), *rt_routes(store)]
-    service = dicomweb_routes() + extension_routes
+    service = dicomweb_routes() + extension_routes + audit_routes()
     service.append(capabilities_route(service))
     routes: list[Any] = [
         Route("/healthz", health),
@@ -227,6 +231,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         ),
         Middleware(CrossOriginResourcePolicy),
         Middleware(AccessLog),
+        # Outside the access layer, so that what it refuses (401, 403) is recorded too.
+        *([Middleware(AuditMiddleware, trail=audit_trail, root_path=settings.root_path)]
+          if settings.audit == "on" else []),
     ]
     app = Starlette(
         routes=[r for r in routes if r is not None],
@@ -240,4 +247,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.audit_trail = audit_trail
     return app
