@@ -1,4 +1,4 @@
-"""`dicomweb serve | import | viewer fetch | audit verify`."""
+"""`dicomweb serve | import | viewer fetch | apikey create|list|revoke | audit verify`."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--no-progress", action="store_true")
     add_setting_options(importer, "import")
+
+    from dicomweb.access.cli import add_apikey_parser
+
+    add_apikey_parser(commands, lambda verb: add_setting_options(verb, "apikey"))
     return parser
 
 
@@ -68,17 +72,25 @@ def serve(args: argparse.Namespace) -> int:
         return code
     # Workers are separate processes: they rebuild settings from these variables.
     os.environ.update(settings.to_env())
+    from dicomweb.access.cli import startup_refusal
     from dicomweb.store.repository import Store
 
     store = Store(settings)
-    store.create_schema()  # once, before workers start
-    store.close()
+    try:
+        store.create_schema()  # once, before workers start
+        refusal = startup_refusal(settings, store)
+    finally:
+        store.close()
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"DICOMweb service at http://{settings.host}:{settings.port}{settings.root_path}",
+    scheme = "https" if settings.ssl_certfile else "http"
+    print(f"DICOMweb service at {scheme}://{settings.host}:{settings.port}{settings.root_path}",
           flush=True)
     if settings.viewer:
-        print(f"OHIF viewer at http://{settings.host}:{settings.port}/", flush=True)
+        print(f"OHIF viewer at {scheme}://{settings.host}:{settings.port}/", flush=True)
     uvicorn.run(
         "dicomweb.app:create_app",
         factory=True,
@@ -87,6 +99,8 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,  # dicomweb.access logs one JSON object per request instead
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     )
     return 0
 
@@ -160,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_viewer(args)
         if args.command == "audit":
             return run_audit(args)
+        if args.command == "apikey":
+            from dicomweb.access.cli import run_apikey
+
+            return run_apikey(args, settings_from(args, "apikey"))
         return run_import(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
