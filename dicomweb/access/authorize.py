@@ -189,7 +189,8 @@ class Guard:
         shared = access.labels is None and access.study == study  # no query needed
         if study is not None and not shared and not await run_in_threadpool(
                 visible_studies, store.engine, access, [study]):
-            scope["state"]["access_denied"] = f"study {study} is not visible to the caller"
+            if await run_in_threadpool(studies_of, store.engine, [study]):  # else: unknown
+                scope["state"]["access_denied"] = f"study {study} is not visible to the caller"
             raise NotFound(f"no instance matches {describe(params)}")
         uids = referenced_uids(scope.get("query_string", b""))
         if uids:
