@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomweb.access import study_writer_of
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
     BadRequest,
@@ -20,6 +21,7 @@ from dicomweb.errors import (
 )
 from dicomweb.multipart import ReceivedPart, read_parts
 from dicomweb.negotiation import parse_accept
+from dicomweb.store.access import StudyWriter
 from dicomweb.store.repository import Store, StoredInstance, rejection_for
 from dicomweb.urls import service_base_url
 
@@ -52,7 +54,10 @@ async def store_instances(request: Request) -> Response:
     store: Store = request.app.state.store
     settings = request.app.state.settings
     study = request.path_params.get("study")
+    writer = study_writer_of(request)
     media_type, params = media_type_and_params(request.headers.get("content-type", ""))
+    outcomes: list[StoredInstance | InstanceRejected] = []
+    request.state.stow_outcomes = outcomes  # the audit trail reads what was stored, even on error
     if media_type == "multipart/related":
         part_type = params.get("type", "").lower()
         if part_type and part_type != DICOM:
@@ -63,10 +68,11 @@ async def store_instances(request: Request) -> Response:
         boundary = params.get("boundary")
         if not boundary:
             raise BadRequest("multipart/related Content-Type has no boundary parameter")
-        outcomes = await store_multipart(store, request, boundary, study, settings.max_parts)
+        await store_multipart(store, request, boundary, study, writer, settings.max_parts,
+                              outcomes)
     elif media_type == DICOM:
         part = await receive_single_part(store, request)
-        outcomes = await store_parts(store, [part], study)
+        outcomes += await store_parts(store, [part], study, writer)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media_type or '(none)'} is not supported; use multipart/related; "
@@ -76,11 +82,12 @@ async def store_instances(request: Request) -> Response:
 
 
 async def store_multipart(
-    store: Store, request: Request, boundary: str, study: str | None, max_parts: int
-) -> list[StoredInstance | InstanceRejected]:
-    """Parts are stored in batches as they arrive; whatever ends the body early (a malformed
-    part, a limit, a disconnect) leaves no temp file of the parts received but not stored."""
-    outcomes: list[StoredInstance | InstanceRejected] = []
+    store: Store, request: Request, boundary: str, study: str | None, writer: StudyWriter,
+    max_parts: int, outcomes: list[StoredInstance | InstanceRejected],
+) -> None:
+    """Parts are stored in batches as they arrive, their outcomes added to `outcomes`;
+    whatever ends the body early (a malformed part, a limit, a disconnect) leaves no temp
+    file of the parts received but not stored."""
     batch: list[ReceivedPart] = []
     try:
         async for part in read_parts(request.stream(), boundary, store.blobs,
@@ -88,17 +95,16 @@ async def store_multipart(
             batch.append(part)
             if len(batch) == BATCH_SIZE:
                 taken, batch = batch, []
-                outcomes += await store_parts(store, taken, study)
+                outcomes += await store_parts(store, taken, study, writer)
         if batch:
             taken, batch = batch, []
-            outcomes += await store_parts(store, taken, study)
+            outcomes += await store_parts(store, taken, study, writer)
     finally:
         for part in batch:
             if part.path is not None:
                 store.blobs.discard(part.path)
     if not outcomes:
         raise BadRequest("the multipart body holds no part")
-    return outcomes
 
 
 async def receive_single_part(store: Store, request: Request) -> ReceivedPart:
@@ -124,7 +130,7 @@ async def receive_single_part(store: Store, request: Request) -> ReceivedPart:
 
 
 async def store_parts(
-    store: Store, parts: list[ReceivedPart], study: str | None
+    store: Store, parts: list[ReceivedPart], study: str | None, writer: StudyWriter
 ) -> list[StoredInstance | InstanceRejected]:
     """Store a batch of received parts (all consumed); parts that are not application/dicom
     or could not be written are rejected, in their order."""
@@ -144,7 +150,9 @@ async def store_parts(
             outcomes.append(None)
     if dicom_paths:
         stored = iter(
-            await run_in_threadpool(store.store_files, dicom_paths, expected_study=study)
+            await run_in_threadpool(
+                store.store_files, dicom_paths, expected_study=study, writer=writer
+            )
         )
         outcomes = [next(stored) if o is None else o for o in outcomes]
     for outcome in outcomes:
