@@ -187,7 +187,7 @@ async def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except NoRegistrationPath as exc:
         raise Unprocessable(str(exc)) from exc
     except RtError as exc:
-        raise Unprocessable(f"{type(exc).__name__}: {exc}") from exc
+        raise Unprocessable(str(exc)) from exc
 
 
 def _vec(v: Any) -> list[float] | None:
