@@ -5,6 +5,7 @@ temp file left by a failed or abandoned upload."""
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import socket
 import threading
@@ -225,3 +226,31 @@ def test_500_says_only_internal_error_and_keeps_the_connection(failing_server: i
     assert connection.getresponse().status == 200
     assert connection.sock is first_socket
     connection.close()
+
+
+def test_uids_of_dot_dot_are_stored_inside_the_blob_folder(server: Server) -> None:
+    ds = image(study="..", series="..")
+    response = server.stow(ds)
+    assert response.status_code == 200, response.text
+    found = requests.get(f"{server.url}/instances",
+                         params={"SOPInstanceUID": ds.SOPInstanceUID}, timeout=30)
+    assert found.status_code == 200
+    assert found.json()[0]["0020000D"]["Value"] == [".."]  # indexed as it is
+    # Formerly the key was `../../<sop>.<random>.dcm`: a file beside the data folder.
+    assert list(server.data_dir.parent.glob(f"{ds.SOPInstanceUID}*")) == []
+    blobs = (server.data_dir / "blobs").resolve()
+    assert all(p.resolve().is_relative_to(blobs) for p in server.data_dir.rglob("*.dcm"))
+
+
+def test_orphan_temp_files_are_swept_at_start_up(tmp_path: Path, backend: str | None) -> None:
+    data = tmp_path / "data"
+    (data / "blobs" / ".tmp").mkdir(parents=True)
+    orphan = data / "blobs" / ".tmp" / "left-by-kill-9.part"
+    orphan.write_bytes(b"partial upload")
+    past = time.time() - 60  # a minute old: formerly kept for a day
+    os.utime(orphan, (past, past))
+    running = start_server(data, backend)
+    try:
+        assert not orphan.exists()
+    finally:
+        stop_server(running)
