@@ -25,8 +25,10 @@ from dicomweb.capabilities import capabilities_route
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
 from dicomweb.negotiation import accepts_json
+from dicomweb.pixels.budget import MemoryBudget
 from dicomweb.pixels.routes import routes as pixel_routes
 from dicomweb.rt.routes import routes as rt_routes
+from dicomweb.sources import raise_open_file_limit
 from dicomweb.store import query as store_query
 from dicomweb.store.repository import Store
 from dicomweb.urls import service_base_url
@@ -121,7 +123,7 @@ async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
     else:
         log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
     return Response(orjson.dumps(exc.to_json()), status_code=exc.status_code,
-                    media_type="application/json")
+                    media_type="application/json", headers=getattr(exc, "headers", None))
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:
@@ -240,4 +242,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
+    raise_open_file_limit()  # a retrieve opens all its files before its status line
+    app.state.pixel_budget = MemoryBudget(  # the budget is shared by the worker processes
+        settings.pixel_memory_bytes // max(settings.workers, 1), settings.pixel_wait_seconds)
     return app

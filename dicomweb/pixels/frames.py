@@ -6,20 +6,42 @@ data, 1-bit frames); descriptions come from the stored DICOM JSON.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
+from pydicom import dcmread
+from pydicom.pixels import pixel_array
 
 from dicomweb import transcoding
-from dicomweb.errors import BadRequest, NotAcceptable, Unprocessable
+from dicomweb.errors import BadRequest, NotAcceptable, ServiceUnavailable, Unprocessable
+from dicomweb.negotiation import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb.store.repository import InstanceLocation, Store
 
+from .budget import BudgetBusy, MemoryBudget
 from .codecs import NATIVE_TRANSFER_SYNTAXES, decode_frame_with_info, native_dtype
 from .description import PixelDescription
 from .errors import DecodeError, NotAVolume, PixelError, RenderError, UnsupportedTransferSyntax
+from .limits import DecodeLimitExceeded, check_frame, check_total
 from .mpr import ReformatError
+
+log = logging.getLogger("dicomweb.pixels")
+
+
+@dataclass(frozen=True)
+class PixelLimits:
+    """What one request may decode, and the memory budget all pixel work shares."""
+
+    max_decoded_bytes: int
+    budget: MemoryBudget
+
+    @classmethod
+    def of(cls, app_state: Any) -> PixelLimits:
+        return cls(app_state.settings.max_decoded_bytes, app_state.pixel_budget)
 
 
 @contextmanager
@@ -27,10 +49,14 @@ def pixel_errors() -> Iterator[None]:
     """Library errors as HTTP errors."""
     try:
         yield
+    except BudgetBusy as exc:
+        raise ServiceUnavailable(str(exc), retry_after_s=exc.retry_after_s) from None
     except NotAVolume as exc:
         raise Unprocessable(f"not a volume: {exc.reason}") from None
     except UnsupportedTransferSyntax as exc:
         raise NotAcceptable(f"cannot decode pixel data: {exc}") from None
+    except DecodeLimitExceeded as exc:
+        raise Unprocessable(str(exc)) from None
     except DecodeError as exc:
         raise Unprocessable(f"cannot decode pixel data: {exc}") from None
     except (RenderError, ReformatError) as exc:
@@ -39,26 +65,44 @@ def pixel_errors() -> Iterator[None]:
         raise Unprocessable(str(exc)) from None
 
 
+PALETTE_TAGS = ("00281201", "00281202", "00281203")
+SEGMENTED_PALETTE_TAGS = ("00281221", "00281222", "00281223")
+
+
 def description_with_palette(store: Store, loc: InstanceLocation) -> PixelDescription:
+    """The pixel description with the Palette Color LUT data (PS3.3 C.7.6.3.1.5) in little
+    endian: read from the file when it was bulk data, swapped when the file is big endian."""
     desc = transcoding.description_of(loc.metadata_json)
-    if desc.photometric_interpretation == "PALETTE COLOR" and not desc.has_palette_data:
-        bulk = orjson.loads(loc.bulk_json) if loc.bulk_json else {}
-        tags = ("00281201", "00281202", "00281203")
-        if all(tag in bulk for tag in tags):
-            data = []
-            for tag in tags:
-                offset, length, vr = bulk[tag]
-                value = store.blobs.read_ranges(loc.blob_key, [[offset, length]])
-                if loc.transfer_syntax_uid == "1.2.840.10008.1.2.2":
-                    value = transcoding.swap_bulk_to_little_endian(value, vr)
-                data.append(value)
-            desc = desc.with_palette_data(*data)
-    return desc
+    if desc.photometric_interpretation != "PALETTE COLOR":
+        return desc
+    luts = (desc.red_palette, desc.green_palette, desc.blue_palette)
+    if any(lut is None for lut in luts):
+        return desc
+    big_endian = loc.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
+    if desc.has_palette_data and not big_endian:
+        return desc
+    bulk = orjson.loads(loc.bulk_json) if loc.bulk_json else {}
+    data = []
+    for lut, plain, segmented in zip(luts, PALETTE_TAGS, SEGMENTED_PALETTE_TAGS, strict=True):
+        tag = segmented if lut.segmented else plain  # type: ignore[union-attr]
+        if lut.data is not None:  # type: ignore[union-attr]
+            # Inline values of the stored DICOM JSON keep the file's byte order.
+            value = transcoding.swap_bulk_to_little_endian(lut.data, "OW")  # type: ignore[union-attr]
+            data.append(value)
+            continue
+        if tag not in bulk:
+            return desc
+        offset, length, vr = bulk[tag]
+        value = store.blobs.read_ranges(loc.blob_key, [[offset, length]])
+        if big_endian:
+            value = transcoding.swap_bulk_to_little_endian(value, vr)
+        data.append(value)
+    return desc.with_palette_data(*data)
 
 
 def fast_native(data: bytes, ts: str, desc: PixelDescription) -> np.ndarray | None:
     """Native little-endian grayscale frames straight from their bytes (no codec)."""
-    if (ts not in NATIVE_TRANSFER_SYNTAXES or ts == "1.2.840.10008.1.2.2"
+    if (ts not in NATIVE_TRANSFER_SYNTAXES or ts == EXPLICIT_VR_BIG_ENDIAN
             or desc.samples_per_pixel != 1 or desc.bits_allocated not in (8, 16, 32)
             or len(data) < desc.frame_length):
         return None
@@ -74,25 +118,28 @@ def fast_native(data: bytes, ts: str, desc: PixelDescription) -> np.ndarray | No
 
 
 def decoded_frame(
-    store: Store, loc: InstanceLocation, number: int, desc: PixelDescription
+    store: Store, loc: InstanceLocation, number: int, desc: PixelDescription, max_bytes: int
 ) -> tuple[np.ndarray, str]:
-    """Frame ``number`` (1-based) decoded, with the photometric interpretation it has now."""
+    """Frame ``number`` (1-based) decoded, with the photometric interpretation it has now;
+    :class:`DecodeLimitExceeded` before decoding when it would take more than ``max_bytes``."""
     ranges = loc.frames
     if ranges is not None:
         data = store.blobs.read_ranges(loc.blob_key, ranges[number - 1])
+        check_frame(data, loc.transfer_syntax_uid, desc, max_bytes)
         fast = fast_native(data, loc.transfer_syntax_uid, desc)
         if fast is not None:
             return fast, desc.photometric_interpretation
         decoded = decode_frame_with_info(data, loc.transfer_syntax_uid, desc)
         return decoded.pixels, decoded.photometric_interpretation
-    from pydicom import dcmread
-    from pydicom.pixels import pixel_array
-
+    check_frame(b"", EXPLICIT_VR_LITTLE_ENDIAN, desc, max_bytes)
+    path = store.blobs.path(loc.blob_key)
+    check_total(path.stat().st_size, max_bytes, "the stored file (parsed whole)")
     try:  # a full parse: deflated data sets are inflated by dcmread only
-        dataset = dcmread(store.blobs.path(loc.blob_key))
+        dataset = dcmread(path)
         arr = pixel_array(dataset, index=number - 1)
     except Exception as exc:  # pydicom and its plugins raise assorted exception types
-        raise DecodeError(str(exc)) from exc
+        log.warning("frame %d of %s: %s", number, loc.sop_instance_uid, exc)
+        raise DecodeError("the pixel data of this instance cannot be decoded") from exc
     photometric = desc.photometric_interpretation
     if desc.samples_per_pixel == 3 and photometric.startswith("YBR"):
         photometric = "RGB"  # pixel_array converts YBR to RGB

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.responses import Response
 
 from dicomweb.rt import overlay
 
-from .frames import pixel_errors
+from .frames import PixelLimits, pixel_errors
 from .mpr import Reformat, reformat
 from .overlays import apply_overlays
 from .params import MprRequest, parse_mpr
@@ -87,54 +88,79 @@ def plane_headers(plane: Reformat, volume: SeriesVolume, cached: bool) -> dict[s
     return headers
 
 
+#: Bytes per plane pixel the reformat and its rendering hold: sample points (3 float64),
+#: interpolation weights and indices, the float values, the window output, the 8-bit image.
+PLANE_BYTES_PER_PIXEL = 160
+OUTPUT_BYTES_PER_PIXEL = 3 * 24
+
+
+def plane_cost(volume: SeriesVolume, mpr: MprRequest) -> int:
+    """The most memory one reformat takes: its plane is at most the volume's diagonal
+    squared in voxels of the finest spacing."""
+    size, spacing = volume.geometry.size, volume.geometry.spacing
+    diagonal = math.hypot(*(n * s for n, s in zip(size, spacing, strict=True)))
+    finest = min(spacing) if mpr.spacing is None else (
+        mpr.spacing if isinstance(mpr.spacing, float) else min(mpr.spacing))
+    side = diagonal / max(finest, 1e-3) + 2
+    output = 0 if mpr.viewport is None else mpr.viewport.vw * mpr.viewport.vh
+    return int(side * side * PLANE_BYTES_PER_PIXEL + output * OUTPUT_BYTES_PER_PIXEL)
+
+
 def mpr_body(volumes: Volumes, request: Request, mpr: MprRequest) -> tuple[bytes, dict[str, str]]:
     study, series = request.path_params["study"], request.path_params["series"]
+    budget = PixelLimits.of(request.app.state).budget
     with pixel_errors():
         volume, cached = volumes.volume(request, study, series)
-        plane = reformat(volume, mpr.plane, position_mm=mpr.position, index=mpr.index,
-                         normal=mpr.normal, point=mpr.point, spacing=mpr.spacing)
-        headers = plane_headers(plane, volume, cached)
-        if mpr.media_type == "application/octet-stream":
-            return plane.values.astype("<f4", copy=False).tobytes(), headers
-        if mpr.media_type == "application/json":
-            body = {
-                "origin": list(plane.origin),
-                "row_direction": list(plane.row_direction),
-                "column_direction": list(plane.column_direction),
-                "normal": list(plane.normal),
-                "pixel_spacing": list(plane.pixel_spacing),
-                "size": list(plane.values.shape),
-                "position": plane.position,
-                "index": plane.index,
-                "plane_count": plane.plane_count,
-                "frame_of_reference_uid": volume.geometry.frame_of_reference_uid,
-                "values": plane.values,  # orjson writes NaN (outside the volume) as null
-            }
-            return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), headers
-        window = mpr.window or volume.window
-        if mpr.overlays is not None:
-            # Window to 8 bits, RGB, overlays, then the viewport (crop and resize).
-            voi = window or default_window(plane.values)
-            gray = apply_window(plane.values, voi)
-            if volume.invert:
-                gray = np.float32(255.0) - gray
-            rgb = apply_overlays(volumes.store, volumes, request, overlay.rgb8(gray),
-                                 overlay.PlaneGeometry.from_reformat(plane),
-                                 volume.geometry.frame_of_reference_uid, mpr.overlays)
-            image = encode_image(apply_viewport(rgb.astype(np.float32), mpr.viewport),
-                                 mpr.media_type, quality=mpr.quality)
-            return image, headers
-        image = render_float_image(
-            plane.values,
-            None if window is None else window.center,
-            None if window is None else window.width,
-            function="LINEAR" if window is None else window.function,
-            media_type=mpr.media_type,
-            viewport=mpr.viewport,
-            quality=mpr.quality,
-            invert=volume.invert,
-        )
+        with budget.reserve(plane_cost(volume, mpr), "this reformat"):
+            return mpr_answer(volumes, request, mpr, volume, cached)
+
+
+def mpr_answer(volumes: Volumes, request: Request, mpr: MprRequest, volume: SeriesVolume,
+               cached: bool) -> tuple[bytes, dict[str, str]]:
+    plane = reformat(volume, mpr.plane, position_mm=mpr.position, index=mpr.index,
+                     normal=mpr.normal, point=mpr.point, spacing=mpr.spacing)
+    headers = plane_headers(plane, volume, cached)
+    if mpr.media_type == "application/octet-stream":
+        return plane.values.astype("<f4", copy=False).tobytes(), headers
+    if mpr.media_type == "application/json":
+        body = {
+            "origin": list(plane.origin),
+            "row_direction": list(plane.row_direction),
+            "column_direction": list(plane.column_direction),
+            "normal": list(plane.normal),
+            "pixel_spacing": list(plane.pixel_spacing),
+            "size": list(plane.values.shape),
+            "position": plane.position,
+            "index": plane.index,
+            "plane_count": plane.plane_count,
+            "frame_of_reference_uid": volume.geometry.frame_of_reference_uid,
+            "values": plane.values,  # orjson writes NaN (outside the volume) as null
+        }
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), headers
+    window = mpr.window or volume.window
+    if mpr.overlays is not None:
+        # Window to 8 bits, RGB, overlays, then the viewport (crop and resize).
+        voi = window or default_window(plane.values)
+        gray = apply_window(plane.values, voi)
+        if volume.invert:
+            gray = np.float32(255.0) - gray
+        rgb = apply_overlays(volumes.store, volumes, request, overlay.rgb8(gray),
+                             overlay.PlaneGeometry.from_reformat(plane),
+                             volume.geometry.frame_of_reference_uid, mpr.overlays)
+        image = encode_image(apply_viewport(rgb.astype(np.float32), mpr.viewport),
+                             mpr.media_type, quality=mpr.quality)
         return image, headers
+    image = render_float_image(
+        plane.values,
+        None if window is None else window.center,
+        None if window is None else window.width,
+        function="LINEAR" if window is None else window.function,
+        media_type=mpr.media_type,
+        viewport=mpr.viewport,
+        quality=mpr.quality,
+        invert=volume.invert,
+    )
+    return image, headers
 
 
 def mpr_endpoint(volumes: Volumes) -> Callable[[Request], Any]:

@@ -39,7 +39,7 @@ def series_study(store: Store, series: str, *, parameter: str) -> str:
 
 
 def apply_overlays(
-    store: Store, volumes: Volumes, request: Request | None, rgb: np.ndarray,
+    store: Store, volumes: Volumes, request: Request, rgb: np.ndarray,
     plane: overlay.PlaneGeometry, image_for: str | None, wanted: OverlayRequest,
 ) -> np.ndarray:
     """Fusion, then dose wash and isodose lines, then contours, on an RGB uint8 image whose

@@ -22,7 +22,9 @@ from dicomweb.rt import overlay
 from dicomweb.store.repository import InstanceLocation, Store
 from dicomweb.store.tables import Series
 
-from .frames import decoded_frame, description_with_palette, pixel_errors
+from .description import PixelDescription
+from .frames import PixelLimits, decoded_frame, description_with_palette, pixel_errors
+from .limits import sample_bytes
 from .overlays import apply_overlays, frame_plane
 from .params import RenderOptions, rendered_options
 from .render import Viewport, apply_viewport, encode_image, render_array, render_frame
@@ -36,40 +38,75 @@ SERIES_TABLE = Series.__table__
 
 def render_instance_frame(
     store: Store, loc: InstanceLocation, number: int, options: RenderOptions,
-    volumes: Volumes | None = None, request: Request | None = None,
+    volumes: Volumes | None, request: Request,
 ) -> bytes:
     count = loc.number_of_frames or 0
     if count == 0:
         raise NotFound(f"instance {loc.sop_instance_uid} has no pixel data")
     if number > count:
         raise NotFound(f"instance {loc.sop_instance_uid} has {count} frame(s); no frame {number}")
+    limits = PixelLimits.of(request.app.state)
     with pixel_errors():
         desc = description_with_palette(store, loc).for_frame(number - 1)
-        pixels, photometric = decoded_frame(store, loc, number, desc)
-        viewport = options.viewport
-        if options.thumbnail:
-            rows, cols = pixels.shape[:2]
-            if viewport is None:  # fit 128 x 128, never enlarged
-                scale = min(1.0, THUMBNAIL_SIZE / max(rows, cols))
-                viewport = Viewport(max(1, round(cols * scale)), max(1, round(rows * scale)))
-        if options.overlays is not None:
-            # Window to 8 bits, RGB, overlays, then the viewport (crop and resize).
-            image = render_array(pixels, desc, window=options.window, photometric=photometric)
-            rgb = apply_overlays(store, volumes or Volumes(store), request, overlay.rgb8(image),
-                                 frame_plane(desc, pixels.shape), desc.frame_of_reference_uid,
-                                 options.overlays)
-            return encode_image(apply_viewport(rgb.astype(np.float32), viewport),
-                                options.media_type, quality=options.quality)
-        return render_frame(
-            pixels,
-            desc,
-            media_type=options.media_type,
-            window=options.window,
-            viewport=viewport,
-            quality=options.quality,
-            bit_depth=options.bit_depth,
-            photometric=photometric,
-        )
+        cost = render_cost(desc, options)
+        with limits.budget.reserve(cost, "rendering this image"):
+            return render_decoded(store, loc, number, desc, options, limits, volumes, request)
+
+
+#: Bytes per pixel and sample the rendering holds at most: the decoded sample, the float32
+#: modality values, the cropped region and the per-plane copies the resampling makes.
+SOURCE_BYTES_PER_SAMPLE = 20
+#: Bytes per output pixel and channel: the resampled float32 plane, the stacked image, the
+#: window output, the 8-bit image and the encoder's copy.
+OUTPUT_BYTES_PER_CHANNEL = 24
+OVERLAY_BYTES_PER_PIXEL = 64  # RGB float32 and uint8 images of the overlay drawing
+
+
+def render_cost(desc: PixelDescription, options: RenderOptions) -> int:
+    """The most memory rendering one frame takes, known before decoding it."""
+    pixels = desc.rows * desc.columns
+    source = pixels * desc.samples_per_pixel * (
+        SOURCE_BYTES_PER_SAMPLE + sample_bytes(desc.bits_allocated))
+    channels = 1 if desc.samples_per_pixel == 1 and desc.photometric_interpretation in (
+        "MONOCHROME1", "MONOCHROME2") and options.overlays is None else 3
+    viewport = options.viewport
+    output = pixels if viewport is None else max(viewport.vw * viewport.vh, 1)
+    if options.thumbnail and viewport is None:
+        output = THUMBNAIL_SIZE * THUMBNAIL_SIZE
+    overlays = pixels * OVERLAY_BYTES_PER_PIXEL if options.overlays is not None else 0
+    return source + output * channels * OUTPUT_BYTES_PER_CHANNEL + overlays
+
+
+def render_decoded(
+    store: Store, loc: InstanceLocation, number: int, desc: PixelDescription,
+    options: RenderOptions, limits: PixelLimits, volumes: Volumes | None,
+    request: Request,
+) -> bytes:
+    pixels, photometric = decoded_frame(store, loc, number, desc, limits.max_decoded_bytes)
+    viewport = options.viewport
+    if options.thumbnail:
+        rows, cols = pixels.shape[:2]
+        if viewport is None:  # fit 128 x 128, never enlarged
+            scale = min(1.0, THUMBNAIL_SIZE / max(rows, cols))
+            viewport = Viewport(max(1, round(cols * scale)), max(1, round(rows * scale)))
+    if options.overlays is not None:
+        # Window to 8 bits, RGB, overlays, then the viewport (crop and resize).
+        image = render_array(pixels, desc, window=options.window, photometric=photometric)
+        rgb = apply_overlays(store, volumes or Volumes(store), request, overlay.rgb8(image),
+                             frame_plane(desc, pixels.shape), desc.frame_of_reference_uid,
+                             options.overlays)
+        return encode_image(apply_viewport(rgb.astype(np.float32), viewport),
+                            options.media_type, quality=options.quality)
+    return render_frame(
+        pixels,
+        desc,
+        media_type=options.media_type,
+        window=options.window,
+        viewport=viewport,
+        quality=options.quality,
+        bit_depth=options.bit_depth,
+        photometric=photometric,
+    )
 
 
 def ordered_series(store: Store, study: str) -> list[str]:

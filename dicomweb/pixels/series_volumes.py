@@ -22,7 +22,8 @@ from dicomweb.store.tables import Instance, Series
 
 from .description import PixelDescription
 from .errors import NotAVolume, RenderError
-from .frames import decoded_frame
+from .frames import PixelLimits, decoded_frame
+from .limits import attribute_frame_bytes, check_total
 from .params import WINDOW_FUNCTIONS
 from .render import Window
 from .volume import SliceGeometry, Volume, VolumeCache, VolumeGeometry, build_volume_geometry
@@ -167,7 +168,7 @@ class Volumes:
                 volume = cache.get(key)
                 if isinstance(volume, SeriesVolume):
                     return volume, True
-                volume = self._load(study, series)
+                volume = self._load(study, series, PixelLimits.of(request.app.state))
                 cache.invalidate_series(series)  # older versions are stale now
                 cache.put(key, volume)
                 self._remember(key, SeriesGeometry(volume.geometry, volume.window,
@@ -177,10 +178,20 @@ class Volumes:
                 self._loading.pop(key, None)
         return volume, False
 
-    def _load(self, study: str, series: str) -> SeriesVolume:
+    def _load(self, study: str, series: str, limits: PixelLimits) -> SeriesVolume:
         locations = self.store.locate(study, series, with_frames=True, with_metadata=True)
         slices, refs, _ = self._slices(locations)
         geometry = build_volume_geometry(slices)
+        cols, rows, n = geometry.size
+        volume_bytes = n * rows * cols * 4  # float32 values
+        check_total(volume_bytes, limits.max_decoded_bytes, f"the volume of series {series}")
+        frame_bytes = max(attribute_frame_bytes(desc) for _, _, desc in refs)
+        cost = volume_bytes + DECODE_WORKERS * frame_bytes * 3
+        with limits.budget.reserve(cost, f"loading the volume of series {series}"):
+            return self._fill(geometry, slices, refs, limits)
+
+    def _fill(self, geometry: VolumeGeometry, slices: list[SliceGeometry], refs: list,
+              limits: PixelLimits) -> SeriesVolume:
         presentation = self._series_geometry(slices, refs, geometry)
         cols, rows, n = geometry.size
         values = np.empty((n, rows, cols), dtype=np.float32)
@@ -188,7 +199,8 @@ class Volumes:
 
         def fill(src: int) -> None:
             loc, index, desc = refs[src]
-            pixels, _ = decoded_frame(self.store, loc, index + 1, desc)
+            pixels, _ = decoded_frame(self.store, loc, index + 1, desc,
+                                      limits.max_decoded_bytes)
             if pixels.shape != (rows, cols):
                 raise NotAVolume(f"frame {index + 1} of {loc.sop_instance_uid} has shape "
                                  f"{pixels.shape}, expected {(rows, cols)}")
