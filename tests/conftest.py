@@ -52,8 +52,11 @@ class Server:
 
 
 def start_server(
-    data_dir: Path, database_url: str | None, *, workers: int = 1, extra: list[str] | None = None
+    data_dir: Path, database_url: str | None, *, workers: int = 1, extra: list[str] | None = None,
+    env: dict[str, str] | None = None, memory_limit_bytes: int | None = None,
 ) -> Server:
+    """`env` adds DICOMWEB_* settings; `memory_limit_bytes` caps the server's address space
+    (RLIMIT_AS), so a test of a memory bound fails with an error instead of eating the host."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
@@ -74,9 +77,18 @@ def start_server(
     if database_url:
         command += ["--database-url", database_url]
     command += extra or []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+    environment.update(env or {})
     log_file = log_path.open("wb")
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+    def limit_memory() -> None:
+        if memory_limit_bytes:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                               env=environment, preexec_fn=limit_memory)
     origin = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

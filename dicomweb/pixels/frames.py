@@ -20,6 +20,7 @@ from pydicom.pixels import pixel_array
 from dicomweb import transcoding
 from dicomweb.errors import BadRequest, NotAcceptable, ServiceUnavailable, Unprocessable
 from dicomweb.negotiation import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
+from dicomweb.sources import big_endian_frame
 from dicomweb.store.repository import InstanceLocation, Store
 
 from .budget import BudgetBusy, MemoryBudget
@@ -124,12 +125,19 @@ def decoded_frame(
     :class:`DecodeLimitExceeded` before decoding when it would take more than ``max_bytes``."""
     ranges = loc.frames
     if ranges is not None:
-        data = store.blobs.read_ranges(loc.blob_key, ranges[number - 1])
-        check_frame(data, loc.transfer_syntax_uid, desc, max_bytes)
-        fast = fast_native(data, loc.transfer_syntax_uid, desc)
+        ts = loc.transfer_syntax_uid
+        if ts == EXPLICIT_VR_BIG_ENDIAN:  # made little endian first, as /frames sends it
+            check_frame(b"", ts, desc, max_bytes)
+            with store.blobs.path(loc.blob_key).open("rb", buffering=0) as fp:
+                data = big_endian_frame(fp, ranges[number - 1], ranges[0][0][0], desc)
+            ts = EXPLICIT_VR_LITTLE_ENDIAN
+        else:
+            data = store.blobs.read_ranges(loc.blob_key, ranges[number - 1])
+        check_frame(data, ts, desc, max_bytes)
+        fast = fast_native(data, ts, desc)
         if fast is not None:
             return fast, desc.photometric_interpretation
-        decoded = decode_frame_with_info(data, loc.transfer_syntax_uid, desc)
+        decoded = decode_frame_with_info(data, ts, desc)
         return decoded.pixels, decoded.photometric_interpretation
     check_frame(b"", EXPLICIT_VR_LITTLE_ENDIAN, desc, max_bytes)
     path = store.blobs.path(loc.blob_key)

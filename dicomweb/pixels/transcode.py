@@ -242,6 +242,11 @@ def _replace_pixel_data(
         options["j2k_cr"] = [float(j2k_cr or DEFAULT_J2K_COMPRESSION_RATIO)]
     if target == uids.JPEGLSNearLossless:
         options["jls_error"] = DEFAULT_JLS_ERROR if jls_error is None else int(jls_error)
+    if target in (uids.JPEG2000Lossless, uids.JPEG2000) and photometric == "RGB":
+        # PS3.5 8.2.4: colour is compressed with JPEG 2000's own component transform, and
+        # the data is then YBR_RCT (reversible) or YBR_ICT (irreversible); see below.
+        transformed = "YBR_ICT" if target == uids.JPEG2000 else "YBR_RCT"
+        desc = dataclasses.replace(desc, photometric_interpretation=transformed)
     try:
         encoded = [encode_frame(f, target, desc, **options) for f in frames]
     except EncodeError as exc:
