@@ -14,7 +14,7 @@ from factory import image, new_uid, parse_multipart, to_bytes
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_encoder
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 from test_pixels_hostile import INTERNALS
@@ -98,6 +98,26 @@ def test_an_instance_that_cannot_be_transcoded_is_406_before_anything_is_sent(
                          headers=instances_accept(ELE), timeout=60)
     assert whole.status_code == 200
     assert len(parse_multipart(whole.headers["content-type"], whole.content)) == 2
+
+
+def test_a_later_instance_that_fails_to_decode_is_406_not_a_cut_body(server):
+    """Which data decodes is known only by decoding it: all of it is, before the status."""
+    study, series = new_uid(), new_uid()
+    good = image(study=study, series=series, instance_number=1, rows=64, columns=64)
+    good.compress(JPEG2000Lossless, generate_instance_uid=False)
+    bad = image(study=study, series=series, instance_number=2, rows=64, columns=64)
+    bad.compress(JPEG2000Lossless, generate_instance_uid=False)
+    codestream = bytearray(next(generate_frames(bad.PixelData, number_of_frames=1)))
+    codestream[200:] = b"\x5a" * (len(codestream) - 200)  # header intact, data garbage
+    bad.PixelData = encapsulate([bytes(codestream)])
+    post(server, to_bytes(good))
+    post(server, to_bytes(bad))
+    response = requests.get(f"{server.url}/studies/{study}", headers=instances_accept(ELE),
+                            timeout=60)
+    assert response.status_code == 406, response.status_code
+    assert "cannot be decoded" in response.json()["error"]["message"]
+    for internal in INTERNALS:
+        assert internal not in response.text, response.text
 
 
 def icon_instance() -> tuple[Dataset, np.ndarray]:

@@ -18,7 +18,13 @@ from pydicom import dcmread
 from pydicom.pixels import pixel_array
 
 from dicomweb import transcoding
-from dicomweb.errors import BadRequest, NotAcceptable, ServiceUnavailable, Unprocessable
+from dicomweb.errors import (
+    BadRequest,
+    NotAcceptable,
+    NotFound,
+    ServiceUnavailable,
+    Unprocessable,
+)
 from dicomweb.negotiation import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb.sources import big_endian_frame
 from dicomweb.store.repository import InstanceLocation, Store
@@ -50,6 +56,8 @@ def pixel_errors() -> Iterator[None]:
     """Library errors as HTTP errors."""
     try:
         yield
+    except FileNotFoundError:  # deleted since it was located
+        raise NotFound("the instance has just been deleted") from None
     except BudgetBusy as exc:
         raise ServiceUnavailable(str(exc), retry_after_s=exc.retry_after_s) from None
     except NotAVolume as exc:
