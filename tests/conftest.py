@@ -23,6 +23,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).parent))
 
 import factory  # noqa: E402
+from oidc import OidcProvider, start_provider  # noqa: E402
 
 POSTGRES_ENV = "DICOMWEB_TEST_POSTGRES_URL"
 
@@ -53,11 +54,12 @@ class Server:
 
 def start_server(
     data_dir: Path, database_url: str | None, *, workers: int = 1, extra: list[str] | None = None,
-    env: dict[str, str] | None = None, memory_limit_bytes: int | None = None,
+    env: dict[str, str] | None = None, port: int | None = None,
+    memory_limit_bytes: int | None = None,
 ) -> Server:
     """`env` adds DICOMWEB_* settings; `memory_limit_bytes` caps the server's address space
     (RLIMIT_AS), so a test of a memory bound fails with an error instead of eating the host."""
-    port = free_port()
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
     command = [
@@ -187,3 +189,12 @@ def stored_study(server: Server) -> dict:
         "mr": mr_series,
         "datasets": datasets,
     }
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """A real OpenID provider (npm's oidc-provider) on 127.0.0.1 with the clients and users of
+    tests/oidc.py; tests that rotate its keys should start their own with `start_provider`."""
+    provider = start_provider(tmp_path_factory.mktemp("oidc"))
+    yield provider
+    provider.stop()
