@@ -62,7 +62,7 @@ async def retrieve_instances(request: Request) -> Response:
     """Study, series or instance as multipart/related; type="application/dicom"."""
     study, series, sop = path_uids(request)
     store = store_of(request)
-    locations = await run_in_threadpool(store.locate, study, series, sop, with_metadata=True)
+    locations = await run_in_threadpool(store.locate, study, series, sop)
     ranges = accept_ranges(request)
     representations = [
         choose_instance_representation(
@@ -112,7 +112,7 @@ def instance_bodies(
             fp = sources.open_blob(store, loc)
             if rep.transfer_syntax != loc.transfer_syntax_uid:
                 with fp:
-                    fp = sources.spool(transcoded(fp, loc, rep.transfer_syntax, limits))
+                    fp = sources.spool(transcoded(fp, loc, rep.transfer_syntax, limits, store))
             bodies.append(fp)
     except BaseException:
         for fp in bodies:
@@ -160,9 +160,9 @@ def instance_parts(
 
 
 def transcoded(fp: BinaryIO, loc: InstanceLocation, transfer_syntax: str,
-               limits: PixelLimits) -> bytes:
+               limits: PixelLimits, store: Store) -> bytes:
     size = os.fstat(fp.fileno()).st_size
-    cost = transcoding.transcode_cost(size, loc.metadata_json)
+    cost = transcoding.transcode_cost(size, metadata_of(store, loc))
     with transcode_errors(), limits.budget.reserve(cost, "transcoding this instance"):
         return transcoding.transcode_instance(fp.read(), transfer_syntax,
                                               limits.max_decoded_bytes)
