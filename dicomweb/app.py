@@ -202,10 +202,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     # Pixel (rendered, volume, MPR) and RT resources live under the same root.
     extension_routes = [*pixel_routes(store), *rt_routes(store)]
     service = dicomweb_routes() + extension_routes
-    service.append(capabilities_route(service))
+    capabilities = capabilities_route(service)
+    service.append(capabilities)
     routes: list[Any] = [
         Route("/healthz", health),
         Route("/readyz", ready),
+        # PS3.18 8.9: the root as written without its slash (`OPTIONS /dicomweb`) is the same
+        # resource; answered here, not redirected (and not the viewer's catch-all's 405).
+        Route(settings.root_path, capabilities.endpoint, methods=["OPTIONS"])
+        if settings.root_path else None,
         Mount(settings.root_path, routes=service) if settings.root_path else None,
     ]
     if not settings.root_path:
