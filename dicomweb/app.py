@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dicomweb import qido, stow, wado
+from dicomweb import metrics, qido, stow, wado
 from dicomweb.accesslog import AccessLog, request_id_of
 from dicomweb.attributes import Level
 from dicomweb.capabilities import capabilities_route
@@ -187,6 +187,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     store = store or Store(settings)
+    metrics.observe_pool(store.engine)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
@@ -198,6 +199,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         gc.freeze()
         yield
         store.close()
+        metrics.worker_exits()
 
     # Pixel (rendered, volume, MPR) and RT resources live under the same root.
     extension_routes = [*pixel_routes(store), *rt_routes(store)]
@@ -207,6 +209,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     routes: list[Any] = [
         Route("/healthz", health),
         Route("/readyz", ready),
+        # Prometheus text format; an admin resource once authentication is configured.
+        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
         # PS3.18 8.9: the root as written without its slash (`OPTIONS /dicomweb`) is the same
         # resource; answered here, not redirected (and not the viewer's catch-all's 405).
         Route(settings.root_path, capabilities.endpoint, methods=["OPTIONS"])
@@ -214,7 +218,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         Mount(settings.root_path, routes=service) if settings.root_path else None,
     ]
     if not settings.root_path:
-        routes = routes[:2] + service
+        routes = routes[:3] + service
     if settings.viewer:  # the OHIF viewer's catch-all comes last: DICOMweb and health win
         from dicomweb.viewer import viewer_routes
 
@@ -232,6 +236,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         ),
         Middleware(CrossOriginResourcePolicy),
         Middleware(AccessLog),
+        Middleware(metrics.RequestMetrics),
     ]
     app = Starlette(
         routes=[r for r in routes if r is not None],

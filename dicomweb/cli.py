@@ -54,34 +54,27 @@ def settings_from(args: argparse.Namespace, command: str) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    """Check, bind, create, announce, run (dicomweb.serving says why in that order)."""
+    from dicomweb import serving
 
     settings = settings_from(args, "serve")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.viewer and (code := ensure_viewer(settings)):
-        return code
-    # Workers are separate processes: they rebuild settings from these variables.
-    os.environ.update(settings.to_env())
-    from dicomweb.store.repository import Store
-
-    store = Store(settings)
-    store.create_schema()  # once, before workers start
-    store.close()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"DICOMweb service at http://{settings.host}:{settings.port}{settings.root_path}",
-          flush=True)
-    if settings.viewer:
-        print(f"OHIF viewer at http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(
-        "dicomweb.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,  # dicomweb.access logs one JSON object per request instead
-    )
+    try:
+        with serving.metrics_folder():
+            serving.check_store(settings)
+            if settings.viewer and (code := ensure_viewer(settings)):
+                return code
+            with serving.bind_socket(settings.host, settings.port) as sock:
+                # Workers are separate processes: they rebuild settings from these variables.
+                os.environ.update(settings.to_env())
+                serving.create_store(settings)
+                logging.basicConfig(level=settings.log_level.upper(),
+                                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                for line in serving.banner(settings, sock.getsockname()[1]):
+                    print(line, flush=True)
+                serving.run(settings, sock)
+    except serving.StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

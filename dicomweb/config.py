@@ -68,6 +68,11 @@ class Settings:
         "reject", "same SOP Instance UID with other bytes: reject or overwrite")
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
+    #: After SIGTERM, how long requests in flight (a STOW upload) may take to finish before
+    #: they are cancelled; below the 30 s an orchestrator waits before it kills.
+    shutdown_grace_seconds: int = setting(
+        25, "seconds requests in flight get to finish after SIGTERM",
+        option="--shutdown-grace-seconds")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
         "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).

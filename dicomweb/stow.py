@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomweb import metrics
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
     BadRequest,
@@ -103,15 +104,19 @@ async def store_parts(
             outcomes.append(
                 InstanceRejected(CANNOT_UNDERSTAND, f"part Content-Type {part_type} is not {DICOM}")
             )
+            metrics.record_store_outcome(None, part.size, CANNOT_UNDERSTAND)
         else:
             dicom_parts.append(part)
     if dicom_parts:
         stored = await run_in_threadpool(
             store.store_files, [p.path for p in dicom_parts], expected_study=study
         )
-        for outcome in stored:
+        for part, outcome in zip(dicom_parts, stored, strict=True):
             if isinstance(outcome, InstanceRejected):
                 log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)
+                metrics.record_store_outcome(None, part.size, outcome.reason)
+            else:
+                metrics.record_store_outcome(outcome.outcome, part.size)
         outcomes += stored
     return outcomes
 

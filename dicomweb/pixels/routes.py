@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dicomweb import transcoding
+from dicomweb import metrics, transcoding
 from dicomweb.errors import BadRequest, NotAcceptable, NotFound, Unprocessable
 from dicomweb.negotiation import MediaRange, parse_accept
 from dicomweb.rt import overlay
@@ -688,6 +688,13 @@ class Volumes:
 
     def volume(self, request: Request, study: str, series: str) -> tuple[SeriesVolume, bool]:
         """The cached volume of the series, or loaded now; also whether it was cached."""
+        volume, cached = self._cached_or_loaded(request, study, series)
+        metrics.record_volume_lookup(cached, self.cache(request).memory_used)
+        return volume, cached
+
+    def _cached_or_loaded(
+        self, request: Request, study: str, series: str
+    ) -> tuple[SeriesVolume, bool]:
         cache = self.cache(request)
         key = VolumeCache.key(series, self.version(study, series))
         volume = cache.get(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import URL, Engine, event, make_url, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import SQLModel, create_engine
 
@@ -20,11 +20,17 @@ SCHEMA_VERSION = 1
 PG_SCHEMA_LOCK = 0x44494357
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of an SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def make_engine(url: str) -> Engine:
+    """An engine; it connects (and SQLite creates its file) only when first used."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=8
         )
@@ -46,7 +52,9 @@ def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables; safe to call from several processes at once."""
+    """Create missing tables (and SQLite's folder); safe to call from several processes at once."""
+    if (database_file := sqlite_file(engine.url)) is not None:
+        database_file.parent.mkdir(parents=True, exist_ok=True)
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_SCHEMA_LOCK})

@@ -106,7 +106,10 @@ class Store:
         self.delete_hooks.append(indexing.delete_hook)
 
     def create_schema(self) -> None:
+        """Make what the store keeps: the index schema, then the blob folders. The constructor
+        creates nothing, so a start that fails before this leaves no trace."""
         create_schema(self.engine)
+        self.blobs.create_folders()
 
     def close(self) -> None:
         self.engine.dispose()
