@@ -27,6 +27,7 @@ from dicomweb.errors import DicomWebError, NotAcceptable
 from dicomweb.negotiation import accepts_json
 from dicomweb.pixels.routes import routes as pixel_routes
 from dicomweb.rt.routes import routes as rt_routes
+from dicomweb.shutdown import CancelledAtShutdown
 from dicomweb.store import query as store_query
 from dicomweb.store.repository import Store
 from dicomweb.urls import service_base_url
@@ -237,6 +238,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         Middleware(CrossOriginResourcePolicy),
         Middleware(AccessLog),
         Middleware(metrics.RequestMetrics),
+        Middleware(CancelledAtShutdown, settings=settings),
     ]
     app = Starlette(
         routes=[r for r in routes if r is not None],

@@ -69,8 +69,6 @@ def serve(args: argparse.Namespace) -> int:
                 serving.create_store(settings)
                 logging.basicConfig(level=settings.log_level.upper(),
                                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-                for line in serving.banner(settings, sock.getsockname()[1]):
-                    print(line, flush=True)
                 serving.run(settings, sock)
     except serving.StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,7 +3,7 @@
 1. check: folders writable (probed, nothing left behind), database reachable;
 2. bind the listening socket (a port in use is an error here, before any banner);
 3. create what the store keeps (schema, folders);
-4. print the banner, then run uvicorn on the bound socket (one process, or a supervisor
+4. print the banner (`banner`), then run uvicorn on the bound socket (one process, or a supervisor
    with `workers` processes sharing it);
 5. on SIGTERM or Ctrl-C, stop accepting and give requests in flight `shutdown_grace_seconds`
    to finish; those still running then are cancelled (the store keeps each instance whole or
@@ -132,13 +132,13 @@ def create_store(settings: Settings) -> None:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """The listening socket, bound and listening (connections queue until workers accept)."""
+    """The server's socket, bound: a port in use fails here. uvicorn starts listening on it
+    once the application is up (until then connections are refused, as before a start)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-        sock.listen(2048)
     except (OSError, OverflowError) as exc:
         sock.close()
         reason = one_line(exc)
@@ -176,7 +176,8 @@ def metrics_folder() -> Iterator[None]:
 
 
 def run(settings: Settings, sock: socket.socket) -> None:
-    """uvicorn on the bound socket until SIGTERM / SIGINT, then a graceful shutdown."""
+    """Print the banner, then run uvicorn on the bound socket until SIGTERM / SIGINT, then
+    shut down gracefully."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -191,13 +192,25 @@ def run(settings: Settings, sock: socket.socket) -> None:
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     if settings.workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
+        supervisor = Multiprocess(config, sockets=[sock])  # takes SIGTERM / SIGINT over
+        print_banner(settings, sock)
+        supervisor.run()
         return
-    # uvicorn re-raises the signal that stopped it once it is done; with these handlers that
-    # ends here (exit 0, clean-up done) rather than killing the process.
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, lambda *_: None)
     server = uvicorn.Server(config)
+
+    def stop(signum: int, frame: object) -> None:
+        # As uvicorn's own handler: a signal before it takes over (or the one it raises again
+        # once it is done) asks for the same graceful stop, never a kill mid-start.
+        server.should_exit = True
+
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, stop)
+    print_banner(settings, sock)
     server.run(sockets=[sock])
-    if not server.started:
+    if not server.started and not server.should_exit:
         raise StartupError("the application failed to start (the reason is logged above)")
+
+
+def print_banner(settings: Settings, sock: socket.socket) -> None:
+    for line in banner(settings, sock.getsockname()[1]):
+        print(line, flush=True)
