@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     importer = commands.add_parser("import", help="import files, folders and zip archives")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--no-progress", action="store_true")
+    importer.add_argument(
+        "--url", help="send through STOW-RS to this running server's DICOMweb root (e.g. "
+        "http://127.0.0.1:8042/dicomweb) instead of writing the store directly")
+    importer.add_argument(
+        "--token", help="bearer token for --url (authenticated servers; env DICOMWEB_TOKEN)")
     add_setting_options(importer, "import")
     return parser
 
@@ -103,15 +108,46 @@ def run_viewer(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from dicomweb.importer import import_paths
+    from dicomweb import serving
 
     settings = settings_from(args, "import")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = import_paths(settings, args.paths, progress=not args.no_progress)
+    if args.url:
+        from dicomweb.stowclient import ServerUnusable, import_through_server
+
+        print(f"importing into {args.url} (STOW-RS)", flush=True)
+        token = args.token or os.environ.get("DICOMWEB_TOKEN") or None
+        try:
+            summary = import_through_server(args.url, token, args.paths,
+                                            progress=not args.no_progress)
+        except ServerUnusable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    else:
+        from dicomweb.importer import import_paths
+
+        try:
+            serving.check_store(settings)
+        except serving.StartupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"importing into {store_description(settings)}", flush=True)
+        summary = import_paths(settings, args.paths, progress=not args.no_progress)
     print(summary.report())
     return 0 if not summary.failed else 1
+
+
+def store_description(settings: Settings) -> str:
+    """Which store a local import writes: the folder, or the database (password masked)."""
+    from dicomweb.serving import display_url
+
+    blobs = settings.effective_blob_dir
+    if settings.database_url is None:
+        where = f"{settings.data_dir.resolve()} (SQLite index.sqlite"
+        return where + (", blobs/)" if blobs == (settings.data_dir / "blobs").resolve()
+                        else f", blobs in {blobs})")
+    return f"{display_url(settings.database_url)} (blobs in {blobs})"
 
 
 def main(argv: list[str] | None = None) -> int:

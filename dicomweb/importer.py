@@ -112,15 +112,13 @@ def import_batch(store: Store, batch: list[Source], summary: ImportSummary) -> N
                 shutil.copyfileobj(reader, writer, 1 << 20)
         except OSError as exc:
             temp.unlink(missing_ok=True)
-            summary.failed.append((source.name, str(exc)))
-            log.warning("import %s failed: %s", source.name, exc)
+            summary.failed.append((source.name, str(exc)))  # printed once, in the summary
             continue
         copied.append((source, temp))
     outcomes = store.store_files([temp for _, temp in copied])
     for (source, _), outcome in zip(copied, outcomes, strict=True):
         if isinstance(outcome, InstanceRejected):
             summary.failed.append((source.name, f"0x{outcome.reason:04X} {outcome.message}"))
-            log.warning("import %s rejected: %s", source.name, outcome.message)
         elif outcome.outcome == "duplicate":
             summary.duplicates += 1
         else:
