@@ -117,10 +117,11 @@ def dicomweb_routes() -> list[Route]:
 
 async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DicomWebError)
+    message = " ".join(exc.message.split())  # one log line (decoder messages span several)
     if exc.status_code >= 500:
-        log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        log.error("%s %s: %s", request.method, request.url.path, message)
     else:
-        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, message)
     return Response(orjson.dumps(exc.to_json()), status_code=exc.status_code,
                     media_type="application/json")
 
@@ -176,12 +177,27 @@ EXPOSED_HEADERS = [
 ]
 
 
+class WithoutTraceback(logging.Filter):
+    """Drops records that carry a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+#: pydicom logs each decoding plugin that fails on a frame with its traceback, then raises one
+#: error naming every plugin's reason; that error becomes our 406/422 and its one log line.
+PYDICOM_DECODERS_LOG = "pydicom.pixels.decoders.base"
+
+
 def configure_logging(level: str) -> None:
     """Each worker process builds its app here: give it a handler for our loggers."""
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("dicomweb").setLevel(level.upper())
+    decoders = logging.getLogger(PYDICOM_DECODERS_LOG)
+    if not any(isinstance(f, WithoutTraceback) for f in decoders.filters):
+        decoders.addFilter(WithoutTraceback())
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
