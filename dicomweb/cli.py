@@ -1,4 +1,4 @@
-"""`dicomweb serve | import | viewer fetch`."""
+"""`dicomweb serve | import | viewer fetch | apikey create|list|revoke | audit verify`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="download the pinned OHIF viewer build from the npm registry")
     add_setting_options(fetch, "viewer")
 
+    audit = commands.add_parser("audit", help="the audit trail of access to patient data")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chain; name the first altered, inserted or missing record")
+    add_setting_options(verify, "audit")
+
     importer = commands.add_parser("import", help="import files, folders and zip archives")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--no-progress", action="store_true")
@@ -33,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument(
         "--token", help="bearer token for --url (authenticated servers; env DICOMWEB_TOKEN)")
     add_setting_options(importer, "import")
+
+    from dicomweb.access.cli import add_apikey_parser
+
+    add_apikey_parser(commands, lambda verb: add_setting_options(verb, "apikey"))
     return parser
 
 
@@ -72,6 +82,11 @@ def serve(args: argparse.Namespace) -> int:
                 # Workers are separate processes: they rebuild settings from these variables.
                 os.environ.update(settings.to_env())
                 serving.create_store(settings)
+                # After the store exists: the fix it suggests (`dicomweb apikey create`)
+                # writes there.
+                if refusal := serving.access_refusal(settings):
+                    print(f"error: {refusal}", file=sys.stderr)
+                    return 2
                 logging.basicConfig(level=settings.log_level.upper(),
                                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
                 serving.run(settings, sock)
@@ -150,6 +165,28 @@ def store_description(settings: Settings) -> str:
     return f"{display_url(settings.database_url)} (blobs in {blobs})"
 
 
+def run_audit(args: argparse.Namespace) -> int:
+    from dicomweb.audit import AuditTrail
+    from dicomweb.store.repository import Store
+
+    settings = settings_from(args, "audit")
+    store = Store(settings)
+    trail = AuditTrail(store)
+    try:
+        store.create_schema()
+        verdict = trail.verify()
+    finally:
+        trail.close()
+        store.close()
+    if verdict.intact:
+        print(f"audit trail intact: {verdict.records} records, last {verdict.head_seq} "
+              f"(hash {verdict.head_hash})")
+        return 0
+    print(f"audit trail BROKEN after {verdict.records} intact records: {verdict.problem}",
+          file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -157,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args)
         if args.command == "viewer":
             return run_viewer(args)
+        if args.command == "audit":
+            return run_audit(args)
+        if args.command == "apikey":
+            from dicomweb.access.cli import run_apikey
+
+            return run_apikey(args, settings_from(args, "apikey"))
         return run_import(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

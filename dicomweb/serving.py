@@ -131,6 +131,19 @@ def create_store(settings: Settings) -> None:
         store.close()
 
 
+def access_refusal(settings: Settings) -> str | None:
+    """Why the access layer will not serve this configuration (an address others can reach,
+    without authentication), or None."""
+    from dicomweb.access.cli import startup_refusal
+    from dicomweb.store.repository import Store
+
+    store = Store(settings)
+    try:
+        return startup_refusal(settings, store)
+    finally:
+        store.close()
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """The server's socket, bound: a port in use fails here. uvicorn starts listening on it
     once the application is up (until then connections are refused, as before a start)."""
@@ -151,7 +164,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def banner(settings: Settings, port: int) -> list[str]:
     """What `serve` prints once it listens."""
-    origin = f"http://{settings.host}:{port}"
+    scheme = "https" if settings.ssl_certfile else "http"
+    origin = f"{scheme}://{settings.host}:{port}"
     lines = [f"DICOMweb service at {origin}{settings.root_path}"]
     if settings.viewer:
         lines.append(f"OHIF viewer at {origin}/")
@@ -190,6 +204,8 @@ def run(settings: Settings, sock: socket.socket) -> None:
         log_level=settings.log_level,
         access_log=False,  # dicomweb.access logs one JSON object per request instead
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     )
     if settings.workers > 1:
         supervisor = Multiprocess(config, sockets=[sock])  # takes SIGTERM / SIGINT over

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb import metrics
+from dicomweb.access import study_writer_of
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
     BadRequest,
@@ -20,6 +21,7 @@ from dicomweb.errors import (
 )
 from dicomweb.multipart import ReceivedPart, read_parts
 from dicomweb.negotiation import parse_accept
+from dicomweb.store.access import StudyWriter
 from dicomweb.store.repository import Store, StoredInstance
 from dicomweb.urls import service_base_url
 
@@ -51,8 +53,10 @@ def media_type_and_params(header: str) -> tuple[str, dict[str, str]]:
 async def store_instances(request: Request) -> Response:
     store: Store = request.app.state.store
     study = request.path_params.get("study")
+    writer = study_writer_of(request)
     media_type, params = media_type_and_params(request.headers.get("content-type", ""))
     outcomes: list[StoredInstance | InstanceRejected] = []
+    request.state.stow_outcomes = outcomes  # the audit trail reads what was stored, even on error
     if media_type == "multipart/related":
         part_type = params.get("type", "").lower()
         if part_type and part_type != DICOM:
@@ -67,10 +71,10 @@ async def store_instances(request: Request) -> Response:
         async for part in read_parts(request.stream(), boundary, store.blobs.new_temp_path):
             batch.append(part)
             if len(batch) == BATCH_SIZE:
-                outcomes += await store_parts(store, batch, study)
+                outcomes += await store_parts(store, batch, study, writer)
                 batch = []
         if batch:
-            outcomes += await store_parts(store, batch, study)
+            outcomes += await store_parts(store, batch, study, writer)
         if not outcomes:
             raise BadRequest("the multipart body holds no part")
     elif media_type == DICOM:
@@ -82,7 +86,7 @@ async def store_instances(request: Request) -> Response:
         if part.size == 0:
             part.path.unlink(missing_ok=True)
             raise BadRequest("the application/dicom body is empty")
-        outcomes += await store_parts(store, [part], study)
+        outcomes += await store_parts(store, [part], study, writer)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media_type or '(none)'} is not supported; use multipart/related; "
@@ -92,7 +96,7 @@ async def store_instances(request: Request) -> Response:
 
 
 async def store_parts(
-    store: Store, parts: list[ReceivedPart], study: str | None
+    store: Store, parts: list[ReceivedPart], study: str | None, writer: StudyWriter
 ) -> list[StoredInstance | InstanceRejected]:
     """Store a batch of received parts; parts that are not application/dicom are rejected."""
     outcomes: list[StoredInstance | InstanceRejected] = []
@@ -109,7 +113,8 @@ async def store_parts(
             dicom_parts.append(part)
     if dicom_parts:
         stored = await run_in_threadpool(
-            store.store_files, [p.path for p in dicom_parts], expected_study=study
+            store.store_files, [p.path for p in dicom_parts], expected_study=study,
+            writer=writer,
         )
         for part, outcome in zip(dicom_parts, stored, strict=True):
             if isinstance(outcome, InstanceRejected):
