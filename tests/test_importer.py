@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -120,3 +121,35 @@ def test_import_to_a_server_that_is_not_there(tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].endswith(": Connection refused")
     assert result.stderr.splitlines()[-1].startswith("error: cannot reach http://127.0.0.1:")
+
+
+def create_api_key(data, name: str, scopes: str) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "dicomweb.cli", "apikey", "create", "--name", name,
+         "--scopes", scopes, "--data", str(data)],
+        capture_output=True, text=True, timeout=120, check=True)
+    return made.stdout.strip()
+
+
+def test_import_through_an_authenticated_server(tmp_path):
+    """Once an API key exists the server wants credentials: --token / DICOMWEB_TOKEN."""
+    data = tmp_path / "data"
+    key = create_api_key(data, "gateway", "dicomweb:read,dicomweb:write")
+    server = start_server(data, None)
+    try:
+        (tmp_path / "a.dcm").write_bytes(to_bytes(image()))
+        refused = run_import(str(tmp_path / "a.dcm"), "--url", server.url)
+        assert refused.returncode == 1
+        assert refused.stderr.splitlines()[-1].startswith(f"error: {server.url}: HTTP 401 ")
+        assert "--token or DICOMWEB_TOKEN" in refused.stderr
+
+        with_option = run_import(str(tmp_path / "a.dcm"), "--url", server.url, "--token", key)
+        assert "stored: 1, duplicates: 0, failed: 0" in with_option.stdout
+        from_env = subprocess.run(
+            [sys.executable, "-m", "dicomweb.cli", "import", str(tmp_path / "a.dcm"),
+             "--url", server.url], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "DICOMWEB_TOKEN": key})
+        assert "stored: 0, duplicates: 1, failed: 0" in from_env.stdout
+        assert key not in with_option.stdout + with_option.stderr + server.log()
+    finally:
+        stop_server(server)

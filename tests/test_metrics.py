@@ -7,6 +7,7 @@ import requests
 from conftest import start_server, stop_server
 from factory import image, multipart, new_uid, to_bytes
 from prometheus_client.parser import text_string_to_metric_families
+from test_importer import create_api_key
 
 from dicomweb.store.database import make_engine
 
@@ -85,5 +86,23 @@ def test_metrics_add_up_both_workers(tmp_path, backend):
         capacity = value(samples, "dicomweb_db_pool_capacity")
         assert capacity == 2 * one_worker
         assert 0 <= value(samples, "dicomweb_db_connections_in_use") <= capacity
+    finally:
+        stop_server(server)
+
+
+def test_metrics_is_an_admin_resource_once_authentication_is_on(tmp_path):
+    data = tmp_path / "data"
+    reader = create_api_key(data, "reader", "dicomweb:read")
+    admin = create_api_key(data, "prometheus", "dicomweb:admin")
+    server = start_server(data, None)
+    try:
+        def status(key: str | None) -> int:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return requests.get(f"{server.origin}/metrics", headers=headers, timeout=30).status_code
+
+        assert status(None) == 401
+        assert status(reader) == 403
+        assert status(admin) == 200
+        assert requests.get(f"{server.origin}/healthz", timeout=30).status_code == 200
     finally:
         stop_server(server)
