@@ -37,6 +37,7 @@ def test_no_uid_can_place_a_blob_outside_the_folder(
 
 def test_a_uid_of_dot_dot_is_stored_inside(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path / "blobs")
+    blobs.create_folders()
     temp = blobs.new_temp_path()
     temp.write_bytes(b"data")
     key = blobs.new_key("..", "..", "..")
@@ -50,6 +51,7 @@ def test_keys_of_older_versions_stay_readable_and_escaping_ones_are_refused(
     tmp_path: Path,
 ) -> None:
     blobs = BlobStore(tmp_path / "blobs")
+    blobs.create_folders()
     old_key = "1.2.3/4.5.6/7.8.9.abcdef012345.dcm"
     blobs.path(old_key).parent.mkdir(parents=True)
     blobs.path(old_key).write_bytes(b"old layout")
@@ -77,6 +79,7 @@ time.sleep(60)
 
 def test_sweep_removes_orphans_only(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path / "blobs")
+    blobs.create_folders()
     orphan = blobs.tmp_dir / "dead.part"  # no process holds its lock: its writer died
     orphan.write_bytes(b"x")
     make_old(orphan)
@@ -105,6 +108,7 @@ def test_sweep_removes_orphans_only(tmp_path: Path) -> None:
 
 def test_sweep_drops_locks_of_temp_files_removed_by_others(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path / "blobs")
+    blobs.create_folders()
     path = blobs.new_temp_path()
     path.unlink()
     blobs.sweep_temp_files()

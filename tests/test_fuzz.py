@@ -67,6 +67,7 @@ class TempFiles:
         from dicomweb.store.blobs import BlobStore
 
         self.blobs = BlobStore(folder)
+        self.blobs.create_folders()
 
     def new_temp_path(self) -> Path:
         return self.blobs.new_temp_path()

@@ -57,7 +57,9 @@ def read_all(feed: Feed, blobs: BlobStore, max_parts: int = 100) -> list[tuple[d
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+    store = BlobStore(tmp_path / "blobs")
+    store.create_folders()
+    return store
 
 
 def temp_files(blobs: BlobStore) -> list[Path]:
@@ -171,6 +173,7 @@ class FullDisk(BlobStore):
 
 def test_a_part_that_cannot_be_written_is_reported_and_the_rest_read(tmp_path: Path) -> None:
     blobs = FullDisk(tmp_path / "blobs")
+    blobs.create_folders()
 
     async def run() -> list[ReceivedPart]:
         feed = Feed([body_of([b"a" * 1000, b"b" * 1000])])
