@@ -68,6 +68,9 @@ class Settings:
         "reject", "same SOP Instance UID with other bytes: reject or overwrite")
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
+    #: Processes parsing STOW parts beside the server process; 0 means one per core.
+    ingest_processes: int = setting(0, "processes parsing uploaded instances (0: one per core)",
+                                    option="--ingest-processes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
         "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).

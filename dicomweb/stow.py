@@ -17,6 +17,7 @@ from dicomweb.errors import (
     InstanceRejected,
     UnsupportedMediaType,
 )
+from dicomweb.ingest_pool import IngestPool
 from dicomweb.multipart import ReceivedPart, read_parts
 from dicomweb.negotiation import parse_accept
 from dicomweb.store.repository import Store, StoredInstance
@@ -49,6 +50,7 @@ def media_type_and_params(header: str) -> tuple[str, dict[str, str]]:
 
 async def store_instances(request: Request) -> Response:
     store: Store = request.app.state.store
+    pool: IngestPool = request.app.state.ingest_pool
     study = request.path_params.get("study")
     media_type, params = media_type_and_params(request.headers.get("content-type", ""))
     outcomes: list[StoredInstance | InstanceRejected] = []
@@ -66,10 +68,10 @@ async def store_instances(request: Request) -> Response:
         async for part in read_parts(request.stream(), boundary, store.blobs.new_temp_path):
             batch.append(part)
             if len(batch) == BATCH_SIZE:
-                outcomes += await store_parts(store, batch, study)
+                outcomes += await store_parts(store, pool, batch, study)
                 batch = []
         if batch:
-            outcomes += await store_parts(store, batch, study)
+            outcomes += await store_parts(store, pool, batch, study)
         if not outcomes:
             raise BadRequest("the multipart body holds no part")
     elif media_type == DICOM:
@@ -81,7 +83,7 @@ async def store_instances(request: Request) -> Response:
         if part.size == 0:
             part.path.unlink(missing_ok=True)
             raise BadRequest("the application/dicom body is empty")
-        outcomes += await store_parts(store, [part], study)
+        outcomes += await store_parts(store, pool, [part], study)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media_type or '(none)'} is not supported; use multipart/related; "
@@ -91,7 +93,7 @@ async def store_instances(request: Request) -> Response:
 
 
 async def store_parts(
-    store: Store, parts: list[ReceivedPart], study: str | None
+    store: Store, pool: IngestPool, parts: list[ReceivedPart], study: str | None
 ) -> list[StoredInstance | InstanceRejected]:
     """Store a batch of received parts; parts that are not application/dicom are rejected."""
     outcomes: list[StoredInstance | InstanceRejected] = []
@@ -106,9 +108,14 @@ async def store_parts(
         else:
             dicom_parts.append(part)
     if dicom_parts:
-        stored = await run_in_threadpool(
-            store.store_files, [p.path for p in dicom_parts], expected_study=study
-        )
+        paths = [p.path for p in dicom_parts]
+        try:
+            parsed = await pool.parse(paths, study)
+        except BaseException:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            raise
+        stored = await run_in_threadpool(store.store_parsed, paths, parsed)
         for outcome in stored:
             if isinstance(outcome, InstanceRejected):
                 log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)

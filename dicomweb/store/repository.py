@@ -23,7 +23,7 @@ from dicomweb.errors import (
     InstanceRejected,
     NotFound,
 )
-from dicomweb.ingest import IngestedInstance, ingest_file
+from dicomweb.ingest import IngestedInstance, parse_part
 from dicomweb.store.blobs import BlobStore
 from dicomweb.store.database import create_schema, make_engine
 from dicomweb.store.tables import Instance, Patient, PendingBlob, Series, Study, utcnow
@@ -124,7 +124,21 @@ class Store:
     def store_files(
         self, temp_paths: list[Path], *, expected_study: str | None = None
     ) -> list[StoredInstance | InstanceRejected]:
-        """A batch of complete Part 10 files (one STOW request's parts; all consumed).
+        """A batch of complete Part 10 files (one STOW request's parts; all consumed), parsed
+        in this thread."""
+        try:
+            parsed = [parse_part(path, expected_study) for path in temp_paths]
+        except BaseException:
+            for path in temp_paths:
+                path.unlink(missing_ok=True)
+            raise
+        return self.store_parsed(temp_paths, parsed)
+
+    def store_parsed(
+        self, temp_paths: list[Path], parsed_parts: list[IngestedInstance | InstanceRejected]
+    ) -> list[StoredInstance | InstanceRejected]:
+        """Store a batch whose files are parsed already (`ingest.parse_part`, maybe in another
+        process); the files are consumed.
 
         Each instance is still whole or absent, but the batch shares one duplicate query, one
         journal transaction, concurrent fdatasyncs and one index transaction. If that
@@ -133,12 +147,13 @@ class Store:
         outcomes: list[StoredInstance | InstanceRejected | None] = [None] * len(temp_paths)
         try:
             parsed: list[tuple[int, IngestedInstance, Path]] = []
-            for position, path in enumerate(temp_paths):
-                try:
-                    ingested = ingest_file(path, expected_study=expected_study)
+            for position, (path, ingested) in enumerate(
+                zip(temp_paths, parsed_parts, strict=True)
+            ):
+                if isinstance(ingested, InstanceRejected):
+                    outcomes[position] = ingested
+                else:
                     parsed.append((position, ingested, path))
-                except InstanceRejected as rejected:
-                    outcomes[position] = rejected
             stored = self._existing_many([ingested.sop_instance_uid for _, ingested, _ in parsed])
             fresh: list[tuple[int, IngestedInstance, Path, str]] = []
             one_by_one: list[tuple[int, IngestedInstance, Path]] = []
@@ -180,7 +195,7 @@ class Store:
                 self._forget_pending(key)
             raise
         for _, ingested, _, key in fresh:
-            ingested.dataset.filename = str(self.blobs.path(key))
+            self._moved(ingested, key)
         try:
             warnings = self._index_many([(ingested, key) for _, ingested, _, key in fresh])
         except Exception:
@@ -223,9 +238,14 @@ class Store:
         except BaseException:
             self._forget_pending(key)
             raise
-        # Values read lazily from now on come from the blob, not the consumed temp file.
-        ingested.dataset.filename = str(self.blobs.path(key))
+        self._moved(ingested, key)
         return self._finish(ingested, key, replacing)
+
+    def _moved(self, ingested: IngestedInstance, key: str) -> None:
+        # Values read lazily from now on come from the blob, not the consumed temp file.
+        ingested.file_path = self.blobs.path(key)
+        if ingested.dataset is not None:
+            ingested.dataset.filename = str(ingested.file_path)
 
     def _finish(
         self, ingested: IngestedInstance, key: str, replacing: str | None
