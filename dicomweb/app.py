@@ -22,9 +22,12 @@ from dicomweb import qido, stow, wado
 from dicomweb.accesslog import AccessLog, request_id_of
 from dicomweb.attributes import Level
 from dicomweb.capabilities import capabilities_route
+from dicomweb.compression import json_response
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
+from dicomweb.http_cache import REVALIDATE, BodyCache
 from dicomweb.ingest_pool import IngestPool, pool_size
+from dicomweb.locations import LocationCache
 from dicomweb.negotiation import accepts_json
 from dicomweb.pixels.routes import routes as pixel_routes
 from dicomweb.rt.routes import routes as rt_routes
@@ -64,9 +67,9 @@ def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
             )
         if not result.rows:
             return Response(status_code=204, headers=headers)
-        return Response(
-            orjson.dumps(result.rows), media_type="application/dicom+json", headers=headers
-        )
+        headers["Cache-Control"] = REVALIDATE
+        return json_response(request, orjson.dumps(result.rows), "application/dicom+json",
+                             headers)
 
     search.__name__ = f"search_for_{level.value}"
     return search
@@ -245,4 +248,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.settings = settings
     app.state.store = store
     app.state.ingest_pool = ingest_pool
+    app.state.locations = LocationCache()
+    app.state.bodies = BodyCache(settings.response_cache_bytes)
     return app

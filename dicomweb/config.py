@@ -71,6 +71,9 @@ class Settings:
     #: Processes parsing STOW parts beside the server process; 0 means one per core.
     ingest_processes: int = setting(0, "processes parsing uploaded instances (0: one per core)",
                                     option="--ingest-processes")
+    #: Memory for answers kept under their ETag (series metadata, rendered images).
+    response_cache_bytes: int = setting(256 << 20, "memory for cached metadata and rendered "
+                                        "images, in bytes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
         "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).

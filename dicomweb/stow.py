@@ -17,6 +17,7 @@ from dicomweb.errors import (
     InstanceRejected,
     UnsupportedMediaType,
 )
+from dicomweb.http_cache import NO_STORE
 from dicomweb.ingest_pool import IngestPool
 from dicomweb.multipart import ReceivedPart, read_parts
 from dicomweb.negotiation import parse_accept
@@ -170,4 +171,5 @@ def stow_response(
         status = 202
     else:
         status = 200
-    return Response(orjson.dumps(body), status_code=status, media_type="application/dicom+json")
+    return Response(orjson.dumps(body), status_code=status, media_type="application/dicom+json",
+                    headers={"Cache-Control": NO_STORE})

@@ -27,7 +27,7 @@ def service_base_url(request: Request, settings: Settings) -> str:
     if settings.public_root:
         return settings.public_root
     headers = request.headers
-    scheme = request.url.scheme
+    scheme = request.scope.get("scheme") or "http"  # request.url would parse the whole URL
     host = headers.get("host") or request.url.netloc
     prefix = ""
     if forwarded := headers.get("forwarded"):

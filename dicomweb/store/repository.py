@@ -459,6 +459,14 @@ class Store:
             raise NotFound(f"no instance matches {_describe(study, series, sop)}")
         return [InstanceLocation(*row) for row in rows]
 
+    def blob_keys(self, study: str, series: str | None = None, sop: str | None = None) -> list[str]:
+        """Blob keys of a study/series/instance, in `locate` order: its content version (each
+        stored version of an instance has its own key). [] if nothing matches."""
+        statement = blob_keys_statement(series is not None, sop is not None)
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement, {"study": study, "series": series, "sop": sop})
+            return [key for (key,) in rows]
+
     def metadata_rows(
         self, study: str, series: str | None = None, sop: str | None = None
     ) -> list[bytes]:
@@ -486,6 +494,22 @@ def locate_statement(
         INSTANCES.c.metadata_json if with_metadata else _null(),
     ]
     statement = select(*columns).where(INSTANCES.c.study_instance_uid == bindparam("study"))
+    if by_series:
+        statement = statement.where(INSTANCES.c.series_instance_uid == bindparam("series"))
+    if by_sop:
+        statement = statement.where(INSTANCES.c.sop_instance_uid == bindparam("sop"))
+    return statement.order_by(
+        INSTANCES.c.series_instance_uid,
+        INSTANCES.c.instance_number,
+        INSTANCES.c.sop_instance_uid,
+    )
+
+
+@lru_cache(maxsize=8)
+def blob_keys_statement(by_series: bool, by_sop: bool) -> Any:
+    statement = select(INSTANCES.c.blob_key).where(
+        INSTANCES.c.study_instance_uid == bindparam("study")
+    )
     if by_series:
         statement = statement.where(INSTANCES.c.series_instance_uid == bindparam("series"))
     if by_sop:
