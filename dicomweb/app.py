@@ -22,7 +22,7 @@ from dicomweb import qido, stow, wado
 from dicomweb.accesslog import AccessLog, request_id_of
 from dicomweb.attributes import Level
 from dicomweb.capabilities import capabilities_route
-from dicomweb.compression import json_response
+from dicomweb.compression import compress_json_answers, json_response
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
 from dicomweb.http_cache import REVALIDATE, BodyCache
@@ -91,6 +91,14 @@ async def ready(request: Request) -> Response:
     except Exception as exc:  # any database failure means not ready
         return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+def json_compressed(route: Any) -> Any:
+    """The same route, its JSON answers compressed when the client accepts it."""
+    if not isinstance(route, Route):
+        return route
+    return Route(route.path, compress_json_answers(route.endpoint), methods=route.methods,
+                 name=route.name)
 
 
 def dicomweb_routes() -> list[Route]:
@@ -207,7 +215,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         store.close()
 
     # Pixel (rendered, volume, MPR) and RT resources live under the same root.
-    extension_routes = [*pixel_routes(store), *rt_routes(store)]
+    extension_routes = [*pixel_routes(store), *map(json_compressed, rt_routes(store))]
     service = dicomweb_routes() + extension_routes
     service.append(capabilities_route(service))
     routes: list[Any] = [

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dicomweb import compression, http_cache, multipart, transcoding
+from dicomweb import archive, compression, http_cache, multipart, transcoding
 from dicomweb.dicomjson import ROOT_TOKEN_BYTES
 from dicomweb.errors import BadRequest, NotAcceptable, NotFound
 from dicomweb.locations import (
@@ -64,8 +64,10 @@ async def retrieve_instances(request: Request) -> Response:
     """Study, series or instance as multipart/related; type="application/dicom"."""
     study, series, sop = path_uids(request)
     store = store_of(request)
-    locations = await run_in_threadpool(store.locate, study, series, sop)
     ranges = accept_ranges(request)
+    if ranges and ranges[0].media_type == archive.MEDIA_TYPE:
+        return await retrieve_archive(store, study, series, sop)
+    locations = await run_in_threadpool(store.locate, study, series, sop)
     representations = [
         choose_instance_representation(
             ranges,
@@ -102,6 +104,20 @@ async def retrieve_instances(request: Request) -> Response:
     return StreamingResponse(
         instance_parts(store, locations, representations, boundary, base),
         media_type=content_type,
+    )
+
+
+async def retrieve_archive(
+    store: Store, study: str, series: str | None, sop: str | None
+) -> Response:
+    """The instances as one streamed ZIP file, stored bytes as they are."""
+    rows = await run_in_threadpool(store.archive_rows, study, series, sop)
+    name = archive.clean(series or study, "dicom")
+    return StreamingResponse(
+        archive.stream_zip(store.blobs, rows),
+        media_type=archive.MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{name}.zip"',
+                 "Cache-Control": http_cache.REVALIDATE},
     )
 
 

@@ -74,6 +74,24 @@ class InstanceLocation:
         return orjson.loads(self.frames_json) if self.frames_json else None
 
 
+@dataclass(frozen=True)
+class ArchiveRow:
+    """One instance of a ZIP download, with the values its file name is made of."""
+
+    blob_key: str
+    sop_instance_uid: str
+    instance_number: int | None
+    series_instance_uid: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    study_instance_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    study_description: str
+
+
 @lru_cache(maxsize=16)
 def insert_ignoring_duplicates(dialect: str, table_name: str) -> Any:
     """INSERT … ON CONFLICT DO NOTHING, built once per table: a row another instance or
@@ -466,6 +484,35 @@ class Store:
         with self.engine.connect() as connection:
             rows = connection.execute(statement, {"study": study, "series": series, "sop": sop})
             return [key for (key,) in rows]
+
+    def archive_rows(
+        self, study: str, series: str | None = None, sop: str | None = None
+    ) -> list[ArchiveRow]:
+        """What a ZIP download needs to name each file, in `locate` order; NotFound if none."""
+        condition = INSTANCES.c.study_instance_uid == study
+        if series is not None:
+            condition &= INSTANCES.c.series_instance_uid == series
+        if sop is not None:
+            condition &= INSTANCES.c.sop_instance_uid == sop
+        statement = (
+            select(
+                INSTANCES.c.blob_key, INSTANCES.c.sop_instance_uid, INSTANCES.c.instance_number,
+                SERIES.c.series_instance_uid, SERIES.c.modality, SERIES.c.series_number,
+                SERIES.c.series_description, STUDIES.c.study_instance_uid,
+                STUDIES.c.patient_id, STUDIES.c.patient_name, STUDIES.c.study_date,
+                STUDIES.c.study_description,
+            )
+            .join(SERIES, SERIES.c.series_instance_uid == INSTANCES.c.series_instance_uid)
+            .join(STUDIES, STUDIES.c.study_instance_uid == INSTANCES.c.study_instance_uid)
+            .where(condition)
+            .order_by(SERIES.c.series_number, INSTANCES.c.series_instance_uid,
+                      INSTANCES.c.instance_number, INSTANCES.c.sop_instance_uid)
+        )
+        with self.engine.connect() as connection:
+            rows = [ArchiveRow(*row) for row in connection.execute(statement)]
+        if not rows:
+            raise NotFound(f"no instance matches {_describe(study, series, sop)}")
+        return rows
 
     def metadata_rows(
         self, study: str, series: str | None = None, sop: str | None = None
