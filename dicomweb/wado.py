@@ -252,7 +252,9 @@ async def retrieve_frames(request: Request) -> Response:
 
 def frames_etag(blob: str, numbers: list[int], rep: Representation) -> str:
     numbers_text = ",".join(map(str, numbers))
-    return http_cache.etag_of(["frames", blob, numbers_text, rep.media_type, rep.transfer_syntax])
+    return http_cache.etag_of(
+        ["frames", blob, numbers_text, rep.media_type, rep.transfer_syntax, str(rep.multipart)]
+    )
 
 
 def validated(response: Response, etag: str, vary: str = "Accept") -> Response:
