@@ -12,15 +12,20 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomweb import qido, stow, wado
+from dicomweb.access import study_filter_of
+from dicomweb.access.authenticate import AccessControl, Authentication
+from dicomweb.access.authorize import protect
+from dicomweb.access.cors import CorsPolicy
+from dicomweb.access.routes import access_routes
 from dicomweb.accesslog import AccessLog, request_id_of
 from dicomweb.attributes import Level
+from dicomweb.audit import AuditMiddleware, AuditTrail, audit_routes
 from dicomweb.capabilities import capabilities_route
 from dicomweb.compression import compress_json_answers, json_response
 from dicomweb.config import Settings
@@ -57,8 +62,10 @@ def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
         )
         base = service_base_url(request, settings)
         result = await run_in_threadpool(
-            store_query.search, request.app.state.store.engine, query, base
+            store_query.search, request.app.state.store.engine, query, base,
+            study_filter_of(request),
         )
+        request.state.search_results = result.rows  # the audit trail records their studies
         headers = {}
         if result.more:
             headers["Warning"] = (
@@ -133,7 +140,7 @@ async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
     else:
         log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
     return Response(orjson.dumps(exc.to_json()), status_code=exc.status_code,
-                    media_type="application/json")
+                    media_type="application/json", headers=exc.headers)
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:
@@ -200,23 +207,27 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     configure_logging(settings.log_level)
     store = store or Store(settings)
     ingest_pool = IngestPool(pool_size(settings.ingest_processes))
+    audit_trail = AuditTrail(store)  # registers its tables: created with the index's
+    access = AccessControl(settings, store)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         await run_in_threadpool(store.create_schema)
         await run_in_threadpool(store.recover)
         ingest_pool.start()
+        await run_in_threadpool(access.start)
         # What is alive now (modules, pydicom's dictionary, the app) lives as long as the
         # process: keep it out of full collections, which otherwise stall about one request in
         # ten for ~60 ms (QIDO study list p90 47 ms without this, 9 ms with it).
         gc.freeze()
         yield
         ingest_pool.close()
+        audit_trail.close()
         store.close()
 
     # Pixel (rendered, volume, MPR) and RT resources live under the same root.
     extension_routes = [*pixel_routes(store), *map(json_compressed, rt_routes(store))]
-    service = dicomweb_routes() + extension_routes
+    service = dicomweb_routes() + extension_routes + access_routes() + audit_routes()
     service.append(capabilities_route(service))
     routes: list[Any] = [
         Route("/healthz", health),
@@ -229,22 +240,19 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         from dicomweb.viewer import viewer_routes
 
         routes += viewer_routes(settings)
-    allow_any = "*" in settings.cors_origins
+    routes = [r for r in routes if r is not None]
+    protect(routes, settings)  # every route, present and future, behind one authorization
     middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["*"],
-            allow_credentials=not allow_any,
-            expose_headers=EXPOSED_HEADERS,
-            max_age=600,
-        ),
+        Middleware(CorsPolicy, access=access, expose_headers=EXPOSED_HEADERS),
         Middleware(CrossOriginResourcePolicy),
         Middleware(AccessLog),
+        # Outside the access layer, so that what it refuses (401, 403) is recorded too.
+        *([Middleware(AuditMiddleware, trail=audit_trail, root_path=settings.root_path)]
+          if settings.audit == "on" else []),
+        Middleware(Authentication, access=access),
     ]
     app = Starlette(
-        routes=[r for r in routes if r is not None],
+        routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
@@ -258,4 +266,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.ingest_pool = ingest_pool
     app.state.locations = LocationCache()
     app.state.bodies = BodyCache(settings.response_cache_bytes)
+    app.state.audit_trail = audit_trail
+    app.state.access = access
     return app

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomweb.access import study_writer_of
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
     BadRequest,
@@ -21,6 +22,7 @@ from dicomweb.http_cache import NO_STORE
 from dicomweb.ingest_pool import IngestPool
 from dicomweb.multipart import ReceivedPart, read_parts
 from dicomweb.negotiation import parse_accept
+from dicomweb.store.access import StudyWriter
 from dicomweb.store.repository import Store, StoredInstance
 from dicomweb.urls import service_base_url
 
@@ -53,8 +55,10 @@ async def store_instances(request: Request) -> Response:
     store: Store = request.app.state.store
     pool: IngestPool = request.app.state.ingest_pool
     study = request.path_params.get("study")
+    writer = study_writer_of(request)
     media_type, params = media_type_and_params(request.headers.get("content-type", ""))
     outcomes: list[StoredInstance | InstanceRejected] = []
+    request.state.stow_outcomes = outcomes  # the audit trail reads what was stored, even on error
     if media_type == "multipart/related":
         part_type = params.get("type", "").lower()
         if part_type and part_type != DICOM:
@@ -69,10 +73,10 @@ async def store_instances(request: Request) -> Response:
         async for part in read_parts(request.stream(), boundary, store.blobs.new_temp_path):
             batch.append(part)
             if len(batch) == BATCH_SIZE:
-                outcomes += await store_parts(store, pool, batch, study)
+                outcomes += await store_parts(store, pool, batch, study, writer)
                 batch = []
         if batch:
-            outcomes += await store_parts(store, pool, batch, study)
+            outcomes += await store_parts(store, pool, batch, study, writer)
         if not outcomes:
             raise BadRequest("the multipart body holds no part")
     elif media_type == DICOM:
@@ -84,7 +88,7 @@ async def store_instances(request: Request) -> Response:
         if part.size == 0:
             part.path.unlink(missing_ok=True)
             raise BadRequest("the application/dicom body is empty")
-        outcomes += await store_parts(store, pool, [part], study)
+        outcomes += await store_parts(store, pool, [part], study, writer)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media_type or '(none)'} is not supported; use multipart/related; "
@@ -94,7 +98,8 @@ async def store_instances(request: Request) -> Response:
 
 
 async def store_parts(
-    store: Store, pool: IngestPool, parts: list[ReceivedPart], study: str | None
+    store: Store, pool: IngestPool, parts: list[ReceivedPart], study: str | None,
+    writer: StudyWriter,
 ) -> list[StoredInstance | InstanceRejected]:
     """Store a batch of received parts; parts that are not application/dicom are rejected."""
     outcomes: list[StoredInstance | InstanceRejected] = []
@@ -116,7 +121,7 @@ async def store_parts(
             for path in paths:
                 path.unlink(missing_ok=True)
             raise
-        stored = await run_in_threadpool(store.store_parsed, paths, parsed)
+        stored = await run_in_threadpool(store.store_parsed, paths, parsed, writer=writer)
         for outcome in stored:
             if isinstance(outcome, InstanceRejected):
                 log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)
