@@ -206,7 +206,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     store = store or Store(settings)
-    ingest_pool = IngestPool(pool_size(settings.ingest_processes))
+    ingest_pool = IngestPool(pool_size(settings.ingest_processes, settings.workers))
     audit_trail = AuditTrail(store)  # registers its tables: created with the index's
     access = AccessControl(settings, store)
 

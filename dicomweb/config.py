@@ -68,7 +68,8 @@ class Settings:
         "reject", "same SOP Instance UID with other bytes: reject or overwrite")
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
-    #: Processes parsing STOW parts beside the server process; 0 means one per core.
+    #: Processes parsing STOW parts beside each server process; 0 means the cores divided
+    #: between the workers.
     ingest_processes: int = setting(0, "processes parsing uploaded instances (0: one per core)",
                                     option="--ingest-processes")
     #: Memory for answers kept under their ETag (series metadata, rendered images).

@@ -446,6 +446,11 @@ class Store:
                 warnings.extend(hook(connection, ingested))
         return warnings
 
+    def index_existing(self, items: list[tuple[IngestedInstance, str]]) -> None:
+        """Bulk loading: index parsed instances whose blobs are already in place under the
+        given keys, in one transaction (the benchmark fills large stores with it)."""
+        self._index_many(items)
+
     def _index_many(
         self, items: list[tuple[IngestedInstance, str]], labels: frozenset[str] = frozenset()
     ) -> list[list[str]]:
