@@ -56,14 +56,15 @@ def _rejection(value: IngestedInstance | _Rejection) -> Parsed:
     return value
 
 
-def pool_size(configured: int) -> int:
-    """0 means one process per core this process may run on."""
+def pool_size(configured: int, workers: int = 1) -> int:
+    """0 means the cores this process may run on, shared between the server's workers."""
     if configured > 0:
         return configured
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
 
 
 class IngestPool:
