@@ -42,6 +42,13 @@ def free_port() -> int:
 @contextmanager
 def run_ours(data_dir: Path, extra: list[str]) -> Iterator[str]:
     """`dicomweb serve` on 127.0.0.1 (the README's command), stopped on exit."""
+    with run_ours_process(data_dir, extra) as (url, _pid):
+        yield url
+
+
+@contextmanager
+def run_ours_process(data_dir: Path, extra: list[str]) -> Iterator[tuple[str, int]]:
+    """`run_ours`, also giving the server's process id."""
     port = free_port()
     command = [sys.executable, "-m", "dicomweb.cli", "serve", "--port", str(port),
                "--data", str(data_dir), "--log-level", "warning", *extra]
@@ -56,7 +63,7 @@ def run_ours(data_dir: Path, extra: list[str]) -> Iterator[str]:
                     break
             except requests.ConnectionError:
                 time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/dicomweb"
+        yield f"http://127.0.0.1:{port}/dicomweb", process.pid
     finally:
         process.terminate()
         process.wait(timeout=60)

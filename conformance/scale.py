@@ -14,18 +14,19 @@ minutes, not hours; reads go through a real `dicomweb serve` on 127.0.0.1 over H
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from conformance import bench, benchdata
-from conformance.compare import run_ours
+from conformance.compare import run_ours_process
 from dicomweb.config import Settings
 from dicomweb.ingest import IngestedInstance, ingest_file
 from dicomweb.store.repository import Store
@@ -38,12 +39,32 @@ PROBE_REPEATS = 40
 
 @dataclass
 class Probe:
+    """p50 latency (ms) and server CPU per request (ms, all its processes) of each probe."""
+
     instances: int
     fill_seconds: float
     study_list_ms: float | None
     patient_id_ms: float | None
     series_metadata_ms: float | None
     frame_ms: float | None
+    cpu_ms: dict[str, float | None] = field(default_factory=dict)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (Linux /proc): unlike latency, it does
+    not grow when other programs load the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if entry.name == str(pid) or fields[1] == str(pid):  # the server or its child
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 class Template:
@@ -60,14 +81,18 @@ class Template:
         self.uids = (parsed.study_instance_uid, parsed.series_instance_uid,
                      parsed.sop_instance_uid)
         self.patient_id = parsed.patient_row["patient_id"]
+        self.study_date = parsed.study_row["study_date"]
 
     def instance(self, index: int) -> IngestedInstance:
         study_index, number = divmod(index, INSTANCES_PER_STUDY)
         study = f"{ROOT}.{study_index}"
         series, sop = f"{study}.1", f"{study}.1.{number + 1}"
         patient_id = f"SCALE{study_index // 2:07d}"
+        # Dates spread over 2000-2027 (about 25 studies a day at a million instances).
+        day = study_index % 10_000
+        date = f"{2000 + day // 360:04d}{1 + day // 30 % 12:02d}{1 + day % 30:02d}"
         swaps = [(self.uids[2], sop), (self.uids[1], series), (self.uids[0], study),
-                 (self.patient_id, patient_id)]
+                 (self.patient_id, patient_id), (self.study_date, date)]
 
         def swapped(value: Any) -> Any:
             if isinstance(value, bytes):
@@ -102,7 +127,7 @@ def fill(store: Store, template: Template, start: int, stop: int) -> float:
     return time.perf_counter() - started
 
 
-def probe(url: str, size: int, fill_seconds: float) -> Probe:
+def probe(url: str, pid: int, size: int, fill_seconds: float) -> Probe:
     session = bench.make_session()
     middle = size // INSTANCES_PER_STUDY // 2
     study = f"{ROOT}.{middle}"
@@ -113,23 +138,32 @@ def probe(url: str, size: int, fill_seconds: float) -> Probe:
         "series_metadata": f"studies/{study}/series/{study}.1/metadata",
         "frame": f"studies/{study}/series/{study}.1/instances/{study}.1.2/frames/1",
     }
-    found = {}
+    found: dict[str, float | None] = {}
+    cpu: dict[str, float | None] = {}
     for name, path in paths.items():
         accept = bench.FRAME_ACCEPT if name == "frame" else bench.DICOM_JSON
+        before = process_cpu_seconds(pid)
         result = bench.measure_latency(name, session, url, path, accept, PROBE_REPEATS, 10.0)
+        used = process_cpu_seconds(pid) - before
         found[name] = result.p50_ms if result.supported else None
+        cpu[name] = round(used * 1000 / result.repeats, 2) if result.repeats and used else None
     return Probe(size, round(fill_seconds, 1), found["study_list"], found["patient_id"],
-                 found["series_metadata"], found["frame"])
+                 found["series_metadata"], found["frame"], cpu)
 
 
 def markdown(backend: str, probes: list[Probe]) -> str:
+    """p50 latency, then the server's CPU per request in brackets."""
     lines = [f"| {backend}: instances | OHIF study list | PatientID lookup | series metadata "
              "| one frame | fill time |", "|---|---|---|---|---|---|"]
+    names = ("study_list", "patient_id", "series_metadata", "frame")
     for p in probes:
-        cells = [f"{p.instances:,}"] + [
-            f"{v:.1f} ms" if v is not None else "n/a"
-            for v in (p.study_list_ms, p.patient_id_ms, p.series_metadata_ms, p.frame_ms)
-        ] + [f"{p.fill_seconds:.0f} s"]
+        latencies = (p.study_list_ms, p.patient_id_ms, p.series_metadata_ms, p.frame_ms)
+        cells = [f"{p.instances:,}"]
+        for name, value in zip(names, latencies, strict=True):
+            cpu = p.cpu_ms.get(name)
+            text = f"{value:.1f} ms" if value is not None else "n/a"
+            cells.append(text + (f" ({cpu:.2f})" if cpu is not None else ""))
+        cells.append(f"{p.fill_seconds:.0f} s")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -153,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             seconds = fill(store, template, indexed, size)
             indexed = size
             extra = ["--database-url", args.database_url] if args.database_url else []
-            with run_ours(data, extra) as url:
+            with run_ours_process(data, extra) as (url, pid):
                 bench.measure_latency("warm", bench.make_session(), url, "studies?limit=1",
                                       bench.DICOM_JSON, 3, 1.0)
-                probes.append(probe(url, size, seconds))
+                probes.append(probe(url, pid, size, seconds))
             print(markdown(backend, probes[-1:]), file=sys.stderr, flush=True)
         store.close()
     print(markdown(backend, probes))
