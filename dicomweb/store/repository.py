@@ -505,28 +505,44 @@ class Store:
         return len(found)
 
     def _delete_instance_rows(self, connection: Connection, sop_uids: list[str]) -> None:
+        """Remove instances, then those of their series, studies and patients left empty.
+        Only the parents of these instances are examined: the cost does not grow with the
+        store."""
         for hook in self.delete_hooks:
             hook(connection, sop_uids)
+        series: set[str] = set()
+        studies: set[str] = set()
         for chunk in chunks(sop_uids, 500):
+            parents = select(INSTANCES.c.series_instance_uid, INSTANCES.c.study_instance_uid)
+            for series_uid, study_uid in connection.execute(
+                parents.where(INSTANCES.c.sop_instance_uid.in_(chunk))
+            ):
+                series.add(series_uid)
+                studies.add(study_uid)
             connection.execute(delete(INSTANCES).where(INSTANCES.c.sop_instance_uid.in_(chunk)))
-        connection.execute(
-            delete(SERIES).where(
-                ~exists().where(INSTANCES.c.series_instance_uid == SERIES.c.series_instance_uid)
-            )
-        )
-        connection.execute(
-            delete(STUDIES).where(
-                ~exists().where(SERIES.c.study_instance_uid == STUDIES.c.study_instance_uid)
-            )
-        )
-        connection.execute(
-            delete(PATIENTS).where(~exists().where(STUDIES.c.patient_key == PATIENTS.c.patient_key))
-        )
-        connection.execute(
-            delete(STUDY_LABELS).where(
-                ~exists().where(STUDIES.c.study_instance_uid == STUDY_LABELS.c.study_instance_uid)
-            )
-        )
+        patients: set[str] = set()
+        for chunk in chunks(sorted(studies), 500):
+            patients.update(key for (key,) in connection.execute(
+                select(STUDIES.c.patient_key).where(STUDIES.c.study_instance_uid.in_(chunk))))
+        for chunk in chunks(sorted(series), 500):
+            connection.execute(delete(SERIES).where(
+                SERIES.c.series_instance_uid.in_(chunk),
+                ~exists().where(INSTANCES.c.series_instance_uid == SERIES.c.series_instance_uid),
+            ))
+        for chunk in chunks(sorted(studies), 500):
+            connection.execute(delete(STUDY_LABELS).where(
+                STUDY_LABELS.c.study_instance_uid.in_(chunk),
+                ~exists().where(SERIES.c.study_instance_uid == STUDY_LABELS.c.study_instance_uid),
+            ))
+            connection.execute(delete(STUDIES).where(
+                STUDIES.c.study_instance_uid.in_(chunk),
+                ~exists().where(SERIES.c.study_instance_uid == STUDIES.c.study_instance_uid),
+            ))
+        for chunk in chunks(sorted(patients), 500):
+            connection.execute(delete(PATIENTS).where(
+                PATIENTS.c.patient_key.in_(chunk),
+                ~exists().where(STUDIES.c.patient_key == PATIENTS.c.patient_key),
+            ))
 
     # --- reads --------------------------------------------------------------------------
 
