@@ -129,6 +129,7 @@ class BenchReport:
     metadata_gzip: LatencyResult | None = None
     frames: list[ThroughputResult] = field(default_factory=list)
     rendered: ThroughputResult | None = None
+    rendered_repeated: ThroughputResult | None = None
     series_retrieve: ThroughputResult | None = None
     scale: ScaleResult | None = None
     cleanup: dict[str, Any] | None = None
@@ -500,6 +501,7 @@ class Targets:
     mr_instance_uids: list[str]
     ct_series_uid: str = ""
     ct_instance_uid: str = ""  # the middle CT slice (512x512): the rendered benchmark
+    ct_instance_uids: list[str] = field(default_factory=list)
 
     @property
     def mr_series_path(self) -> str:
@@ -664,19 +666,34 @@ def bench_all_frames(options: BenchOptions, targets: Targets) -> list[Throughput
     return results
 
 
-def bench_rendered(options: BenchOptions, targets: Targets) -> ThroughputResult:
-    """JPEG rendering of the middle 512x512 CT slice, 1 client (after a support probe)."""
+def bench_rendered(
+    options: BenchOptions, targets: Targets, repeated: bool = False
+) -> ThroughputResult:
+    """JPEG rendering of the 512x512 CT slices, 1 client (after a support probe).
+
+    Each request asks for an image not asked before (slices in turn, each with its own
+    window width), so a server that keeps rendered images gains nothing; `repeated` asks for
+    the middle slice again and again, as a viewer reopening a study does."""
+    name = "rendered jpeg (repeated)" if repeated else "rendered jpeg"
     if not targets.mr_instance_uids:
-        return ThroughputResult("rendered jpeg", 1, False, note="n/a: RT study not found")
-    url = (f"{options.url}/studies/{targets.mr_study_uid}/series/{targets.ct_series_uid}"
-           f"/instances/{targets.ct_instance_uid}/rendered")
+        return ThroughputResult(name, 1, False, note="n/a: RT study not found")
+    series = f"{options.url}/studies/{targets.mr_study_uid}/series/{targets.ct_series_uid}"
+    url = f"{series}/instances/{targets.ct_instance_uid}/rendered"
     probe = make_session().get(url, headers={"Accept": "image/jpeg"}, timeout=REQUEST_TIMEOUT_S)
     if probe.status_code >= 400:
         note = f"not supported (HTTP {probe.status_code})"
-        return ThroughputResult("rendered jpeg", 1, False, note=note)
-    request = fetch_once(url, "image/jpeg")
-    samples, wall_s = run_for_duration(lambda s, _k: request(s), 1, options.rendered_seconds)
-    result = summarise("rendered jpeg", 1, samples, wall_s)
+        return ThroughputResult(name, 1, False, note=note)
+    slices = targets.ct_instance_uids or [targets.ct_instance_uid]
+
+    def request_once(session: requests.Session, k: int) -> Sample:
+        if repeated:
+            return fetch_once(url, "image/jpeg")(session)
+        instance = slices[k % len(slices)]
+        fresh = f"{series}/instances/{instance}/rendered?window=40,{400 + k},linear"
+        return fetch_once(fresh, "image/jpeg")(session)
+
+    samples, wall_s = run_for_duration(request_once, 1, options.rendered_seconds)
+    result = summarise(name, 1, samples, wall_s)
     if not probe.content.startswith(b"\xff\xd8"):
         result.note = f"answer is not JPEG ({probe.headers.get('Content-Type')})"
     return result
@@ -772,6 +789,7 @@ def resolve_targets(session: requests.Session, options: BenchOptions) -> Targets
         mr_instance_uids=uids,
         ct_series_uid=rt.series_uid("ct"),
         ct_instance_uid=rt.instance_uid("ct", rt.ct_slices // 2),
+        ct_instance_uids=[rt.instance_uid("ct", i) for i in range(rt.ct_slices)],
     )
 
 
@@ -819,6 +837,10 @@ def run_bench(options: BenchOptions) -> BenchReport:
     log("rendered")
     report.rendered = guarded(
         ThroughputResult("rendered jpeg", 1), lambda: bench_rendered(options, targets)
+    )
+    report.rendered_repeated = guarded(
+        ThroughputResult("rendered jpeg (repeated)", 1),
+        lambda: bench_rendered(options, targets, repeated=True),
     )
     log("series retrieve")
     report.series_retrieve = guarded(
@@ -917,6 +939,8 @@ def render_table(report: BenchReport) -> str:
     lines += [throughput_row(r, "fr/s") for r in report.frames]
     if report.rendered:
         lines.append(throughput_row(report.rendered, "img/s"))
+    if report.rendered_repeated:
+        lines.append(throughput_row(report.rendered_repeated, "img/s"))
     if report.series_retrieve:
         lines.append(throughput_row(report.series_retrieve, "inst/s"))
     if report.scale:

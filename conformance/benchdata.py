@@ -215,7 +215,9 @@ def rt_study_context(mr_slices: int) -> RtStudy:
     """The RT study of the benchmark: the analytic phantom of `conformance.generate` (512×512
     CT, 256×256 MR registered to it, RTSTRUCT, RTPLAN, RTDOSE, REG) under a BENCH patient."""
     patient = Patient("Bench^RTPhantom", RT_PATIENT_ID, "19700101", "O")
-    return RtStudy(seed=77, ct_slices=RT_CT_SLICES, mr_slices=mr_slices, patient=patient)
+    # UIDs depend on the slice count: MR slices of another count are other instances.
+    return RtStudy(seed=77_000 + mr_slices, ct_slices=RT_CT_SLICES, mr_slices=mr_slices,
+                   patient=patient)
 
 
 def rt_study(mr_slices: int) -> list[BenchInstance]:
