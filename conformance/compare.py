@@ -51,7 +51,7 @@ def run_ours_process(data_dir: Path, extra: list[str]) -> Iterator[tuple[str, in
     """`run_ours`, also giving the server's process id."""
     port = free_port()
     command = [sys.executable, "-m", "dicomweb.cli", "serve", "--port", str(port),
-               "--data", str(data_dir), "--log-level", "warning", *extra]
+               "--data", str(data_dir), *extra]  # default log level: one access line a request
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=env)
