@@ -13,12 +13,16 @@ import asyncio
 import logging
 import multiprocessing
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor
+import threading
+import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from dicomweb.errors import PROCESSING_FAILURE, InstanceRejected
 from dicomweb.ingest import IngestedInstance, parse_part
+from dicomweb.part10 import InflateLimits
+from dicomweb.store.repository import rejection_for
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +32,14 @@ _Rejection = tuple[int, str, str | None, str | None]
 
 
 def _parse_in_worker(
-    paths: list[str], expected_study: str | None
+    paths: list[str], expected_study: str | None, limits: InflateLimits
 ) -> list[IngestedInstance | _Rejection]:
     out: list[IngestedInstance | _Rejection] = []
     for path in paths:
-        parsed = parse_part(Path(path), expected_study)
+        try:
+            parsed = parse_part(Path(path), expected_study, limits)
+        except Exception as exc:  # that part's failure, not the batch's
+            parsed = rejection_for(exc)
         if isinstance(parsed, InstanceRejected):
             out.append(
                 (parsed.reason, parsed.message, parsed.sop_class_uid, parsed.sop_instance_uid)
@@ -45,6 +52,18 @@ def _parse_in_worker(
 
 def _warm_up() -> int:
     return os.getpid()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker start-up: leave when the server process is gone (even killed with SIGKILL, when
+    nothing tells the pool), instead of lingering as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _rejection(value: IngestedInstance | _Rejection) -> Parsed:
@@ -73,42 +92,53 @@ class IngestPool:
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self._executor: Executor | None = None
+        self._warming: list[Future[int]] = []
 
     def start(self) -> None:
         if self.processes <= 0 or self._executor is not None:
             return
         # spawn, not fork: the server process has threads (thread pool, uvloop) by now.
         context = multiprocessing.get_context("spawn")
-        self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
-        # Start the workers (and import pydicom there) now, in the background, rather than
-        # during the first upload.
-        for _ in range(self.processes):
-            self._executor.submit(_warm_up)
+        self._executor = ProcessPoolExecutor(
+            self.processes, mp_context=context, initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
+        # Start the workers (and import pydicom there) now, in the background; until they are
+        # ready, parts are parsed in a thread here, so the first upload never waits for them.
+        self._warming = [self._executor.submit(_warm_up) for _ in range(self.processes)]
+
+    @property
+    def ready(self) -> bool:
+        """True once every worker process has started."""
+        return self._executor is not None and all(f.done() for f in self._warming)
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    async def parse(self, paths: list[Path], expected_study: str | None) -> list[Parsed]:
+    async def parse(
+        self, paths: list[Path], expected_study: str | None,
+        limits: InflateLimits = InflateLimits(),
+    ) -> list[Parsed]:
         """The parts of one batch, split evenly over the workers; order is kept."""
         executor = self._executor
         loop = asyncio.get_running_loop()
-        if executor is None:
-            return await loop.run_in_executor(None, parse_here, paths, expected_study)
+        if executor is None or not self.ready:
+            return await loop.run_in_executor(None, parse_here, paths, expected_study, limits)
         size = -(-len(paths) // self.processes)
         chunks = [[str(p) for p in paths[i : i + size]] for i in range(0, len(paths), size)]
         try:
             results = await asyncio.gather(
-                *(loop.run_in_executor(executor, _parse_in_worker, c, expected_study)
+                *(loop.run_in_executor(executor, _parse_in_worker, c, expected_study, limits)
                   for c in chunks)
             )
         except BrokenProcessPool:
-            return await self._parse_after_crash(paths, expected_study)
+            return await self._parse_after_crash(paths, expected_study, limits)
         return [_rejection(value) for chunk in results for value in chunk]
 
     async def _parse_after_crash(
-        self, paths: list[Path], expected_study: str | None
+        self, paths: list[Path], expected_study: str | None, limits: InflateLimits
     ) -> list[Parsed]:
         """A worker died (killed, out of memory) on one of these parts: start a new pool and
         parse them one at a time, so only a part that kills its worker again is rejected."""
@@ -119,7 +149,7 @@ class IngestPool:
             self._restart()
             try:
                 (value,) = await loop.run_in_executor(
-                    self._executor, _parse_in_worker, [str(path)], expected_study
+                    self._executor, _parse_in_worker, [str(path)], expected_study, limits
                 )
                 out.append(_rejection(value))
             except BrokenProcessPool:
@@ -137,5 +167,13 @@ class IngestPool:
         self.start()
 
 
-def parse_here(paths: list[Path], expected_study: str | None) -> list[Parsed]:
-    return [parse_part(path, expected_study) for path in paths]
+def parse_here(
+    paths: list[Path], expected_study: str | None, limits: InflateLimits
+) -> list[Parsed]:
+    out: list[Parsed] = []
+    for path in paths:
+        try:
+            out.append(parse_part(path, expected_study, limits))
+        except Exception as exc:  # that part's failure, not the batch's
+            out.append(rejection_for(exc))
+    return out

@@ -32,7 +32,7 @@ from dicomweb.negotiation import (
     parse_accept,
 )
 from dicomweb.store.repository import InstanceLocation, Store
-from dicomweb.urls import service_base_url
+from dicomweb.urls import json_text, service_base_url
 
 JSON = "application/dicom+json"
 
@@ -209,7 +209,7 @@ def metadata_body(
     encoding: str | None,
 ) -> http_cache.Cached:
     rows = store.metadata_rows(study, series, sop)
-    body = (b"[" + b",".join(rows) + b"]").replace(ROOT_TOKEN_BYTES, base.encode())
+    body = (b"[" + b",".join(rows) + b"]").replace(ROOT_TOKEN_BYTES, json_text(base))
     if encoding and len(body) >= compression.MIN_COMPRESS_BYTES:
         return compression.compress(body, encoding, thorough=True), encoding
     return body, None

@@ -4,6 +4,7 @@ parsing in the server process, rejections with their PS3.18 reason, the order ke
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from factory import image, to_bytes
@@ -30,6 +31,9 @@ def test_pool_parses_like_the_server_process(tmp_path: Path) -> None:
     here = [parse_part(p, None) for p in paths]
     pool = IngestPool(2)
     pool.start()
+    deadline = time.monotonic() + 60
+    while not pool.ready and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         found = asyncio.run(pool.parse(paths, None))
         bad_study = asyncio.run(pool.parse(paths[3:], "9.9.9"))
@@ -46,6 +50,17 @@ def test_pool_parses_like_the_server_process(tmp_path: Path) -> None:
     (rejected,) = bad_study
     assert isinstance(rejected, InstanceRejected)
     assert rejected.reason == DATASET_DOES_NOT_MATCH_SOP_CLASS and rejected.sop_instance_uid
+
+
+def test_parts_are_parsed_here_until_the_workers_are_up(tmp_path: Path) -> None:
+    paths = write_parts(tmp_path)
+    pool = IngestPool(1)
+    try:
+        assert not pool.ready  # not started
+        found = asyncio.run(pool.parse(paths[:1], None))
+        assert isinstance(found[0], IngestedInstance) and found[0].dataset is not None
+    finally:
+        pool.close()
 
 
 def test_pool_size_defaults_to_the_cores() -> None:
