@@ -17,7 +17,9 @@ import re
 import time
 import zipfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
+from dicomweb.errors import NotFound
 from dicomweb.store.blobs import BlobStore
 from dicomweb.store.repository import ArchiveRow
 
@@ -77,19 +79,40 @@ class _Pipe:
         return out
 
 
-def stream_zip(blobs: BlobStore, rows: list[ArchiveRow]) -> Iterator[bytes]:
-    """The archive in pieces of about PIECE_BYTES."""
+def open_files(blobs: BlobStore, rows: list[ArchiveRow]) -> list[BinaryIO]:
+    """Every file of the archive, open (404 if one is gone): after the status line nothing
+    can be missing."""
+    files: list[BinaryIO] = []
+    try:
+        for row in rows:
+            try:
+                files.append(blobs.path(row.blob_key).open("rb", buffering=0))
+            except FileNotFoundError:
+                raise NotFound(f"instance {row.sop_instance_uid} has just been deleted") from None
+    except BaseException:
+        for fp in files:
+            fp.close()
+        raise
+    return files
+
+
+def stream_zip(files: list[BinaryIO], rows: list[ArchiveRow]) -> Iterator[bytes]:
+    """The archive in pieces of about PIECE_BYTES; each file is closed once sent."""
     pipe = _Pipe()
     now = time.localtime()[:6]
-    with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
-        for row, name in zip(rows, entry_names(rows), strict=True):
-            info = zipfile.ZipInfo(name, date_time=now)
-            info.compress_type = zipfile.ZIP_STORED
-            with archive.open(info, "w", force_zip64=True) as member:
-                for chunk in blobs.iter_file(row.blob_key, PIECE_BYTES):
-                    member.write(chunk)
-                    if len(pipe.pending) >= PIECE_BYTES:
-                        yield pipe.take()
-            if len(pipe.pending) >= PIECE_BYTES:
-                yield pipe.take()
-    yield pipe.take()
+    try:
+        with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
+            for fp, name in zip(files, entry_names(rows), strict=True):
+                info = zipfile.ZipInfo(name, date_time=now)
+                info.compress_type = zipfile.ZIP_STORED
+                with fp, zf.open(info, "w", force_zip64=True) as member:
+                    while chunk := fp.read(PIECE_BYTES):
+                        member.write(chunk)
+                        if len(pipe.pending) >= PIECE_BYTES:
+                            yield pipe.take()
+                if len(pipe.pending) >= PIECE_BYTES:
+                    yield pipe.take()
+        yield pipe.take()
+    finally:
+        for fp in files:
+            fp.close()
