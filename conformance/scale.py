@@ -127,6 +127,16 @@ def fill(store: Store, template: Template, start: int, stop: int) -> float:
     return time.perf_counter() - started
 
 
+def analyze(store: Store) -> None:
+    """Planner statistics after the bulk load, as PostgreSQL's autovacuum gathers them a
+    moment later (and `ANALYZE` gives SQLite's planner); without them a planner that still
+    believes the tables small may scan a million rows."""
+    from sqlalchemy import text
+
+    with store.engine.begin() as connection:
+        connection.execute(text("ANALYZE"))
+
+
 def probe(url: str, pid: int, size: int, fill_seconds: float) -> Probe:
     session = bench.make_session()
     middle = size // INSTANCES_PER_STUDY // 2
@@ -184,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             seconds = fill(store, template, indexed, size)
             indexed = size
+            analyze(store)
             extra = ["--database-url", args.database_url] if args.database_url else []
             with run_ours_process(data, extra) as (url, pid):
                 bench.measure_latency("warm", bench.make_session(), url, "studies?limit=1",
