@@ -5,7 +5,8 @@ Markdown report of medians and ratios — the source of the README's table.
     python -m conformance.compare [--runs 3] [--quick] [--tuned] [--out conformance/results]
 
 Ours is `dicomweb serve` exactly as the README starts it (one process, its ingest pool);
-`--tuned` adds ours with `--workers 2` and Orthanc with `orthanc.TUNED_OPTIONS`.
+`--tuned` adds ours with `--workers 2`, ours with `--audit off` and Orthanc with
+`orthanc.TUNED_OPTIONS`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def contenders(tuned: bool) -> list[Contender]:
     ]
     if tuned:
         found += [
-            Contender("ours tuned", lambda d: run_ours(d, ["--workers", "2"])),
+            Contender("ours --workers 2", lambda d: run_ours(d, ["--workers", "2"])),
+            Contender("ours --audit off", lambda d: run_ours(d, ["--audit", "off"])),
             Contender("orthanc tuned", lambda d: run_theirs(d, True)),
         ]
     return found
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="benchmark runs per server")
     parser.add_argument("--quick", action="store_true", help="small benchmark (a few minutes)")
     parser.add_argument("--tuned", action="store_true",
-                        help="also ours with --workers 2 and Orthanc with TUNED_OPTIONS")
+                        help="also ours --workers 2, ours --audit off, Orthanc tuned")
     parser.add_argument("--no-conformance", action="store_true")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -256,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="compare-") as scratch:
         for run in range(args.runs):
             for contender in people:  # interleaved: a noisy minute hits every server alike
-                slug = contender.label.replace(" ", "-")
+                slug = contender.label.replace(" ", "-").replace("--", "")
                 with contender.start(Path(scratch) / f"{slug}-{run}") as url:
-                    if run == 0 and not args.no_conformance and "tuned" not in slug:
+                    if run == 0 and not args.no_conformance and contender.label in (
+                            "ours", "orthanc"):
                         conformance[contender.label] = run_json(
                             "conformance", url, contender.label,
                             args.out / f"{slug}-conformance.json", ["--no-fail"])
@@ -267,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                         args.out / f"{slug}-bench-{run + 1}.json", bench_extra))
             loads.append(load_average())
     workers = "ours: `dicomweb serve` (one process + its ingest pool, one per core)"
-    tuned = (f"; tuned: ours `--workers 2`, Orthanc {json.dumps(TUNED_OPTIONS)}"
-             if args.tuned else "")
+    tuned = (f"; also ours `--workers 2`, ours `--audit off`, Orthanc tuned "
+             f"{json.dumps(TUNED_OPTIONS)}" if args.tuned else "")
     sections = [
         "# Our server and Orthanc, measured in one run",
         f"Command: `python -m conformance.compare{' --quick' if args.quick else ''}"
