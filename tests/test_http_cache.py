@@ -87,3 +87,37 @@ def test_no_stale_frame_after_delete_and_new_version(server):
     assert response.status_code == 200 and response.headers["etag"] != old_etag
     frame = parse_multipart(response.headers["content-type"], response.content)[0][1]
     assert frame == bytes(second.PixelData)
+
+
+def test_overwrite_changes_every_validator(tmp_path, backend):
+    """DICOMWEB_DUPLICATES=overwrite: the new version's metadata, frame and rendered image
+    come with new ETags, and the hot frame location does not serve the old bytes."""
+    from conftest import start_server, stop_server
+
+    server = start_server(tmp_path / "data", backend,
+                          env={"DICOMWEB_DUPLICATES": "overwrite"})
+    try:
+        study, series, sop = new_uid(), new_uid(), new_uid()
+        first = image(study=study, series=series, sop=sop, instance_number=1)
+        assert server.stow(first).status_code == 200
+        instance = f"{server.url}/studies/{study}/series/{series}/instances/{sop}"
+        metadata = f"{server.url}/studies/{study}/series/{series}/metadata"
+        urls = [(metadata, "application/dicom+json"), (f"{instance}/frames/1", FRAME_ACCEPT),
+                (f"{instance}/rendered", "image/jpeg")]
+        before = {}
+        for url, accept in urls:
+            for _ in range(2):  # the second frame request is served from the hot location
+                response = get(url, accept)
+            before[url] = response.headers["etag"]
+        second = image(study=study, series=series, sop=sop, instance_number=2)
+        replaced = server.stow(second)
+        assert replaced.status_code == 200 and replaced.headers["cache-control"] == "no-store"
+        for url, accept in urls:
+            response = get(url, accept, **{"If-None-Match": before[url]})
+            assert response.status_code == 200, url
+            assert response.headers["etag"] != before[url]
+        frame = get(f"{instance}/frames/1", FRAME_ACCEPT)
+        assert parse_multipart(frame.headers["content-type"], frame.content)[0][1] == bytes(
+            second.PixelData)
+    finally:
+        stop_server(server)
