@@ -251,7 +251,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     async def lifespan(app: Starlette) -> Any:
         await run_in_threadpool(store.create_schema)
         await run_in_threadpool(store.recover)
-        ingest_pool.start()
         await run_in_threadpool(access.start)
         # What is alive now (modules, pydicom's dictionary, the app) lives as long as the
         # process: keep it out of full collections, which otherwise stall about one request in

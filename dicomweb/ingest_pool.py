@@ -93,6 +93,7 @@ class IngestPool:
         self.processes = processes
         self._executor: Executor | None = None
         self._warming: list[Future[int]] = []
+        self._closed = False
 
     def start(self) -> None:
         if self.processes <= 0 or self._executor is not None:
@@ -113,6 +114,7 @@ class IngestPool:
         return self._executor is not None and all(f.done() for f in self._warming)
 
     def close(self) -> None:
+        self._closed = True
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -122,6 +124,8 @@ class IngestPool:
         limits: InflateLimits = InflateLimits(),
     ) -> list[Parsed]:
         """The parts of one batch, split evenly over the workers; order is kept."""
+        if self._executor is None and not self._closed:
+            self.start()  # on the first upload: a server that only answers reads spawns nothing
         executor = self._executor
         loop = asyncio.get_running_loop()
         if executor is None or not self.ready:
