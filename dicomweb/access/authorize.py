@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dicomweb.access import ADMIN, DELETE, READ, WRITE, Principal, study_filter
 from dicomweb.config import Settings
 from dicomweb.errors import Forbidden, NotFound, Unauthorized
-from dicomweb.store.access import StudyFilter, studies_of, visible_studies
+from dicomweb.store.access import StudyFilter, visible_objects
 
 PUBLIC = "public"
 REALM = 'Bearer realm="dicomweb"'
@@ -29,6 +29,8 @@ REALM = 'Bearer realm="dicomweb"'
 #: components at least, so decimal numbers (window=40.5) are not taken for one.
 UID_VALUE = re.compile(r"[0-9]+(?:\.[0-9]+){2,}")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Query parameters whose UIDs are Frames of Reference, not stored objects.
+NOT_OBJECTS = frozenset({"from", "to"})
 
 
 @dataclass(frozen=True)
@@ -138,14 +140,17 @@ def describe(params: dict[str, Any]) -> str:
     return text
 
 
-def referenced_uids(query_string: bytes) -> set[str]:
+def referenced_uids(query_string: bytes) -> list[tuple[str, str]]:
+    """(parameter, UID) pairs of the query that may name stored objects."""
     from urllib.parse import parse_qsl
 
-    found: set[str] = set()
-    for _, value in parse_qsl(query_string.decode("latin-1")):
+    found: list[tuple[str, str]] = []
+    for name, value in parse_qsl(query_string.decode("latin-1")):
+        if name in NOT_OBJECTS:
+            continue
         for item in re.split(r"[,\\\s]+", value):
             if len(item) <= 64 and UID_VALUE.fullmatch(item):
-                found.add(item)
+                found.append((name, item))
     return found
 
 
@@ -183,22 +188,24 @@ class Guard:
         await self.app(scope, receive, send)
 
     async def check_studies(self, scope: Scope, access: StudyFilter) -> None:
+        """404 unless the path's study and every object the query names are stored and
+        visible: a hidden study answers exactly like an unknown one (one query)."""
         params = scope.get("path_params", {})
-        store = scope["app"].state.store
         study = params.get("study")
-        shared = access.labels is None and access.study == study  # no query needed
-        if study is not None and not shared and not await run_in_threadpool(
-                visible_studies, store.engine, access, [study]):
-            scope["state"]["access_denied"] = f"study {study} is not visible to the caller"
+        references = referenced_uids(scope.get("query_string", b""))
+        shared = access.labels is None and access.study == study  # a share's own study
+        wanted = {uid for _, uid in references} | ({study} if study and not shared else set())
+        if not wanted:
+            return
+        engine = scope["app"].state.store.engine
+        visible = await run_in_threadpool(visible_objects, engine, access, wanted)
+        if study is not None and not shared and study not in visible:
+            scope["state"]["access_denied"] = "study not visible to the caller"
             raise NotFound(f"no instance matches {describe(params)}")
-        uids = referenced_uids(scope.get("query_string", b""))
-        if uids:
-            touched = await run_in_threadpool(studies_of, store.engine, uids)
-            hidden = touched - await run_in_threadpool(visible_studies, store.engine, access,
-                                                       touched)
-            if hidden:
-                scope["state"]["access_denied"] = "a referenced study is not visible"
-                raise NotFound("no stored object matches the UIDs of this request")
+        for name, uid in references:
+            if uid not in visible:
+                scope["state"]["access_denied"] = f"{name}: object not visible to the caller"
+                raise NotFound(f"no stored object matches {name}={uid}", parameter=name)
 
 
 def protect(routes: Sequence[BaseRoute], settings: Settings, *, prefix: str = "") -> None:
