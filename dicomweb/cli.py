@@ -1,4 +1,4 @@
-"""`dicomweb serve | import | viewer fetch | apikey create|list|revoke`."""
+"""`dicomweb serve | import | viewer fetch | apikey create|list|revoke | audit verify`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = viewer_commands.add_parser(
         "fetch", help="download the pinned OHIF viewer build from the npm registry")
     add_setting_options(fetch, "viewer")
+
+    audit = commands.add_parser("audit", help="the audit trail of access to patient data")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chain; name the first altered, inserted or missing record")
+    add_setting_options(verify, "audit")
 
     importer = commands.add_parser("import", help="import files, folders and zip archives")
     importer.add_argument("paths", nargs="+", type=Path)
@@ -137,6 +143,28 @@ def run_import(args: argparse.Namespace) -> int:
     return 0 if not summary.failed else 1
 
 
+def run_audit(args: argparse.Namespace) -> int:
+    from dicomweb.audit import AuditTrail
+    from dicomweb.store.repository import Store
+
+    settings = settings_from(args, "audit")
+    store = Store(settings)
+    trail = AuditTrail(store)
+    try:
+        store.create_schema()
+        verdict = trail.verify()
+    finally:
+        trail.close()
+        store.close()
+    if verdict.intact:
+        print(f"audit trail intact: {verdict.records} records, last {verdict.head_seq} "
+              f"(hash {verdict.head_hash})")
+        return 0
+    print(f"audit trail BROKEN after {verdict.records} intact records: {verdict.problem}",
+          file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -144,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args)
         if args.command == "viewer":
             return run_viewer(args)
+        if args.command == "audit":
+            return run_audit(args)
         if args.command == "apikey":
             from dicomweb.access.cli import run_apikey
 

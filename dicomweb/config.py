@@ -83,6 +83,14 @@ class Settings:
     viewer_dicomweb_root: str | None = setting(
         None, "DICOMweb root the viewer uses when the data is on another server",
         option="--viewer-dicomweb-root")
+    #: Record every request touching patient data in the audit trail (PS3.15 A.5, IHE BALP).
+    audit: Literal["on", "off"] = setting(
+        "on", "audit trail of every access to patient data: on or off", option="--audit")
+    #: OAuth client id of the OHIF viewer at the OpenID provider (`--oidc-issuer`): with it,
+    #: `serve --viewer` makes OHIF sign in (authorization code with PKCE) and send the token.
+    viewer_oidc_client_id: str | None = setting(
+        None, "OpenID client id of the served OHIF viewer (with --oidc-issuer): users sign in",
+        option="--viewer-oidc-client-id")
 
     # --- access control (README "Access control") ------------------------------------------
     #: OpenID Connect issuer whose JWT access tokens are accepted (discovery at

@@ -55,6 +55,7 @@ async def store_instances(request: Request) -> Response:
     writer = study_writer_of(request)
     media_type, params = media_type_and_params(request.headers.get("content-type", ""))
     outcomes: list[StoredInstance | InstanceRejected] = []
+    request.state.stow_outcomes = outcomes  # the audit trail reads what was stored, even on error
     if media_type == "multipart/related":
         part_type = params.get("type", "").lower()
         if part_type and part_type != DICOM:

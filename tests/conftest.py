@@ -54,9 +54,9 @@ class Server:
 
 def start_server(
     data_dir: Path, database_url: str | None, *, workers: int = 1, extra: list[str] | None = None,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, port: int | None = None,
 ) -> Server:
-    port = free_port()
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
     command = [

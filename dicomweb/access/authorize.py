@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dicomweb.access import ADMIN, DELETE, READ, WRITE, Principal, study_filter
 from dicomweb.config import Settings
 from dicomweb.errors import Forbidden, NotFound, Unauthorized
-from dicomweb.store.access import StudyFilter, visible_objects
+from dicomweb.store.access import EVERY_STUDY, StudyFilter, visible_objects
 
 PUBLIC = "public"
 REALM = 'Bearer realm="dicomweb"'
@@ -200,12 +200,20 @@ class Guard:
         engine = scope["app"].state.store.engine
         visible = await run_in_threadpool(visible_objects, engine, access, wanted)
         if study is not None and not shared and study not in visible:
-            scope["state"]["access_denied"] = "study not visible to the caller"
+            await self.deny_if_stored(scope, engine, study, "study not visible to the caller")
             raise NotFound(f"no instance matches {describe(params)}")
         for name, uid in references:
             if uid not in visible:
-                scope["state"]["access_denied"] = f"{name}: object not visible to the caller"
+                await self.deny_if_stored(scope, engine, uid,
+                                          f"{name}: object not visible to the caller")
                 raise NotFound(f"no stored object matches {name}={uid}", parameter=name)
+
+    @staticmethod
+    async def deny_if_stored(scope: Scope, engine: Any, uid: str, reason: str) -> None:
+        """The answer is the same either way; the audit records a hidden object as denied,
+        an unknown one as a plain 404."""
+        if await run_in_threadpool(visible_objects, engine, EVERY_STUDY, [uid]):
+            scope["state"]["access_denied"] = reason
 
 
 def protect(routes: Sequence[BaseRoute], settings: Settings, *, prefix: str = "") -> None:

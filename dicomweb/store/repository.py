@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, delete, exists, select
+from sqlalchemy import Connection, MetaData, bindparam, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from dicomweb.config import Settings
@@ -106,6 +106,8 @@ class Store:
         self.blobs = BlobStore(settings.effective_blob_dir)
         self.index_hooks: list[IndexHook] = []
         self.delete_hooks: list[DeleteHook] = []
+        #: Tables of extensions (audit, access…), created with the index's by create_schema.
+        self.extension_tables: list[MetaData] = []
         self._register_rt_hooks()
 
     def _register_rt_hooks(self) -> None:
@@ -114,8 +116,12 @@ class Store:
         self.index_hooks.append(indexing.index_hook)
         self.delete_hooks.append(indexing.delete_hook)
 
+    def register_tables(self, metadata: MetaData) -> None:
+        if metadata not in self.extension_tables:
+            self.extension_tables.append(metadata)
+
     def create_schema(self) -> None:
-        create_schema(self.engine)
+        create_schema(self.engine, self.extension_tables)
 
     def close(self) -> None:
         self.engine.dispose()
