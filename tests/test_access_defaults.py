@@ -214,3 +214,15 @@ def test_server_log_holds_no_authorization(auth_server: Server, oidc_provider) -
                  timeout=30)
     log = auth_server.log()
     assert reader.token not in log and "Bearer ey" not in log
+
+
+def test_the_docker_image_and_compose_file_are_never_anonymous() -> None:
+    docker = Path(__file__).resolve().parent.parent / "docker"
+    compose = (docker / "compose.yaml").read_text()
+    dockerfile = (docker / "Dockerfile").read_text()
+    assert "ALLOW_ANONYMOUS" not in compose and "allow-anonymous" not in compose
+    assert "ALLOW_ANONYMOUS" not in dockerfile and "allow-anonymous" not in dockerfile
+    # Both server services take the provider settings, which compose requires (`:?`).
+    assert compose.count("<<: *authentication") == 2
+    assert "${DICOMWEB_OIDC_ISSUER:?" in compose and "${DICOMWEB_OIDC_AUDIENCE:?" in compose
+    assert "DICOMWEB_HOST=0.0.0.0" in dockerfile  # so `serve` refuses to start without auth
