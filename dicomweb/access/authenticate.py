@@ -57,6 +57,9 @@ class AccessControl:
         self.api_keys = ApiKeys(store.engine, settings.credential_cache_seconds)
         self.shares = Shares(store.engine, settings.credential_cache_seconds)
         self._open: ExpiringCache[bool] = ExpiringCache(settings.credential_cache_seconds)
+        #: Objects (UIDs) a study filter was found to see; see authorize.Guard.
+        self.visible: ExpiringCache[bool] = ExpiringCache(settings.credential_cache_seconds,
+                                                          max_entries=65536)
 
     def start(self) -> None:
         """At start-up (in a worker thread): fetch the provider's keys, say the mode."""

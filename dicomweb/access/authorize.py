@@ -189,7 +189,9 @@ class Guard:
 
     async def check_studies(self, scope: Scope, access: StudyFilter) -> None:
         """404 unless the path's study and every object the query names are stored and
-        visible: a hidden study answers exactly like an unknown one (one query)."""
+        visible: a hidden study answers exactly like an unknown one (one query, none when
+        the answers are remembered: what a filter sees is kept for the credential cache
+        time, so a label taken off a study stops granting access within that delay)."""
         params = scope.get("path_params", {})
         study = params.get("study")
         references = referenced_uids(scope.get("query_string", b""))
@@ -198,7 +200,14 @@ class Guard:
         if not wanted:
             return
         engine = scope["app"].state.store.engine
-        visible = await run_in_threadpool(visible_objects, engine, access, wanted)
+        remembered = scope["app"].state.access.visible
+        prefix = filter_key(access)
+        visible = {uid for uid in wanted if remembered.get(prefix + uid)}
+        if wanted - visible:
+            found = await run_in_threadpool(visible_objects, engine, access, wanted - visible)
+            for uid in found:
+                remembered.put(prefix + uid, True)
+            visible |= found
         if study is not None and not shared and study not in visible:
             await self.deny_if_stored(scope, engine, study, "study not visible to the caller")
             raise NotFound(f"no instance matches {describe(params)}")
@@ -214,6 +223,11 @@ class Guard:
         an unknown one as a plain 404."""
         if await run_in_threadpool(visible_objects, engine, EVERY_STUDY, [uid]):
             scope["state"]["access_denied"] = reason
+
+
+def filter_key(access: StudyFilter) -> str:
+    labels = "\x1f".join(sorted(access.labels)) if access.labels is not None else "*"
+    return f"{labels}\x1e{access.study or '*'}\x1e"
 
 
 def protect(routes: Sequence[BaseRoute], settings: Settings, *, prefix: str = "") -> None:
