@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from contextlib import asynccontextmanager
@@ -29,12 +30,13 @@ from dicomweb.audit import AuditMiddleware, AuditTrail, audit_routes
 from dicomweb.capabilities import capabilities_route
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
+from dicomweb.guards import InternalErrors, RequestBodyLimit
 from dicomweb.negotiation import accepts_json
 from dicomweb.pixels.routes import routes as pixel_routes
 from dicomweb.rt.routes import routes as rt_routes
 from dicomweb.store import query as store_query
 from dicomweb.store.repository import Store
-from dicomweb.urls import service_base_url
+from dicomweb.urls import TrustedProxies, service_base_url
 
 log = logging.getLogger("dicomweb")
 
@@ -91,8 +93,10 @@ async def ready(request: Request) -> Response:
 
     try:
         await run_in_threadpool(ping)
-    except Exception as exc:  # any database failure means not ready
-        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+    except Exception:  # any database failure means not ready; the details go to the log
+        log.exception("readiness check: the database does not answer")
+        return JSONResponse({"status": "unavailable", "detail": "the database does not answer"},
+                            status_code=503)
     return JSONResponse({"status": "ready"})
 
 
@@ -190,6 +194,19 @@ def configure_logging(level: str) -> None:
     logging.getLogger("dicomweb").setLevel(level.upper())
 
 
+#: How often each worker removes what dead processes left (temp files, unindexed blobs).
+SWEEP_INTERVAL_S = 60.0
+
+
+async def sweep_periodically(store: Store) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        try:
+            await run_in_threadpool(store.recover)
+        except Exception:  # the next round tries again; the reason goes to the log
+            log.exception("sweeping temp files and unindexed blobs failed")
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
@@ -206,7 +223,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         # process: keep it out of full collections, which otherwise stall about one request in
         # ten for ~60 ms (QIDO study list p90 47 ms without this, 9 ms with it).
         gc.freeze()
+        sweeper = asyncio.create_task(sweep_periodically(store))
         yield
+        sweeper.cancel()
         audit_trail.close()
         store.close()
 
@@ -228,13 +247,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     routes = [r for r in routes if r is not None]
     protect(routes, settings)  # every route, present and future, behind one authorization
     middleware = [
+        Middleware(TrustedProxies, allow=settings.forwarded_allow_ips),  # first: the client
         Middleware(CorsPolicy, access=access, expose_headers=EXPOSED_HEADERS),
         Middleware(CrossOriginResourcePolicy),
         Middleware(AccessLog),
+        Middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes),
         # Outside the access layer, so that what it refuses (401, 403) is recorded too.
         *([Middleware(AuditMiddleware, trail=audit_trail, root_path=settings.root_path)]
           if settings.audit == "on" else []),
         Middleware(Authentication, access=access),
+        Middleware(InternalErrors),  # innermost: an exception never reaches the server
     ]
     app = Starlette(
         routes=routes,

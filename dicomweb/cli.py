@@ -101,6 +101,10 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,  # dicomweb.access logs one JSON object per request instead
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        # The app applies --forwarded-allow-ips itself (urls.TrustedProxies, with uvicorn's
+        # ProxyHeadersMiddleware), so that it also knows whether Host-rewriting headers count.
+        proxy_headers=False,
+        forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
     )
     return 0
 

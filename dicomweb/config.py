@@ -68,6 +68,20 @@ class Settings:
         "reject", "same SOP Instance UID with other bytes: reject or overwrite")
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
+    #: Largest request body (a STOW request, all parts) and largest zip member `import` takes.
+    max_upload_bytes: int = setting(4 << 30, "largest request body / archive member in bytes")
+    #: Most parts in one multipart STOW request.
+    max_parts: int = setting(10000, "most parts in one STOW request")
+    #: Largest inflated Deflated Explicit VR Little Endian dataset (it is inflated in memory).
+    max_inflated_bytes: int = setting(256 << 20, "largest inflated deflated dataset in bytes")
+    #: Largest inflated/compressed size ratio of a deflated dataset or a zip member, checked
+    #: once it is past 16 MiB (zip bombs reach ~1000).
+    max_inflate_ratio: int = setting(200, "largest inflate ratio of deflated data and archives")
+    #: Peers whose Forwarded / X-Forwarded-* headers are believed (comma list of addresses or
+    #: networks, "*" for any), as uvicorn's and gunicorn's --forwarded-allow-ips.
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1", "::1"), "proxies whose Forwarded / X-Forwarded-* headers are trusted",
+        option="--forwarded-allow-ips")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
         "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).

@@ -53,8 +53,13 @@ class Server:
 
 
 def start_server(
-    data_dir: Path, database_url: str | None, *, workers: int = 1, extra: list[str] | None = None,
-    env: dict[str, str] | None = None, port: int | None = None,
+    data_dir: Path,
+    database_url: str | None,
+    *,
+    workers: int = 1,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Server:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +129,25 @@ def postgres_database() -> Iterator[str]:
     base, _, _ = admin_url.rpartition("/")
     yield f"{base}/{name}"
     with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def own_database(backend: str | None) -> Iterator[str | None]:
+    """A database of the test module's own, for servers whose state must not leak into the
+    session's shared one (API keys turn authentication on; tampered audit chains): None on
+    SQLite (a server's data folder is its own), a fresh PostgreSQL database otherwise."""
+    if backend is None:
+        yield None
+        return
+    import psycopg
+
+    admin = os.environ[POSTGRES_ENV].replace("postgresql+psycopg://", "postgresql://")
+    name = f"dicomweb_own_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield f"{backend.rpartition('/')[0]}/{name}"
+    with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
