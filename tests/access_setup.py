@@ -1,5 +1,6 @@
-"""Shared by the access tests: a server with authentication on (OpenID provider, labels), its
-own database (API keys there must not close the session's open server), and a small world of
+"""Shared by the access tests: a server with authentication on (OpenID provider, labels) on
+conftest's `own_database` (API keys there must not close the session's open server), and a
+small world of
 studies with labels A, B and none, RT objects among them.
 
 World (labels from the writer's token):
@@ -22,7 +23,7 @@ from pathlib import Path
 import factory
 import pytest
 import requests
-from conftest import POSTGRES_ENV, Server, start_server, stop_server
+from conftest import Server, start_server, stop_server
 from factory import with_meta
 from oidc import OidcProvider
 from pydicom.dataset import Dataset
@@ -32,24 +33,6 @@ from dicomweb.config import Settings
 from dicomweb.viewer import is_fetched
 
 SEED_A, SEED_B = 8101, 8102
-
-
-@pytest.fixture(scope="module")
-def own_database(backend: str | None) -> Iterator[str | None]:
-    """A database of this module's own on PostgreSQL (None for SQLite: a data folder)."""
-    if backend is None:
-        yield None
-        return
-    import psycopg
-
-    admin_url = os.environ[POSTGRES_ENV]
-    name = f"dicomweb_access_{uuid.uuid4().hex[:10]}"
-    conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"{admin_url.rpartition('/')[0]}/{name}"
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def oidc_args(provider: OidcProvider) -> list[str]:

@@ -21,8 +21,6 @@ from sqlalchemy import create_engine, text
 
 from dicomweb.access.apikeys import KEY_PREFIX
 
-own_database = access_setup.own_database  # fixture
-
 
 @pytest.fixture(scope="module")
 def key_server(own_database, tmp_path_factory) -> Iterator[Server]:

@@ -21,7 +21,7 @@ from dicomweb.access.authorize import PUBLIC, RULES, UNLISTED, protect, rules_fo
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError
 
-own_database, auth_server = access_setup.own_database, access_setup.auth_server  # fixtures
+auth_server = access_setup.auth_server  # fixture
 
 #: What stays open with authentication on, and why (README "Access control"): health checks
 #: for load balancers, and the viewer's files and app-config.js so OHIF can show its login.

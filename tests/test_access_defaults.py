@@ -29,7 +29,7 @@ from dicomweb.access.cli import startup_refusal
 from dicomweb.config import ConfigError, Settings
 from dicomweb.store.repository import Store
 
-own_database, auth_server = access_setup.own_database, access_setup.auth_server  # fixtures
+auth_server = access_setup.auth_server  # fixture
 EVIL = "http://evil.example"
 
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from access_setup import Caller, auth_settings, concrete, route_table, uids_for
 
-own_database, auth_server = access_setup.own_database, access_setup.auth_server  # fixtures
+auth_server = access_setup.auth_server  # fixture
 world = access_setup.world
 
 STUDY_UID = "0020000D"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import access_setup
 import factory
 import jwt
 import pytest
@@ -28,8 +27,6 @@ from oidc import (
 
 from dicomweb.access import READ, WRITE
 from dicomweb.access.oidc import CLOCK_SKEW_SECONDS, REFETCH_SECONDS, OidcVerifier
-
-own_database = access_setup.own_database  # fixture
 
 OHIF = Client("ohif", redirect_uris=("http://127.0.0.1:9/callback",))
 

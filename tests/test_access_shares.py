@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-import access_setup
 import factory
 import jwt
 import pytest
@@ -16,7 +15,6 @@ import requests
 from access_setup import Caller, start_auth_server, viewer_args
 from conftest import Server, stop_server
 
-own_database = access_setup.own_database  # fixture
 MAX_SECONDS = 3600
 
 

@@ -68,6 +68,9 @@ INSTANCE = SERIES + "/instances/{instance}"
 RULES: tuple[Rule, ...] = (
     rule("GET HEAD", "/healthz", PUBLIC, server=True),
     rule("GET HEAD", "/readyz", PUBLIC, server=True),
+    # Prometheus metrics (outside the root): operational data, for admins (scrapers send a
+    # token or an API key).
+    rule("GET HEAD", "/metrics", ADMIN, server=True),
     rule("GET HEAD", "/{path:path}", PUBLIC, server=True),
     # PS3.18 8.9 Retrieve Capabilities.
     rule("OPTIONS", "/", READ),
