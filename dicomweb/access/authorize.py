@@ -18,7 +18,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dicomweb.access import ADMIN, DELETE, READ, WRITE, Principal, study_filter
+from dicomweb.access import (
+    ADMIN,
+    DELETE,
+    READ,
+    UNAUTHENTICATED,
+    WRITE,
+    Principal,
+    study_filter,
+)
 from dicomweb.config import Settings
 from dicomweb.errors import Forbidden, NotFound, Unauthorized
 from dicomweb.store.access import EVERY_STUDY, StudyFilter, visible_objects
@@ -170,10 +178,8 @@ class Guard:
         found = self.rules.get(method)
         permission = found.permission if found else UNLISTED
         state = scope.setdefault("state", {})
-        principal = state.get("principal")
-        if principal is None:  # no Authentication middleware: an app without access control
-            await self.app(scope, receive, send)
-            return
+        # Without the Authentication middleware nobody is anybody: fail closed.
+        principal = state.get("principal", UNAUTHENTICATED)
         try:
             authorize(principal, permission, credential_error=state.get("credential_error"),
                       method=method)
