@@ -84,14 +84,16 @@ def principal_app(principal: Principal) -> Starlette:
         return PlainTextResponse(exc.message, status_code=exc.status_code)
 
     routes = [Mount("/dicomweb", routes=[Route("/new-thing", hello),
-                                         Route("/studies/{study}/poke", hello, methods=["POST"])])]
+                                         Route("/studies/{study}/poke", hello, methods=["POST"])]),
+              Mount("/mounted", app=PlainTextResponse("hello"))]
     protect(routes, Settings())
     return Starlette(routes=routes, middleware=[Middleware(Fixed)],
                      exception_handlers={DicomWebError: error})
 
 
 @pytest.mark.parametrize("path,method", [("/dicomweb/new-thing", "GET"),
-                                         ("/dicomweb/studies/1.2.3/poke", "POST")])
+                                         ("/dicomweb/studies/1.2.3/poke", "POST"),
+                                         ("/mounted/anything", "GET")])
 def test_an_unlisted_route_needs_admin(path: str, method: str) -> None:
     everything_but_admin = Principal("oidc", "u", ALL_SCOPES - {ADMIN}, None)
     refused = TestClient(principal_app(everything_but_admin)).request(method, path)

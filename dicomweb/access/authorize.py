@@ -174,6 +174,9 @@ class Guard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # nothing here speaks WebSocket: refuse (policy violation)
+            await send({"type": "websocket.close", "code": 1008})
+            return
         method = scope["method"]
         found = self.rules.get(method)
         permission = found.permission if found else UNLISTED
@@ -242,12 +245,14 @@ def filter_key(access: StudyFilter) -> str:
 def protect(routes: Sequence[BaseRoute], settings: Settings, *, prefix: str = "") -> None:
     """Put every route (inside mounts too) behind the Guard, with its rules by method."""
     for route in routes:
-        if isinstance(route, Mount):
+        if isinstance(route, Mount) and route.routes:
             protect(route.routes, settings, prefix=prefix + route.path)
         elif isinstance(route, Route):
             template = prefix + route.path
             route.app = Guard(route.app, rules_for(route.methods or {"GET"}, template, settings),
                               settings)
+        elif hasattr(route, "app"):  # a mounted app, a host, a websocket: no rule, admin only
+            route.app = Guard(route.app, {}, settings)
 
 
 def rules_for(methods: Iterable[str], template: str, settings: Settings
