@@ -65,6 +65,7 @@ class AccessControl:
         """At start-up (in a worker thread): fetch the provider's keys, say the mode."""
         if self.oidc is not None:
             self.oidc.refresh(force=True)
+        self.shares.secret()  # read (or made) now, not on the event loop at the first link
         if self.settings.allow_anonymous:
             log.warning("anonymous access is allowed (--allow-anonymous): anyone who can reach "
                         "%s:%d can read, store and delete every study", self.settings.host,
