@@ -18,7 +18,7 @@ from pathlib import Path
 import factory
 import pytest
 import requests
-from conftest import POSTGRES_ENV, Server, start_server, stop_server
+from conftest import Server, start_server, stop_server
 from sqlalchemy import Engine, create_engine, text
 
 TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -26,24 +26,6 @@ TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def database_url(server: Server) -> str:
     return server.database_url or f"sqlite:///{server.data_dir / 'index.sqlite'}"
-
-
-@pytest.fixture(scope="module")
-def own_database(backend: str | None) -> Iterator[str | None]:
-    """A database of this module's own (the chain is tampered with): None on SQLite (the
-    server's data folder is its own), a fresh PostgreSQL database otherwise."""
-    if backend is None:
-        yield None
-        return
-    import psycopg
-
-    admin = os.environ[POSTGRES_ENV].replace("postgresql+psycopg://", "postgresql://")
-    name = f"dicomweb_audit_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"{backend.rpartition('/')[0]}/{name}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 
 @pytest.fixture(scope="module")
-def secured(backend: str | None, tmp_path_factory) -> Iterator[tuple[Server, OidcProvider,
+def secured(own_database: str | None, tmp_path_factory) -> Iterator[tuple[Server, OidcProvider,
                                                                        str]]:
     """A server with OIDC, labels-based study access and one API key (printed once)."""
     data = tmp_path_factory.mktemp("audit-access")
@@ -30,13 +30,14 @@ def secured(backend: str | None, tmp_path_factory) -> Iterator[tuple[Server, Oid
         *DEFAULT_CLIENTS, Client("ohif", redirect_uris=(f"http://127.0.0.1:{port}/callback",))])
     command = [sys.executable, "-m", "dicomweb.cli", "apikey", "create", "--name", "scanner",
                "--scopes", "dicomweb:write", "--labels", "A", "--data", str(data)]
-    if backend:
-        command += ["--database-url", backend]
+    if own_database:
+        command += ["--database-url", own_database]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
     created = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env,
                              check=True)
     key = created.stdout.split()[0]
-    server = start_server(data, backend, port=port, env={"DICOMWEB_CREDENTIAL_CACHE_SECONDS": "0"},
+    server = start_server(data, own_database, port=port,
+                          env={"DICOMWEB_CREDENTIAL_CACHE_SECONDS": "0"},
                           extra=["--oidc-issuer", provider.issuer, "--oidc-audience",
                                  provider.audience, "--study-access", "labels"])
     try:

@@ -3,6 +3,7 @@ points at a missing file and a failure leaves the instance either whole or absen
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from dicomweb.errors import (
     NotFound,
 )
 from dicomweb.ingest import IngestedInstance, ingest_file
+from dicomweb.part10 import InflateLimits
 from dicomweb.store.access import (
     ANY_WRITER,
     EVERY_STUDY,
@@ -104,6 +106,8 @@ class Store:
         self.settings = settings
         self.engine = make_engine(settings.effective_database_url)
         self.blobs = BlobStore(settings.effective_blob_dir)
+        self.inflate_limits = InflateLimits(settings.max_inflated_bytes,
+                                            settings.max_inflate_ratio)
         self.index_hooks: list[IndexHook] = []
         self.delete_hooks: list[DeleteHook] = []
         #: Tables of extensions (audit, access…), created with the index's by create_schema.
@@ -121,7 +125,11 @@ class Store:
             self.extension_tables.append(metadata)
 
     def create_schema(self) -> None:
+        """Make what the store keeps: the index schema (and registered extensions' tables),
+        then the blob folders. The constructor creates nothing, so a start that fails before
+        this leaves no trace."""
         create_schema(self.engine, self.extension_tables)
+        self.blobs.create_folders()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -152,10 +160,14 @@ class Store:
             parsed: list[tuple[int, IngestedInstance, Path]] = []
             for position, path in enumerate(temp_paths):
                 try:
-                    ingested = ingest_file(path, expected_study=expected_study)
+                    ingested = ingest_file(
+                        path, expected_study=expected_study, limits=self.inflate_limits
+                    )
                     parsed.append((position, ingested, path))
                 except InstanceRejected as rejected:
                     outcomes[position] = rejected
+                except Exception as exc:  # that part's failure, not the batch's
+                    outcomes[position] = rejection_for(exc)
             parsed = self._writable(parsed, outcomes, writer)
             labels = writer.labels
             stored = self._existing_many([ingested.sop_instance_uid for _, ingested, _ in parsed])
@@ -172,14 +184,18 @@ class Store:
                     ingested.study_instance_uid, ingested.series_instance_uid, sop
                 )
                 fresh.append((position, ingested, path, key))
-            for position, outcome in self._store_fresh(fresh, labels):
-                outcomes[position] = outcome
+            try:
+                for position, outcome in self._store_fresh(fresh, labels):
+                    outcomes[position] = outcome
+            except Exception as exc:  # e.g. the journal cannot be written: disk full
+                for position, *_ in fresh:
+                    outcomes[position] = rejection_for(exc)
             for position, ingested, path in one_by_one:
                 outcomes[position] = guarded(
                     lambda i=ingested, p=path: self._store_ingested(i, p, labels))
         finally:
             for path in temp_paths:
-                path.unlink(missing_ok=True)
+                self.blobs.discard(path)
         return [o for o in outcomes if o is not None]
 
     def _writable(
@@ -327,8 +343,9 @@ class Store:
 
     def recover(self, grace: timedelta = RECOVERY_GRACE) -> int:
         """Remove blobs a crash left between their move into place and their index commit
-        (and old temp files). Returns how many blobs were removed."""
-        self.blobs.sweep_temp_files()
+        (and temp files whose writer is dead). Returns how many blobs were removed."""
+        if swept := self.blobs.sweep_temp_files():
+            log.warning("removed %d temp file(s) left by a dead process", swept)
         cutoff = utcnow() - grace
         with self.engine.connect() as connection:
             keys = [
@@ -556,12 +573,34 @@ def guarded(store_one: Callable[[], StoredInstance]) -> StoredInstance | Instanc
         return store_one()
     except InstanceRejected as rejected:
         return rejected
-    except OSError as exc:
-        log.exception("storing an instance failed while writing")
-        return InstanceRejected(OUT_OF_RESOURCES, f"cannot store the instance: {exc}")
     except Exception as exc:
-        log.exception("storing an instance failed")
-        return InstanceRejected(PROCESSING_FAILURE, f"processing failure: {exc}")
+        return rejection_for(exc)
+
+
+#: errno values and SQLSTATE class / SQLite text that mean the disk or a quota is full.
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+        return True
+    original = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if getattr(original, "sqlstate", None) in ("53100", "53200"):  # disk full, out of memory
+        return True
+    return "database or disk is full" in str(original or "")
+
+
+def rejection_for(exc: BaseException) -> InstanceRejected:
+    """An unexpected failure while storing one instance, in words; the details to the log."""
+    if is_out_of_space(exc):
+        log.error("storing an instance failed: out of space (%s)", exc)
+        return InstanceRejected(OUT_OF_RESOURCES, "the server is out of disk space")
+    if isinstance(exc, (OSError, MemoryError)):
+        log.exception("storing an instance failed while writing")
+        return InstanceRejected(OUT_OF_RESOURCES, "the server could not write the instance")
+    log.exception("storing an instance failed")
+    return InstanceRejected(PROCESSING_FAILURE, "the server could not store the instance "
+                            "(the reason is in its log)")
 
 
 def _null() -> Any:
