@@ -107,6 +107,11 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...] = setting(
         ("127.0.0.1", "::1"), "proxies whose Forwarded / X-Forwarded-* headers are trusted",
         option="--forwarded-allow-ips")
+    #: After SIGTERM, how long requests in flight (a STOW upload) may take to finish before
+    #: they are cancelled; below the 30 s an orchestrator waits before it kills.
+    shutdown_grace_seconds: int = setting(
+        25, "seconds requests in flight get to finish after SIGTERM",
+        option="--shutdown-grace-seconds")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
         "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).

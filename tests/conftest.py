@@ -17,13 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import factory
 import pytest
 import requests
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-import factory  # noqa: E402
-from oidc import OidcProvider, start_provider  # noqa: E402
+from oidc import OidcProvider, start_provider
 
 POSTGRES_ENV = "DICOMWEB_TEST_POSTGRES_URL"
 

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 from starlette.requests import Request
 
-from dicomweb import transcoding
+from dicomweb import metrics, transcoding
 from dicomweb.errors import NotFound
 from dicomweb.store.repository import InstanceLocation, Store
 from dicomweb.store.tables import Instance, Series
@@ -156,6 +156,13 @@ class Volumes:
 
     def volume(self, request: Request, study: str, series: str) -> tuple[SeriesVolume, bool]:
         """The cached volume of the series, or loaded now; also whether it was cached."""
+        volume, cached = self._cached_or_loaded(request, study, series)
+        metrics.record_volume_lookup(cached, self.cache(request).memory_used)
+        return volume, cached
+
+    def _cached_or_loaded(
+        self, request: Request, study: str, series: str
+    ) -> tuple[SeriesVolume, bool]:
         cache = self.cache(request)
         key = VolumeCache.key(series, self.version(study, series))
         volume = cache.get(key)
