@@ -170,7 +170,9 @@ class StowClient:
                                         timeout=TIMEOUT_S)
         except requests.RequestException as exc:
             raise ServerUnusable(f"cannot reach {self.url}: {reason_of(exc)}") from None
-        if response.status_code in (401, 403) or response.status_code >= 500:
+        # 403 is no refusal: a key that may store but not search still imports (every file is
+        # then sent, the server answering those it has as duplicates).
+        if response.status_code == 401 or response.status_code >= 500:
             raise ServerUnusable(f"{self.url}: {http_failure(response)}")
         if response.status_code == 404:
             raise ServerUnusable(f"{self.url}: HTTP 404: not a DICOMweb root (no /studies)")
