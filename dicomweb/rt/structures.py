@@ -476,17 +476,23 @@ def _make_plane(group: list[tuple[float, np.ndarray]], n: np.ndarray, u: np.ndar
 # ----------------------------------------------------------------------------------------
 # ROI measures
 # ----------------------------------------------------------------------------------------
-def roi_volume_cc(roi: Roi, slice_thickness: float | None = None) -> float:
-    """Volume (cm³) of the CLOSED_PLANAR contours: sum of plane areas × slab thickness.
+def roi_volume_cc(roi: Roi, slice_thickness: float | None = None,
+                  endcap: str = "auto") -> float:
+    """Volume (cm³) of the CLOSED_PLANAR contours under the slab model of :mod:`.slabs`
+    (the DVH's: scaled slabs between planes, ``endcap`` beyond the end planes).
 
     ``slice_thickness`` is only used for a single-plane ROI (otherwise volume 0).
     POINT and OPEN ROIs have volume 0.
     """
+    from .slabs import pieces_volume_mm3, slab_pieces  # slabs builds on this module
+
     stack = planar_stack(roi)
     if stack is None:
         return 0.0
     t = stack.thickness(slice_thickness)
-    return float(sum(p.area_mm2 for p in stack.planes) * t / 1000.0)
+    if t <= 0:
+        return 0.0
+    return pieces_volume_mm3(slab_pieces(stack, t, endcap)) / 1000.0
 
 
 def roi_centroid(roi: Roi) -> np.ndarray | None:
