@@ -38,18 +38,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from .dose import DoseGrid
 from .errors import NoDoseData
 from .grid import Grid
 from .interpolation import DoseSampler, Interpolation
 from .slabs import DEFAULT_ENDCAP, Endcap, SlabPiece, slab_pieces
-from .structures import PlanarStack, Roi, lattice_mask, planar_stack, polygon_area_centroid
+from .structures import (
+    PlanarStack,
+    Roi,
+    lattice_mask,
+    planar_stack,
+    points_in_polygons_banded,
+    polygon_area_centroid,
+)
 
 DEFAULT_VOLUME_LEVELS = (98.0, 95.0, 50.0, 2.0)
 DEFAULT_INTERPOLATION = Interpolation.QUADRATIC
 DEFAULT_MAX_SAMPLES = 250_000
 MIN_SPACING_MM = 0.2
+BATCH_SAMPLES = 1_000_000  # samples interpolated per call (bounds memory: ~40 B each)
 
 
 @dataclass(frozen=True)
@@ -177,12 +186,16 @@ def compute_dvh(
     acc = _Accumulator(bin_width_gy, dose_levels)
     rng = np.random.default_rng(seed)
     to_index = _IndexMap(stack, grid)
-    lattices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    lattices: dict[int, _Lattice] = {}
+    batch = _Batch()
     for piece in pieces:
         key = id(piece.plane)
         if key not in lattices:
             lattices[key] = _lattice(piece, s)
-        _sample_piece(stack, piece, lattices[key], s, to_index, sampler, acc, rng)
+        _sample_piece(stack, piece, lattices[key], s, to_index, rng, batch)
+        if batch.size >= BATCH_SAMPLES:
+            batch.flush(sampler, acc)
+    batch.flush(sampler, acc)
     warnings.extend(stack.warnings)
     if acc.outside_mm3 > 0:
         warnings.append(f"{acc.outside_mm3 / 1000:.3f} cc of the ROI lies outside the dose grid "
@@ -228,46 +241,84 @@ class _IndexMap:
         return out
 
 
-def _lattice(piece: SlabPiece, s: float) -> tuple[np.ndarray, np.ndarray]:
-    """In-plane lattice points (n, 2) inside the plane's contours, and which of them are
-    interior (their four neighbours inside too) as float32 jitter factors."""
+@dataclass(frozen=True, eq=False)
+class _Lattice:
+    """The in-plane cells that may hold part of a plane's contours: their centres (n, 2) and
+    whether the whole cell is inside (its centre and 8 neighbours are); samples of the other
+    (boundary) cells are kept only where they fall inside the contours."""
+
+    centres: np.ndarray
+    interior: np.ndarray  # bool (n,)
+
+
+def _lattice(piece: SlabPiece, s: float) -> _Lattice:
     plane = piece.plane
     pts = np.concatenate(plane.polygons)
-    lo = (np.floor(pts.min(axis=0) / s) + 0.5) * s
-    n = np.maximum(np.ceil((pts.max(axis=0) - lo) / s).astype(int) + 1, 1)
+    lo = (np.floor(pts.min(axis=0) / s) - 0.5) * s  # one cell of margin on every side
+    n = np.maximum(np.ceil((pts.max(axis=0) - lo) / s).astype(int) + 2, 1)
     mask = lattice_mask([(p - lo) / s for p in plane.polygons], int(n[1]), int(n[0]))
-    iv, iu = np.nonzero(mask)
-    if iu.size == 0:
+    if not mask.any():
         # Contour smaller than the lattice: one sample at its centroid carries the area.
-        return (np.array([polygon_area_centroid(plane.polygons[0])[1]]),
-                np.zeros(1, dtype=np.float32))
-    uv = np.stack([lo[0] + iu * s, lo[1] + iv * s], axis=1)
-    return uv, _interior(mask)[iv, iu].astype(np.float32)
+        return _Lattice(np.array([polygon_area_centroid(plane.polygons[0])[1]]),
+                        np.ones(1, dtype=bool))
+    near = ndimage.binary_dilation(mask, np.ones((3, 3), dtype=bool))
+    inner = ndimage.binary_erosion(mask, np.ones((3, 3), dtype=bool), border_value=0)
+    iv, iu = np.nonzero(near)
+    return _Lattice(np.stack([lo[0] + iu * s, lo[1] + iv * s], axis=1), inner[iv, iu])
 
 
-def _sample_piece(stack: PlanarStack, piece: SlabPiece,
-                  lattice: tuple[np.ndarray, np.ndarray], s: float, to_index: _IndexMap,
-                  sampler: DoseSampler, acc: _Accumulator, rng: np.random.Generator) -> None:
+class _Batch:
+    """Samples (and contour vertices) of several slab pieces, interpolated together."""
+
+    def __init__(self) -> None:
+        self.coords: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
+        self.vertices: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, coords: np.ndarray, weights: np.ndarray, vertices: np.ndarray) -> None:
+        self.coords.append(coords)
+        self.weights.append(weights)
+        self.vertices.append(vertices)
+        self.size += coords.shape[1]
+
+    def flush(self, sampler: DoseSampler, acc: _Accumulator) -> None:
+        if self.vertices:
+            acc.extremes(sampler.at_coords(np.concatenate(self.vertices, axis=1)))
+        if self.coords:
+            acc.add(sampler.at_coords(np.concatenate(self.coords, axis=1)),
+                    np.concatenate(self.weights))
+        self.__init__()  # type: ignore[misc]
+
+
+def _sample_piece(stack: PlanarStack, piece: SlabPiece, lattice: _Lattice, s: float,
+                  to_index: _IndexMap, rng: np.random.Generator, batch: _Batch) -> None:
     plane = piece.plane
-    uv, interior = lattice
     centre = np.array([plane.centroid @ stack.u, plane.centroid @ stack.v])
     length = piece.hi - piece.lo
     strata = max(1, math.ceil(length / s - 1e-9))
     # Contour vertices at the piece's faces and middle bound min/max exactly at the surface
     # (they carry no volume).
     verts = np.concatenate(plane.polygons)
-    for w in (piece.lo, 0.5 * (piece.lo + piece.hi), piece.hi - 1e-9 * length):
-        k = float(piece.scale(w))
-        vw = np.column_stack([centre + k * (verts - centre),
-                              np.full(verts.shape[0], plane.offset + w)])
-        acc.extremes(sampler.at(to_index(vw)))
-    n = uv.shape[0]
+    faces = np.array([piece.lo, 0.5 * (piece.lo + piece.hi), piece.hi - 1e-9 * length])
+    k = np.repeat(piece.scale(faces), verts.shape[0])[:, None]
+    vertex_uv = centre + k * (np.tile(verts, (3, 1)) - centre)
+    vertices = to_index.coords(vertex_uv[:, 0], vertex_uv[:, 1],
+                               plane.offset + np.repeat(faces, verts.shape[0]))
+    n = lattice.centres.shape[0]
     total = n * strata
-    jitter = rng.random((3, total), dtype=np.float32) - np.float32(0.5)
-    inner = np.tile(interior * np.float32(s), strata)
-    u = np.tile(uv[:, 0], strata) + jitter[0] * inner
-    v = np.tile(uv[:, 1], strata) + jitter[1] * inner
-    w = piece.lo + (np.repeat(np.arange(strata), n) + 0.5 + jitter[2]) * (length / strata)
+    jitter = (rng.random((3, total), dtype=np.float32) - np.float32(0.5)) * np.float32(s)
+    u = np.tile(lattice.centres[:, 0], strata) + jitter[0]
+    v = np.tile(lattice.centres[:, 1], strata) + jitter[1]
+    w = piece.lo + (np.repeat(np.arange(strata), n) + 0.5 + jitter[2] / s) * (length / strata)
+    if n > 1:  # stratified in every cell; boundary cells keep the samples inside the contours
+        keep = np.tile(lattice.interior, strata)
+        edge = np.nonzero(~keep)[0]
+        keep[edge] = points_in_polygons_banded(plane.polygons,
+                                               np.stack([u[edge], v[edge]], axis=1), s)
+        u, v, w = u[keep], v[keep], w[keep]
+        if u.size == 0:
+            return
     volume = piece.volume_mm3
     if piece.scaled:
         ratio = piece.area_ratio(w)
@@ -277,22 +328,10 @@ def _sample_piece(stack: PlanarStack, piece: SlabPiece,
         total_weight = float(ratio.sum())
         if total_weight <= 0:
             return
-        dose = sampler.at_coords(to_index.coords(u, v, plane.offset + w))
-        acc.add(dose, ratio * (volume / total_weight))
+        weights = ratio * (volume / total_weight)
     else:
-        acc.add(sampler.at_coords(to_index.coords(u, v, plane.offset + w)), volume / total)
-
-
-def _interior(mask: np.ndarray) -> np.ndarray:
-    """Lattice points whose four neighbours are inside too."""
-    out = mask.copy()
-    out[1:, :] &= mask[:-1, :]
-    out[:-1, :] &= mask[1:, :]
-    out[:, 1:] &= mask[:, :-1]
-    out[:, :-1] &= mask[:, 1:]
-    out[0, :] = out[-1, :] = False
-    out[:, 0] = out[:, -1] = False
-    return out
+        weights = np.full(u.size, volume / u.size)
+    batch.add(to_index.coords(u, v, plane.offset + w), weights, vertices)
 
 
 class _Accumulator:
