@@ -32,8 +32,10 @@ from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
 from dicomweb.guards import InternalErrors, RequestBodyLimit
 from dicomweb.negotiation import accepts_json
+from dicomweb.pixels.budget import MemoryBudget
 from dicomweb.pixels.routes import routes as pixel_routes
 from dicomweb.rt.routes import routes as rt_routes
+from dicomweb.sources import raise_open_file_limit
 from dicomweb.store import query as store_query
 from dicomweb.store.repository import Store
 from dicomweb.urls import TrustedProxies, service_base_url
@@ -270,6 +272,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
+    raise_open_file_limit()  # a retrieve opens all its files before its status line
+    app.state.pixel_budget = MemoryBudget(  # the budget is shared by the worker processes
+        settings.pixel_memory_bytes // max(settings.workers, 1), settings.pixel_wait_seconds)
     app.state.audit_trail = audit_trail
     app.state.access = access
     return app
