@@ -172,10 +172,21 @@ def _cap(ends: list[ContourPlane], outward: float, half: float, endcap: Endcap
 
 
 def _first_root(a: float, b: float, limit: float) -> float | None:
-    """Smallest x in (0, limit] with 1 + a·x + b·x² = 0, if any."""
-    roots = np.roots([b, a, 1.0]) if b != 0 else (np.array([-1.0 / a]) if a != 0 else [])
-    real = [float(r.real) for r in np.atleast_1d(roots) if abs(r.imag) < 1e-12 and r.real > 0]
-    return min(real) if real and min(real) <= limit else None
+    """Smallest x in (0, limit] where the area ratio 1 + a·x + b·x² reaches zero, if any (a
+    cone's apex is a double root: the minimum of the parabola, touching zero)."""
+    if b == 0:
+        roots = [-1.0 / a] if a < 0 else []
+    else:
+        disc = a * a - 4 * b
+        vertex = -a / (2 * b)
+        if disc < 0:
+            touches = b > 0 and 1 + a * vertex + b * vertex * vertex <= CLOSURE_TOLERANCE
+            roots = [vertex] if touches else []
+        else:
+            root = math.sqrt(disc)
+            roots = [(-a - root) / (2 * b), (-a + root) / (2 * b)]
+    ahead = [r for r in roots if r > 0]
+    return min(ahead) if ahead and min(ahead) <= limit else None
 
 
 def pieces_volume_mm3(pieces: list[SlabPiece]) -> float:
