@@ -69,19 +69,29 @@ def serve(args: argparse.Namespace) -> int:
     store.close()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dicomweb.dimse import process as dimse
+
+    dimse_service = dimse.start(settings)  # its own process; None without --dimse-port
     print(f"DICOMweb service at http://{settings.host}:{settings.port}{settings.root_path}",
           flush=True)
+    if dimse_service:
+        host, port = dimse_service.address
+        print(f"DIMSE service {settings.ae_title} at {host}:{port}", flush=True)
     if settings.viewer:
         print(f"OHIF viewer at http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(
-        "dicomweb.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,  # dicomweb.access logs one JSON object per request instead
-    )
+    try:
+        uvicorn.run(
+            "dicomweb.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,  # dicomweb.access logs one JSON object per request instead
+        )
+    finally:
+        if dimse_service:
+            dimse_service.stop()
     return 0
 
 

@@ -24,7 +24,7 @@ ALL_SCOPES = frozenset({READ, WRITE, DELETE, ADMIN})
 class Principal:
     """The caller of one request."""
 
-    kind: Literal["anonymous", "oidc", "apikey", "share"]
+    kind: Literal["anonymous", "oidc", "apikey", "share", "dimse"]
     #: Token `sub`, API key name, share id, or "anonymous".
     subject: str
     scopes: frozenset[str]
