@@ -14,7 +14,7 @@ import multiprocessing
 import signal
 import threading
 import time
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 from dicomweb.config import ConfigError, Settings
@@ -87,11 +87,15 @@ def run(settings: Settings, report: Connection) -> None:
         return
     report.send(service.address)
     report.close()
+    # uvicorn re-raises the SIGTERM it handled, so `serve` may end without stopping us: its
+    # end is our signal too.
     parent = multiprocessing.parent_process()
-    while not stop.wait(1.0):
-        if parent is not None and not parent.is_alive():
-            log.warning("dicomweb serve is gone; stopping the DIMSE service")
+    while not stop.is_set():
+        if parent is not None and wait([parent.sentinel], timeout=0.2):
+            log.info("dicomweb serve has stopped; stopping the DIMSE service")
             break
+        if parent is None:
+            stop.wait(0.2)
     service.stop_listening()
     deadline = time.monotonic() + STOP_GRACE_S
     while time.monotonic() < deadline and service.ae.active_associations:

@@ -108,18 +108,17 @@ class DimseService:
     # --- association --------------------------------------------------------------------
 
     def principal(self, event: evt.Event) -> Principal | None:
-        requestor = event.assoc.requestor
-        return self.peers.principal(requestor.ae_title, requestor.address)
+        return self.peers.principal(calling_ae_title(event.assoc), event.assoc.requestor.address)
 
     def on_requested(self, event: evt.Event) -> None:
         """PS3.8 7.1.1.7: an AE title not in DICOMWEB_DIMSE_PEERS is rejected."""
         if self.principal(event) is None:
-            requestor = event.assoc.requestor
             log.warning("association from %s at %s rejected: not in DICOMWEB_DIMSE_PEERS",
-                        requestor.ae_title, requestor.address)
+                        calling_ae_title(event.assoc), event.assoc.requestor.address)
             event.assoc.acse.send_reject(
                 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED
             )
+            event.assoc.kill()  # as pynetdicom's own rejections: the A-ASSOCIATE-RJ goes first
 
     def on_established(self, event: evt.Event) -> None:
         requestor = event.assoc.requestor
@@ -206,6 +205,11 @@ class DimseService:
 
     def on_n_action(self, event: evt.Event) -> tuple[int, None]:
         return self.commitments.handle_action(event, self.allowed(event))
+
+
+def calling_ae_title(assoc: Any) -> str:
+    """The requester's AE title, from its A-ASSOCIATE-RQ (set before negotiation starts)."""
+    return str(assoc.requestor.primitive.calling_ae_title).strip()
 
 
 def find_failure(code: int, comment: str, tag: int | None = None) -> Any:
