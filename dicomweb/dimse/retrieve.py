@@ -214,6 +214,22 @@ def send_transcoded(assoc: Association, store: Store, path: Path, target: str, m
         temp.unlink(missing_ok=True)
 
 
+def prefer_sendable_syntaxes(proposed: list[PresentationContext],
+                             receiving: set[str]) -> None:
+    """For the storage contexts a C-GET requester proposes to receive on (`receiving`: SOP
+    Classes with the SCP role proposed), put first the syntaxes any stored instance can be
+    sent in losslessly, in the requester's order: the acceptor takes the first proposed, and
+    one it can never produce (e.g. the retired Explicit VR Big Endian) would fail every
+    sub-operation."""
+    for context in proposed:
+        if context.abstract_syntax in receiving:
+            syntaxes = list(context.transfer_syntax)
+            ranked = [ts for ts in syntaxes if ts in LOSSLESS_TARGETS] + [
+                ts for ts in syntaxes if ts not in LOSSLESS_TARGETS
+            ]
+            context.transfer_syntax = ranked
+
+
 def storage_contexts(instances: list[InstanceLocation]) -> list[PresentationContext]:
     """What a C-MOVE proposes to its destination: each SOP Class in each stored transfer
     syntax, and in native little endian for a transcode."""

@@ -119,6 +119,13 @@ class DimseService:
                 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED
             )
             event.assoc.kill()  # as pynetdicom's own rejections: the A-ASSOCIATE-RJ goes first
+            return
+        requestor = event.assoc.requestor
+        receiving = {uid for uid, role in requestor.role_selection.items() if role.scp_role}
+        if receiving:
+            retrieve.prefer_sendable_syntaxes(
+                requestor.primitive.presentation_context_definition_list, receiving
+            )
 
     def on_established(self, event: evt.Event) -> None:
         requestor = event.assoc.requestor
