@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -19,6 +20,7 @@ from pynetdicom import evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import N_ACTION_RSP
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.presentation import build_context, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
@@ -46,6 +48,10 @@ MISSING_ATTRIBUTE = 0x0120
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
 UID_CHUNK = 500
+#: A requester that releases at once does so within this; one that waits gets its report here.
+RELEASE_GRACE_S = 0.5
+#: How long a report on the requester's own association waits for its answer.
+SAME_ASSOCIATION_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,8 @@ class Commitments:
             log.exception("storage commitment %s: checking the instances failed",
                           request.transaction_uid)
             return
-        if assoc.is_established and send_report(assoc, event_type, report):
+        if still_waiting(assoc) and send_report(assoc, event_type, report,
+                                                SAME_ASSOCIATION_TIMEOUT_S):
             return
         destination = self.destinations.get(principal.subject)
         if destination is None:
@@ -188,7 +195,21 @@ class Commitments:
             report_assoc.release()
 
 
-def send_report(assoc: Association, event_type: int, report: Dataset) -> bool:
+def still_waiting(assoc: Association) -> bool:
+    """True if the requester keeps its association open (no A-RELEASE in the grace time):
+    a report sent into a release would only wait for its timeout."""
+    deadline = time.monotonic() + RELEASE_GRACE_S
+    while time.monotonic() < deadline:
+        if not assoc.is_established or isinstance(assoc.dul.peek_next_pdu(), A_RELEASE):
+            return False
+        time.sleep(0.05)
+    return assoc.is_established
+
+
+def send_report(assoc: Association, event_type: int, report: Dataset,
+                timeout_s: float | None = None) -> bool:
+    if timeout_s is not None:
+        assoc.dimse_timeout = timeout_s
     try:
         status, _ = assoc.send_n_event_report(
             report, event_type, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE
