@@ -57,6 +57,9 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = settings_from(args, "serve")
+    from dicomweb.dimse import process as dimse
+
+    dimse.check(settings)  # a DIMSE setting that cannot work stops serve before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.viewer and (code := ensure_viewer(settings)):
         return code
@@ -69,8 +72,6 @@ def serve(args: argparse.Namespace) -> int:
     store.close()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from dicomweb.dimse import process as dimse
-
     dimse_service = dimse.start(settings)  # its own process; None without --dimse-port
     print(f"DICOMweb service at http://{settings.host}:{settings.port}{settings.root_path}",
           flush=True)

@@ -40,13 +40,19 @@ class DimseProcess:
             self.process.join(5)
 
 
+def check(settings: Settings) -> None:
+    """ConfigError for DIMSE settings that cannot work (nothing to check when off)."""
+    if settings.dimse_port is not None:
+        from dicomweb.dimse.peers import check_settings
+
+        check_settings(settings)
+
+
 def start(settings: Settings) -> DimseProcess | None:
     """Start the DIMSE service when a port is set; ConfigError if it cannot start."""
     if settings.dimse_port is None:
         return None
-    from dicomweb.dimse.peers import check_settings
-
-    check_settings(settings)
+    check(settings)
     context = multiprocessing.get_context("spawn")
     parent_end, child_end = context.Pipe(duplex=False)
     process = context.Process(target=run, args=(settings, child_end), name="dicomweb-dimse",
