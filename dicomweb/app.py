@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from contextlib import asynccontextmanager
@@ -12,24 +13,30 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomweb import qido, stow, wado
+from dicomweb.access import study_filter_of
+from dicomweb.access.authenticate import AccessControl, Authentication
+from dicomweb.access.authorize import protect
+from dicomweb.access.cors import CorsPolicy
+from dicomweb.access.routes import access_routes
 from dicomweb.accesslog import AccessLog, request_id_of
 from dicomweb.attributes import Level
+from dicomweb.audit import AuditMiddleware, AuditTrail, audit_routes
 from dicomweb.capabilities import capabilities_route
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
+from dicomweb.guards import InternalErrors, RequestBodyLimit
 from dicomweb.negotiation import accepts_json
 from dicomweb.pixels.routes import routes as pixel_routes
 from dicomweb.rt.routes import routes as rt_routes
 from dicomweb.store import query as store_query
 from dicomweb.store.repository import Store
-from dicomweb.urls import service_base_url
+from dicomweb.urls import TrustedProxies, service_base_url
 
 log = logging.getLogger("dicomweb")
 
@@ -53,8 +60,10 @@ def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
         )
         base = service_base_url(request, settings)
         result = await run_in_threadpool(
-            store_query.search, request.app.state.store.engine, query, base
+            store_query.search, request.app.state.store.engine, query, base,
+            study_filter_of(request),
         )
+        request.state.search_results = result.rows  # the audit trail records their studies
         headers = {}
         if result.more:
             headers["Warning"] = (
@@ -84,8 +93,10 @@ async def ready(request: Request) -> Response:
 
     try:
         await run_in_threadpool(ping)
-    except Exception as exc:  # any database failure means not ready
-        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+    except Exception:  # any database failure means not ready; the details go to the log
+        log.exception("readiness check: the database does not answer")
+        return JSONResponse({"status": "unavailable", "detail": "the database does not answer"},
+                            status_code=503)
     return JSONResponse({"status": "ready"})
 
 
@@ -121,7 +132,7 @@ async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
     else:
         log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
     return Response(orjson.dumps(exc.to_json()), status_code=exc.status_code,
-                    media_type="application/json")
+                    media_type="application/json", headers=exc.headers)
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:
@@ -183,25 +194,44 @@ def configure_logging(level: str) -> None:
     logging.getLogger("dicomweb").setLevel(level.upper())
 
 
+#: How often each worker removes what dead processes left (temp files, unindexed blobs).
+SWEEP_INTERVAL_S = 60.0
+
+
+async def sweep_periodically(store: Store) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        try:
+            await run_in_threadpool(store.recover)
+        except Exception:  # the next round tries again; the reason goes to the log
+            log.exception("sweeping temp files and unindexed blobs failed")
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     store = store or Store(settings)
+    audit_trail = AuditTrail(store)  # registers its tables: created with the index's
+    access = AccessControl(settings, store)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         await run_in_threadpool(store.create_schema)
         await run_in_threadpool(store.recover)
+        await run_in_threadpool(access.start)
         # What is alive now (modules, pydicom's dictionary, the app) lives as long as the
         # process: keep it out of full collections, which otherwise stall about one request in
         # ten for ~60 ms (QIDO study list p90 47 ms without this, 9 ms with it).
         gc.freeze()
+        sweeper = asyncio.create_task(sweep_periodically(store))
         yield
+        sweeper.cancel()
+        audit_trail.close()
         store.close()
 
     # Pixel (rendered, volume, MPR) and RT resources live under the same root.
     extension_routes = [*pixel_routes(store), *rt_routes(store)]
-    service = dicomweb_routes() + extension_routes
+    service = dicomweb_routes() + extension_routes + access_routes() + audit_routes()
     service.append(capabilities_route(service))
     routes: list[Any] = [
         Route("/healthz", health),
@@ -214,22 +244,22 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         from dicomweb.viewer import viewer_routes
 
         routes += viewer_routes(settings)
-    allow_any = "*" in settings.cors_origins
+    routes = [r for r in routes if r is not None]
+    protect(routes, settings)  # every route, present and future, behind one authorization
     middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["*"],
-            allow_credentials=not allow_any,
-            expose_headers=EXPOSED_HEADERS,
-            max_age=600,
-        ),
+        Middleware(TrustedProxies, allow=settings.forwarded_allow_ips),  # first: the client
+        Middleware(CorsPolicy, access=access, expose_headers=EXPOSED_HEADERS),
         Middleware(CrossOriginResourcePolicy),
         Middleware(AccessLog),
+        Middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes),
+        # Outside the access layer, so that what it refuses (401, 403) is recorded too.
+        *([Middleware(AuditMiddleware, trail=audit_trail, root_path=settings.root_path)]
+          if settings.audit == "on" else []),
+        Middleware(Authentication, access=access),
+        Middleware(InternalErrors),  # innermost: an exception never reaches the server
     ]
     app = Starlette(
-        routes=[r for r in routes if r is not None],
+        routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
@@ -240,4 +270,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.audit_trail = audit_trail
+    app.state.access = access
     return app

@@ -1,4 +1,4 @@
-"""`dicomweb serve | import | viewer fetch`."""
+"""`dicomweb serve | import | viewer fetch | apikey create|list|revoke | audit verify`."""
 
 from __future__ import annotations
 
@@ -24,10 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="download the pinned OHIF viewer build from the npm registry")
     add_setting_options(fetch, "viewer")
 
+    audit = commands.add_parser("audit", help="the audit trail of access to patient data")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chain; name the first altered, inserted or missing record")
+    add_setting_options(verify, "audit")
+
     importer = commands.add_parser("import", help="import files, folders and zip archives")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--no-progress", action="store_true")
     add_setting_options(importer, "import")
+
+    from dicomweb.access.cli import add_apikey_parser
+
+    add_apikey_parser(commands, lambda verb: add_setting_options(verb, "apikey"))
     return parser
 
 
@@ -65,21 +75,29 @@ def serve(args: argparse.Namespace) -> int:
         return code
     # Workers are separate processes: they rebuild settings from these variables.
     os.environ.update(settings.to_env())
+    from dicomweb.access.cli import startup_refusal
     from dicomweb.store.repository import Store
 
     store = Store(settings)
-    store.create_schema()  # once, before workers start
-    store.close()
+    try:
+        store.create_schema()  # once, before workers start
+        refusal = startup_refusal(settings, store)
+    finally:
+        store.close()
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dimse_service = dimse.start(settings)  # its own process; None without --dimse-port
-    print(f"DICOMweb service at http://{settings.host}:{settings.port}{settings.root_path}",
+    scheme = "https" if settings.ssl_certfile else "http"
+    print(f"DICOMweb service at {scheme}://{settings.host}:{settings.port}{settings.root_path}",
           flush=True)
     if dimse_service:
         host, port = dimse_service.address
         print(f"DIMSE service {settings.ae_title} at {host}:{port}", flush=True)
     if settings.viewer:
-        print(f"OHIF viewer at http://{settings.host}:{settings.port}/", flush=True)
+        print(f"OHIF viewer at {scheme}://{settings.host}:{settings.port}/", flush=True)
     try:
         uvicorn.run(
             "dicomweb.app:create_app",
@@ -89,6 +107,12 @@ def serve(args: argparse.Namespace) -> int:
             workers=settings.workers,
             log_level=settings.log_level,
             access_log=False,  # dicomweb.access logs one JSON object per request instead
+            ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+            # The app applies --forwarded-allow-ips itself (urls.TrustedProxies, with uvicorn's
+            # ProxyHeadersMiddleware), so that it also knows whether Host-rewriting headers count.
+            proxy_headers=False,
+            forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
         )
     finally:
         if dimse_service:
@@ -134,6 +158,28 @@ def run_import(args: argparse.Namespace) -> int:
     return 0 if not summary.failed else 1
 
 
+def run_audit(args: argparse.Namespace) -> int:
+    from dicomweb.audit import AuditTrail
+    from dicomweb.store.repository import Store
+
+    settings = settings_from(args, "audit")
+    store = Store(settings)
+    trail = AuditTrail(store)
+    try:
+        store.create_schema()
+        verdict = trail.verify()
+    finally:
+        trail.close()
+        store.close()
+    if verdict.intact:
+        print(f"audit trail intact: {verdict.records} records, last {verdict.head_seq} "
+              f"(hash {verdict.head_hash})")
+        return 0
+    print(f"audit trail BROKEN after {verdict.records} intact records: {verdict.problem}",
+          file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -141,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args)
         if args.command == "viewer":
             return run_viewer(args)
+        if args.command == "audit":
+            return run_audit(args)
+        if args.command == "apikey":
+            from dicomweb.access.cli import run_apikey
+
+            return run_apikey(args, settings_from(args, "apikey"))
         return run_import(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -68,6 +68,20 @@ class Settings:
         "reject", "same SOP Instance UID with other bytes: reject or overwrite")
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
+    #: Largest request body (a STOW request, all parts) and largest zip member `import` takes.
+    max_upload_bytes: int = setting(4 << 30, "largest request body / archive member in bytes")
+    #: Most parts in one multipart STOW request.
+    max_parts: int = setting(10000, "most parts in one STOW request")
+    #: Largest inflated Deflated Explicit VR Little Endian dataset (it is inflated in memory).
+    max_inflated_bytes: int = setting(256 << 20, "largest inflated deflated dataset in bytes")
+    #: Largest inflated/compressed size ratio of a deflated dataset or a zip member, checked
+    #: once it is past 16 MiB (zip bombs reach ~1000).
+    max_inflate_ratio: int = setting(200, "largest inflate ratio of deflated data and archives")
+    #: Peers whose Forwarded / X-Forwarded-* headers are believed (comma list of addresses or
+    #: networks, "*" for any), as uvicorn's and gunicorn's --forwarded-allow-ips.
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1", "::1"), "proxies whose Forwarded / X-Forwarded-* headers are trusted",
+        option="--forwarded-allow-ips")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
         "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).
@@ -83,6 +97,48 @@ class Settings:
     viewer_dicomweb_root: str | None = setting(
         None, "DICOMweb root the viewer uses when the data is on another server",
         option="--viewer-dicomweb-root")
+    #: Record every request touching patient data in the audit trail (PS3.15 A.5, IHE BALP).
+    audit: Literal["on", "off"] = setting(
+        "on", "audit trail of every access to patient data: on or off", option="--audit")
+    #: OAuth client id of the OHIF viewer at the OpenID provider (`--oidc-issuer`): with it,
+    #: `serve --viewer` makes OHIF sign in (authorization code with PKCE) and send the token.
+    viewer_oidc_client_id: str | None = setting(
+        None, "OpenID client id of the served OHIF viewer (with --oidc-issuer): users sign in",
+        option="--viewer-oidc-client-id")
+
+    # --- access control (README "Access control") ------------------------------------------
+    #: OpenID Connect issuer whose JWT access tokens are accepted (discovery at
+    #: ISSUER/.well-known/openid-configuration); None: no tokens.
+    oidc_issuer: str | None = setting(None, "OpenID Connect issuer URL whose access tokens "
+                                      "are accepted", option="--oidc-issuer")
+    #: Required in a token's `aud`.
+    oidc_audience: str | None = setting(None, "audience required in access tokens",
+                                        option="--oidc-audience")
+    #: List claim holding scopes (besides the space-separated `scope` claim).
+    oidc_roles_claim: str = setting("roles", "token list claim holding dicomweb:* scopes",
+                                    option="--oidc-roles-claim")
+    #: List claim holding the caller's study labels.
+    oidc_labels_claim: str = setting("dicomweb_labels", "token list claim holding study labels",
+                                     option="--oidc-labels-claim")
+    #: "all": every caller with dicomweb:read sees every study; "labels": only studies carrying
+    #: one of the caller's labels (admins see all).
+    study_access: Literal["all", "labels"] = setting(
+        "all", "which studies a caller sees: all, or those sharing one of its labels",
+        option="--study-access")
+    #: Longest life of a share link (`POST /studies/{s}/share?expires=SECONDS`).
+    share_max_seconds: int = setting(30 * 86400, "longest life of a share link, in seconds",
+                                     option="--share-max-seconds")
+    #: Serve callers without credentials on any address (opt-out of the safe default).
+    allow_anonymous: bool = setting(False, "let callers without credentials in, even on a "
+                                    "non-loopback address", option="--allow-anonymous")
+    #: How long a verified API key or share link is trusted without asking the database again
+    #: (revocation reaches other workers and hosts within this delay).
+    credential_cache_seconds: int = setting(10, "seconds an API key or share check is cached")
+    #: TLS certificate and key (PEM) for https without a reverse proxy.
+    ssl_certfile: Path | None = setting(None, "TLS certificate (PEM) for https",
+                                        option="--ssl-certfile")
+    ssl_keyfile: Path | None = setting(None, "TLS private key (PEM) for https",
+                                       option="--ssl-keyfile")
     #: Port of the DICOM Upper Layer (DIMSE) service beside DICOMweb; None means off.
     dimse_port: int | None = setting(
         None, "port of the DIMSE service (C-ECHO/STORE/FIND/MOVE/GET); off when unset",
@@ -148,7 +204,26 @@ class Settings:
         public = self.public_root.rstrip("/") if self.public_root else None
         for name, kind in field_types().items():  # values given in code are checked too
             check_choice(kind, getattr(self, name), name)
+        check_access_settings(self)
         return replace(self, root_path=root, public_root=public)
+
+
+def check_access_settings(settings: Settings) -> None:
+    """Combinations that would silently weaken access control are refused."""
+    if settings.oidc_issuer and not settings.oidc_audience:
+        # Without an audience, any token the issuer made for any other application would do.
+        raise ConfigError(f"{env_name('oidc_audience')} (--oidc-audience) must be set with "
+                          f"{env_name('oidc_issuer')}: the audience your provider puts in "
+                          "access tokens for this server")
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        raise ConfigError("--ssl-certfile and --ssl-keyfile go together "
+                          f"({env_name('ssl_certfile')}, {env_name('ssl_keyfile')})")
+    if settings.share_max_seconds < 1:
+        raise ConfigError(f"{env_name('share_max_seconds')}={settings.share_max_seconds}: "
+                          "must be at least 1")
+    if settings.credential_cache_seconds < 0:
+        raise ConfigError(f"{env_name('credential_cache_seconds')}="
+                          f"{settings.credential_cache_seconds}: must be 0 or more")
 
 
 def env_name(name: str) -> str:

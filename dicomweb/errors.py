@@ -9,10 +9,13 @@ from __future__ import annotations
 class DicomWebError(Exception):
     status_code = 500
 
-    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+    def __init__(self, message: str, *, parameter: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.parameter = parameter
+        #: Response headers the error needs (e.g. WWW-Authenticate of a 401).
+        self.headers = headers
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = {"status": self.status_code, "message": self.message}
@@ -27,6 +30,18 @@ class BadRequest(DicomWebError):
 
 class NotFound(DicomWebError):
     status_code = 404
+
+
+class Unauthorized(DicomWebError):
+    """No credentials, or credentials that are not valid (RFC 6750 3.1)."""
+
+    status_code = 401
+
+
+class Forbidden(DicomWebError):
+    """Valid credentials without the scope the request needs; the message names it."""
+
+    status_code = 403
 
 
 class NotAcceptable(DicomWebError):
@@ -72,6 +87,8 @@ class InstanceRejected(Exception):
 # PS3.18 Table 10.5.3-3 (failure) and PS3.4 Annex B C-STORE statuses used as STOW reasons.
 PROCESSING_FAILURE = 0x0110
 DUPLICATE_SOP_INSTANCE = 0x0111
+#: PS3.7 C.4 general status "Refused: Not authorized".
+NOT_AUTHORIZED = 0x0124
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000

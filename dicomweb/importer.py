@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from dicomweb.config import Settings
 from dicomweb.errors import InstanceRejected
+from dicomweb.part10 import RATIO_FLOOR_BYTES
 from dicomweb.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,14 @@ class ImportSummary:
 
 @dataclass(frozen=True)
 class Source:
-    """One file to import: a path, or a member of a zip archive."""
+    """One file to import: a path, or a member of a zip archive (`error`: why it cannot be)."""
 
     name: str
     path: Path
     member: str | None = None
+    declared_size: int | None = None  # of a member, as its archive says (may lie)
+    compressed_size: int | None = None
+    error: str | None = None
 
     def open(self) -> AbstractContextManager[BinaryIO]:
         if self.member is None:
@@ -61,6 +65,14 @@ class _ZipMember(AbstractContextManager):  # type: ignore[type-arg]
         self.archive.close()
 
 
+class SourceRejected(Exception):
+    """A file or archive member that is not imported; the message says why, in words."""
+
+
+#: What reading an archive member raises when the member is damaged or unreadable.
+ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
 def sources(paths: list[Path]) -> Iterator[Source]:
     for path in paths:
         if path.is_dir():
@@ -69,17 +81,54 @@ def sources(paths: list[Path]) -> Iterator[Source]:
         elif path.is_file():
             yield from file_sources(path)
         else:
-            yield Source(str(path), path)  # reported as failed: does not exist
+            yield Source(str(path), path, error="does not exist")
 
 
 def file_sources(path: Path) -> Iterator[Source]:
-    if zipfile.is_zipfile(path) and path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.is_dir():
-                    yield Source(f"{path}!{info.filename}", path, info.filename)
-    else:
+    if path.suffix.lower() != ".zip" or not zipfile.is_zipfile(path):
         yield Source(str(path), path)
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+    except (OSError, *ARCHIVE_ERRORS):
+        log.warning("cannot read the archive %s", path, exc_info=True)
+        yield Source(str(path), path, error="the zip archive is damaged")
+        return
+    for info in members:
+        yield Source(f"{path}!{info.filename}", path, info.filename,
+                     info.file_size, info.compress_size)
+
+
+@dataclass(frozen=True)
+class CopyLimits:
+    max_bytes: int  # Settings.max_upload_bytes: no member larger than a STOW body
+    max_ratio: int  # Settings.max_inflate_ratio
+
+
+def copy_bounded(source: Source, writer: BinaryIO, limits: CopyLimits) -> None:
+    """Copy a file or member to `writer`, stopping as soon as it is larger, or a member
+    inflates more, than the limits allow (zip bombs): sizes in the archive may lie."""
+    if source.declared_size is not None and source.declared_size > limits.max_bytes:
+        raise SourceRejected(member_too_large(limits.max_bytes))
+    written = 0
+    with source.open() as reader:
+        while chunk := reader.read(1 << 20):
+            written += len(chunk)
+            if written > limits.max_bytes:
+                raise SourceRejected(member_too_large(limits.max_bytes))
+            compressed = source.compressed_size
+            if compressed is not None and written > RATIO_FLOOR_BYTES and (
+                written > limits.max_ratio * max(compressed, 1)
+            ):
+                raise SourceRejected(
+                    f"the archive member inflates more than {limits.max_ratio} times "
+                    "(DICOMWEB_MAX_INFLATE_RATIO)")
+            writer.write(chunk)
+
+
+def member_too_large(max_bytes: int) -> str:
+    return f"larger than {max_bytes} bytes (DICOMWEB_MAX_UPLOAD_BYTES)"
 
 
 #: Files stored together (the STOW batch path): one index transaction per batch.
@@ -104,24 +153,40 @@ def import_paths(settings: Settings, paths: list[Path], *, progress: bool = True
 
 
 def import_batch(store: Store, batch: list[Source], summary: ImportSummary) -> None:
+    limits = CopyLimits(store.settings.max_upload_bytes, store.settings.max_inflate_ratio)
     copied: list[tuple[Source, Path]] = []
     for source in batch:
+        if source.error:
+            fail(summary, source, source.error)
+            continue
         temp = store.blobs.new_temp_path()
         try:
-            with source.open() as reader, temp.open("wb") as writer:
-                shutil.copyfileobj(reader, writer, 1 << 20)
+            with temp.open("wb") as writer:
+                copy_bounded(source, writer, limits)
+        except SourceRejected as exc:
+            store.blobs.discard(temp)
+            fail(summary, source, str(exc))
+            continue
+        except ARCHIVE_ERRORS as exc:  # e.g. a bad CRC: that member only
+            store.blobs.discard(temp)
+            log.info("import %s: %r", source.name, exc)
+            fail(summary, source, "the archive member is damaged (bad CRC or compression)")
+            continue
         except OSError as exc:
-            temp.unlink(missing_ok=True)
-            summary.failed.append((source.name, str(exc)))
-            log.warning("import %s failed: %s", source.name, exc)
+            store.blobs.discard(temp)
+            fail(summary, source, exc.strerror or str(exc))
             continue
         copied.append((source, temp))
     outcomes = store.store_files([temp for _, temp in copied])
     for (source, _), outcome in zip(copied, outcomes, strict=True):
         if isinstance(outcome, InstanceRejected):
-            summary.failed.append((source.name, f"0x{outcome.reason:04X} {outcome.message}"))
-            log.warning("import %s rejected: %s", source.name, outcome.message)
+            fail(summary, source, f"0x{outcome.reason:04X} {outcome.message}")
         elif outcome.outcome == "duplicate":
             summary.duplicates += 1
         else:
             summary.stored += 1
+
+
+def fail(summary: ImportSummary, source: Source, reason: str) -> None:
+    summary.failed.append((source.name, reason))
+    log.warning("import %s failed: %s", source.name, reason)

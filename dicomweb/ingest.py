@@ -15,28 +15,23 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomweb import attributes as attrs
-from dicomweb.dicomjson import UNDEFINED_LENGTH, DicomJsonEncoder, subset
+from dicomweb.dicomjson import DicomJsonEncoder, subset
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     InstanceRejected,
 )
+from dicomweb.part10 import InflateLimits, PixelDataLocation, parse_failure, read_dataset
 
 log = logging.getLogger(__name__)
 
-# Values of 1 KiB and more are read only when touched, so big pixel data stays on disk.
-DEFER_SIZE = 1024
 UID_PATTERN = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
 ITEM_TAG = 0xE000FFFE  # (FFFE,E000) read as little-endian uint32: group first
 SEQUENCE_DELIMITER_TAG = 0xE0DDFFFE
-#: PS3.10 7.1: who wrote the File Meta of the files this server makes.
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1452.1"
-IMPLEMENTATION_VERSION_NAME = "DICOMWEB_PY_01"
 
 
 @dataclass
@@ -58,117 +53,6 @@ class IngestedInstance:
 
 def instance_path(study: str, series: str, sop: str) -> str:
     return f"/studies/{study}/series/{series}/instances/{sop}"
-
-
-@dataclass(frozen=True)
-class PixelDataLocation:
-    """Where the top-level Pixel Data element's value sits in the file."""
-
-    tag: int
-    vr: str
-    value_offset: int
-    length: int  # UNDEFINED_LENGTH for encapsulated data
-
-    @property
-    def encapsulated(self) -> bool:
-        return self.length == UNDEFINED_LENGTH
-
-
-PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}
-LONG_LENGTH_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
-
-
-def read_dataset(path: Path) -> tuple[Dataset, PixelDataLocation | None]:
-    """Read a Part 10 file up to its Pixel Data, whose value stays on disk (pydicom would
-    load it whole); values above DEFER_SIZE are read only when touched."""
-    try:
-        with path.open("rb") as fp:
-            ds = dcmread(fp, defer_size=DEFER_SIZE, stop_before_pixels=True)
-            syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
-            if syntax == DeflatedExplicitVRLittleEndian:
-                fp.seek(0)  # offsets of a deflated stream are not file offsets: read it all
-                return dcmread(fp, defer_size=DEFER_SIZE), None
-            return ds, pixel_data_location(fp, fp.tell(), syntax)
-    except InvalidDicomError as exc:
-        raise InstanceRejected(CANNOT_UNDERSTAND, f"not a DICOM Part 10 file: {exc}") from exc
-    except InstanceRejected:
-        raise
-    except Exception as exc:  # pydicom raises many types on damaged input
-        raise InstanceRejected(
-            CANNOT_UNDERSTAND, f"cannot parse DICOM ({type(exc).__name__}: {exc})"
-        ) from exc
-
-
-def pixel_data_location(fp: BinaryIO, position: int, syntax: UID) -> PixelDataLocation | None:
-    """Parse the element header where pydicom stopped (PS3.5 7.1)."""
-    fp.seek(position)
-    header = fp.read(12)
-    if len(header) < 8:
-        return None
-    order = ">" if syntax == "1.2.840.10008.1.2.2" else "<"
-    group, element = struct.unpack(order + "HH", header[:4])
-    tag = group << 16 | element
-    if tag not in PIXEL_TAGS:
-        return None
-    implicit = syntax == "1.2.840.10008.1.2"
-    vr = PIXEL_TAGS[tag]
-    if implicit:
-        (length,) = struct.unpack(order + "I", header[4:8])
-        return PixelDataLocation(tag, vr, position + 8, length)
-    vr = header[4:6].decode("ascii", "replace")
-    if vr in LONG_LENGTH_VRS:
-        (length,) = struct.unpack(order + "I", header[8:12])
-        return PixelDataLocation(tag, vr, position + 12, length)
-    (length,) = struct.unpack(order + "H", header[6:8])
-    return PixelDataLocation(tag, vr, position + 8, length)
-
-
-def add_file_meta_if_missing(path: Path) -> bool:
-    """Give a bare dataset (no preamble/File Meta, as pydicom's older test files are) the
-    Part 10 header it needs; the dataset's own bytes are kept unchanged after it.
-
-    Returns True when a header was added.
-    """
-    with path.open("rb") as fp:
-        head = fp.read(132)
-    if len(head) == 132 and head[128:132] == b"DICM":
-        return False
-    try:
-        ds = dcmread(path, force=True, defer_size=DEFER_SIZE, stop_before_pixels=True)
-    except Exception as exc:
-        raise InstanceRejected(CANNOT_UNDERSTAND, f"cannot parse DICOM ({exc})") from exc
-    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-        raise InstanceRejected(
-            CANNOT_UNDERSTAND, "not a DICOM Part 10 file (no preamble, no File Meta, no SOP UIDs)"
-        )
-    implicit, little = ds.original_encoding
-    syntax = (
-        "1.2.840.10008.1.2"
-        if implicit
-        else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
-    )
-    header = part10_header(str(ds.SOPClassUID), str(ds.SOPInstanceUID), syntax)
-    body = path.read_bytes()
-    path.write_bytes(header + body)
-    return True
-
-
-def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
-    from io import BytesIO
-
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.filewriter import write_file_meta_info
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    buffer = BytesIO()
-    buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return buffer.getvalue()
 
 
 def uid_text(ds: Dataset, keyword: str) -> str:
@@ -252,10 +136,11 @@ def normalise_time(value: str) -> str:
     return value.replace(":", "").strip()
 
 
-def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedInstance:
+def ingest_file(
+    path: Path, *, expected_study: str | None = None, limits: InflateLimits = InflateLimits()
+) -> IngestedInstance:
     """Parse and validate the Part 10 file at `path`; raise InstanceRejected with the reason."""
-    add_file_meta_if_missing(path)
-    ds, pixels = read_dataset(path)
+    ds, pixels = read_dataset(path, limits)
     sop = uid_text(ds, "SOPInstanceUID") or None
     sop_instance_uid = required_uid(ds, "SOPInstanceUID")
     sop_class_uid = required_uid(ds, "SOPClassUID", sop)
@@ -289,13 +174,10 @@ def ingest_file(path: Path, *, expected_study: str | None = None) -> IngestedIns
         frames = frame_ranges(ds, values, pixels, path, file_size, transfer_syntax)
     except InstanceRejected:
         raise
-    except Exception as exc:
-        raise InstanceRejected(
-            CANNOT_UNDERSTAND,
-            f"cannot read the dataset ({type(exc).__name__}: {exc})",
-            sop_class_uid=sop_class_uid,
-            sop_instance_uid=sop_instance_uid,
-        ) from exc
+    except Exception as exc:  # pydicom converts values lazily: damage shows up here too
+        rejected = parse_failure(exc)
+        rejected.sop_class_uid, rejected.sop_instance_uid = sop_class_uid, sop_instance_uid
+        raise rejected from exc
     locatable = transfer_syntax != DeflatedExplicitVRLittleEndian
     bulk = {p: [r.offset, r.length, r.vr] for p, r in encoder.bulk_ranges.items()}
     patient_name = values.text("PatientName")
@@ -416,11 +298,17 @@ def frame_ranges(
     if values.text("PhotometricInterpretation") in ("YBR_FULL_422", "YBR_PARTIAL_422"):
         samples = 2  # PS3.3 C.7.6.3.1.2: two values per pixel when native 4:2:2
     frame_bits = rows * columns * samples * bits
+    needed = (frame_bits * frame_count + 7) // 8  # 1-bit frames are packed (PS3.5 8.1.1)
+    if needed > length:
+        raise InstanceRejected(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"Pixel Data has {length} bytes, but Rows x Columns x Samples per Pixel x Bits "
+            f"Allocated x Number of Frames ({rows} x {columns} x {samples} x {bits} x "
+            f"{frame_count}) needs {needed}",
+        )
     if frame_bits == 0 or frame_bits % 8:
         return None  # e.g. 1-bit frames that do not end on a byte boundary
     frame_length = frame_bits // 8
-    if frame_length * frame_count > length:
-        return None  # inconsistent attributes: frames are decoded from the file on demand
     return [[[offset + i * frame_length, frame_length]] for i in range(frame_count)]
 
 
@@ -458,6 +346,12 @@ def group_fragments(
     basic_offset_table, fragments = items[0], items[1:]
     if not fragments:
         return None
+    if frame_count > len(fragments):
+        raise InstanceRejected(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"Number of Frames is {frame_count}, but the encapsulated Pixel Data has "
+            f"{len(fragments)} fragments (each frame takes at least one, PS3.5 A.4)",
+        )
     if frame_count == 1:
         return [[[o, n] for o, n in fragments]]
     starts = frame_starts(ds, path, basic_offset_table, fragments, frame_count)

@@ -3,22 +3,38 @@ arrives, so a 2 GB upload is never held in memory, and a writer for responses.""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
-from dicomweb.errors import BadRequest
+from dicomweb.errors import BadRequest, PayloadTooLarge
 
+#: Bounds of what the reader holds or skips, whatever the body (RFC 2046 5.1.1): part
+#: headers, the preamble and epilogue (ignored), and transport padding after a boundary.
 MAX_HEADER_BYTES = 16 * 1024
+MAX_PREAMBLE_BYTES = 64 * 1024
+MAX_EPILOGUE_BYTES = 64 * 1024
+MAX_PADDING_BYTES = 1024
+CRLF = b"\r\n"
+
+
+class TempFiles(Protocol):
+    """Where parts go: `store.blobs` (temp files on the blob filesystem, locked while live)."""
+
+    def new_temp_path(self) -> Path: ...
+
+    def discard(self, temp_path: Path) -> None: ...
 
 
 @dataclass
 class ReceivedPart:
     headers: dict[str, str]
-    path: Path
+    path: Path | None  # None once the part could not be written (`write_error` says why)
     size: int = 0
+    write_error: OSError | None = None
 
     @property
     def content_type(self) -> str:
@@ -27,12 +43,26 @@ class ReceivedPart:
 
 @dataclass
 class _Parser:
-    boundary: bytes
-    new_path: Callable[[], Path]
-    buffer: bytearray = field(default_factory=bytearray)
-    state: str = "preamble"  # preamble | headers | body | done
+    """A state machine over the body. Whatever the input, `buffer` holds at most a boundary's
+    length plus one chunk (a part's headers at most MAX_HEADER_BYTES), and every byte is
+    searched a bounded number of times: time is linear in the body, memory constant."""
+
+    delimiter: bytes  # CRLF "--" boundary (RFC 2046 5.1.1)
+    temp_files: TempFiles
+    max_parts: int
+    # The CRLF before the first delimiter belongs to it; the body may start without one.
+    buffer: bytearray = field(default_factory=lambda: bytearray(CRLF))
+    state: str = "preamble"  # preamble | after | headers | body | epilogue
+    skipped: int = 0  # preamble or epilogue bytes seen so far
+    scan_from: int = 0  # where the next search for the end of the headers starts
+    parts: int = 0
     part: ReceivedPart | None = None
     file: BinaryIO | None = None
+
+    @property
+    def carry(self) -> int:
+        """Bytes kept after a failed search: a delimiter may start in them."""
+        return len(self.delimiter) - 1
 
 
 def parse_headers(block: bytes) -> dict[str, str]:
@@ -41,113 +71,170 @@ def parse_headers(block: bytes) -> dict[str, str]:
         if not line.strip():
             continue
         name, sep, value = line.partition(":")
-        if not sep:
-            raise BadRequest(f"malformed part header line {line!r}")
+        if not sep or not name.strip():
+            raise BadRequest("a multipart part has a malformed header line")
         headers[name.strip().lower()] = value.strip()
     return headers
 
 
 async def read_parts(
-    chunks: AsyncIterator[bytes], boundary: str, new_path: Callable[[], Path]
+    chunks: AsyncIterator[bytes],
+    boundary: str,
+    temp_files: TempFiles,
+    *,
+    max_parts: int,
 ) -> AsyncIterator[ReceivedPart]:
-    """Yield each part once its body is complete on disk (the caller owns the file)."""
-    parser = _Parser(boundary.encode("latin-1"), new_path)
-    delimiter = b"\r\n--" + parser.boundary
+    """Yield each part once its body is complete on disk (the caller owns the file, and
+    discards it). A part that cannot be written (disk full) is yielded with `write_error`
+    set and no file."""
+    parser = _Parser(b"\r\n--" + boundary.encode("latin-1"), temp_files, max_parts)
     try:
         async for chunk in chunks:
             parser.buffer += chunk
-            for part in _advance(parser, delimiter):
+            for part in _advance(parser):
                 yield part
-            if parser.state == "done":
-                break
-        for part in _advance(parser, delimiter, final=True):
+            if parser.state == "epilogue" and parser.skipped > MAX_EPILOGUE_BYTES:
+                break  # the rest of the body is not read: it cannot hold another part
+        for part in _advance(parser, final=True):
             yield part
-        if parser.state != "done":
-            raise BadRequest("multipart body ends before its closing boundary")
     finally:
         if parser.file is not None:
             parser.file.close()
-            if parser.part is not None:
-                parser.part.path.unlink(missing_ok=True)
+        if parser.part is not None and parser.part.path is not None:
+            temp_files.discard(parser.part.path)
 
 
-def _advance(p: _Parser, delimiter: bytes, final: bool = False) -> Iterator[ReceivedPart]:
+def _advance(p: _Parser, final: bool = False) -> Iterator[ReceivedPart]:
     while True:
         if p.state == "preamble":
-            # The first boundary may open the body without a leading CRLF.
-            opener = b"--" + p.boundary
-            at = 0 if p.buffer.startswith(opener) else p.buffer.find(b"\r\n" + opener)
-            if at < 0:
+            if not _skip_to_delimiter(p, MAX_PREAMBLE_BYTES):
                 if final:
-                    raise BadRequest("multipart body has no boundary")
+                    raise BadRequest("the multipart body has no boundary")
                 return
-            start = at + len(opener) + (0 if at == 0 and p.buffer.startswith(opener) else 2)
-            if len(p.buffer) < start + 2:
-                return
-            del p.buffer[:start]
-            if not _after_delimiter(p):
-                return
-        elif p.state == "headers":
-            end = p.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(p.buffer) > MAX_HEADER_BYTES:
-                    raise BadRequest("multipart part headers are too long")
-                if final:
-                    raise BadRequest("multipart part headers are cut")
-                return
-            headers = parse_headers(bytes(p.buffer[:end]))
-            del p.buffer[: end + 4]
-            p.part = ReceivedPart(headers, p.new_path())
-            p.file = p.part.path.open("wb")
-            p.state = "body"
-        elif p.state == "body":
-            assert p.file is not None and p.part is not None
-            at = p.buffer.find(delimiter)
-            if at < 0:
-                keep = len(delimiter) - 1
-                if len(p.buffer) > keep:
-                    flush = len(p.buffer) - keep
-                    p.file.write(p.buffer[:flush])
-                    p.part.size += flush
-                    del p.buffer[:flush]
-                if final:
-                    raise BadRequest("multipart part is cut before its boundary")
-                return
-            p.file.write(p.buffer[:at])
-            p.part.size += at
-            p.file.close()
-            p.file = None
-            part, p.part = p.part, None
-            del p.buffer[: at + len(delimiter)]
-            p.state = "after"
-            yield part
         elif p.state == "after":
             if not _after_delimiter(p):
                 if final:
-                    raise BadRequest("multipart body ends after a boundary")
+                    raise BadRequest("the multipart body ends without its closing boundary")
                 return
-        else:
+        elif p.state == "headers":
+            if not _headers(p):
+                if final:
+                    raise BadRequest("the multipart body ends inside a part's headers")
+                return
+        elif p.state == "body":
+            part = _body(p)
+            if part is None:
+                if final:
+                    raise BadRequest("the multipart body ends inside a part")
+                return
+            yield part
+        else:  # epilogue (RFC 2046: to be ignored)
+            p.skipped += len(p.buffer)
+            p.buffer.clear()
             return
 
 
-def _after_delimiter(p: _Parser) -> bool:
-    """After a boundary: `--` closes the body, CRLF (after optional padding) opens a part."""
-    if len(p.buffer) < 2:
+def _skip_to_delimiter(p: _Parser, limit: int) -> bool:
+    at = p.buffer.find(p.delimiter)
+    if at < 0:
+        drop = max(0, len(p.buffer) - p.carry)
+        p.skipped += drop
+        del p.buffer[:drop]
+    else:
+        p.skipped += at
+        del p.buffer[: at + len(p.delimiter)]
+    if p.skipped > limit:
+        raise BadRequest(f"the multipart body has no boundary in its first {limit} bytes")
+    if at >= 0:
         p.state = "after"
+    return at >= 0
+
+
+def _after_delimiter(p: _Parser) -> bool:
+    """After a boundary: `--` closes the body; else optional padding, then CRLF."""
+    if len(p.buffer) < 2:
         return False
     if p.buffer[:2] == b"--":
-        p.state = "done"
-        p.buffer.clear()
+        p.state, p.skipped = "epilogue", 0
         return True
-    line_end = p.buffer.find(b"\r\n")
+    line_end = p.buffer.find(CRLF, 0, MAX_PADDING_BYTES + 2)
     if line_end < 0:
-        p.state = "after"
+        if len(p.buffer) > MAX_PADDING_BYTES + 2:
+            raise BadRequest("a multipart boundary line is malformed")
         return False
     if p.buffer[:line_end].strip(b" \t"):
-        raise BadRequest("malformed multipart boundary line")
-    del p.buffer[: line_end + 2]
-    p.state = "headers"
+        raise BadRequest("a multipart boundary line is malformed")
+    del p.buffer[:line_end]  # keep the CRLF: headers end at the first CRLF CRLF
+    p.state, p.scan_from = "headers", 0
     return True
+
+
+def _headers(p: _Parser) -> bool:
+    end = p.buffer.find(b"\r\n\r\n", p.scan_from, MAX_HEADER_BYTES + 4)
+    if end < 0:
+        if len(p.buffer) > MAX_HEADER_BYTES + 4:
+            raise BadRequest(f"a multipart part's headers are longer than {MAX_HEADER_BYTES} bytes")
+        p.scan_from = max(0, len(p.buffer) - 3)
+        return False
+    headers = parse_headers(bytes(p.buffer[2:end]))
+    del p.buffer[: end + 4]
+    p.parts += 1
+    if p.parts > p.max_parts:
+        raise PayloadTooLarge(
+            f"the request has more than {p.max_parts} parts (DICOMWEB_MAX_PARTS)"
+        )
+    try:
+        path = p.temp_files.new_temp_path()
+    except OSError as exc:  # no room even for an empty file
+        p.part = ReceivedPart(headers, None, write_error=exc)
+    else:
+        p.part = ReceivedPart(headers, path)
+        try:
+            p.file = path.open("wb")
+        except OSError as exc:
+            _write_failed(p, exc)
+    p.state = "body"
+    return True
+
+
+def _body(p: _Parser) -> ReceivedPart | None:
+    assert p.part is not None
+    at = p.buffer.find(p.delimiter)
+    end = at if at >= 0 else max(0, len(p.buffer) - p.carry)
+    _write(p, end)
+    if at < 0:
+        del p.buffer[:end]
+        return None
+    del p.buffer[: at + len(p.delimiter)]
+    if p.file is not None:
+        p.file.close()
+        p.file = None
+    part, p.part = p.part, None
+    p.state = "after"
+    return part
+
+
+def _write(p: _Parser, end: int) -> None:
+    assert p.part is not None
+    if p.file is None or end == 0:
+        return  # a part that failed to write is read to its end and dropped
+    try:
+        with memoryview(p.buffer) as view:
+            p.file.write(view[:end])
+        p.part.size += end
+    except OSError as exc:
+        _write_failed(p, exc)
+
+
+def _write_failed(p: _Parser, exc: OSError) -> None:
+    assert p.part is not None
+    if p.file is not None:
+        with contextlib.suppress(OSError):
+            p.file.close()
+        p.file = None
+    if p.part.path is not None:
+        p.temp_files.discard(p.part.path)
+    p.part.path, p.part.write_error = None, exc
 
 
 # --- writing ---------------------------------------------------------------------------

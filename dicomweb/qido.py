@@ -66,8 +66,8 @@ def parse_search(
     search = SearchQuery(level=level, study=study, series=series)
     try:
         pairs = raw_query_pairs(query_string)
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"query string is not valid UTF-8 after percent-decoding: {exc}") from exc
+    except UnicodeDecodeError:
+        raise BadRequest("the query string is not valid UTF-8 after percent-decoding") from None
     seen: set[tuple[str, ...]] = set()
     for name, value in pairs:
         lowered = name.lower()
@@ -96,18 +96,24 @@ def parse_search(
                 continue
             validate_value(name, path, value)
             search.conditions.append(Condition(name, path, value))
+    # PS3.18 8.3.4.4: at most the server's maximum; the Warning header says more exist.
     if search.limit is None or search.limit > max_results:
-        search.limit = max_results if search.limit is None else search.limit
+        search.limit = max_results
     return search
 
 
+#: Largest limit/offset: what a 64-bit SQL integer holds (PostgreSQL bigint, SQLite INTEGER).
+MAX_COUNT = 2**63 - 1
+
+
 def parse_count(name: str, value: str, *, minimum: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, not {value!r}", parameter=name) from None
-    if number < minimum:
-        raise BadRequest(f"{name} must be at least {minimum}, not {number}", parameter=name)
+    if not re.fullmatch(r"[0-9]{1,19}", value.strip()):
+        raise BadRequest(f"{name} must be an integer from {minimum} to {MAX_COUNT}",
+                         parameter=name)
+    number = int(value)
+    if not minimum <= number <= MAX_COUNT:
+        raise BadRequest(f"{name} must be an integer from {minimum} to {MAX_COUNT}",
+                         parameter=name)
     return number
 
 

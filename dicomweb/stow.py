@@ -4,6 +4,7 @@ disk part by part, each part stored on its own (whole or not at all)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomweb.access import study_writer_of
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
     BadRequest,
@@ -19,7 +21,8 @@ from dicomweb.errors import (
 )
 from dicomweb.multipart import ReceivedPart, read_parts
 from dicomweb.negotiation import parse_accept
-from dicomweb.store.repository import Store, StoredInstance
+from dicomweb.store.access import StudyWriter
+from dicomweb.store.repository import Store, StoredInstance, rejection_for
 from dicomweb.urls import service_base_url
 
 log = logging.getLogger(__name__)
@@ -49,9 +52,12 @@ def media_type_and_params(header: str) -> tuple[str, dict[str, str]]:
 
 async def store_instances(request: Request) -> Response:
     store: Store = request.app.state.store
+    settings = request.app.state.settings
     study = request.path_params.get("study")
+    writer = study_writer_of(request)
     media_type, params = media_type_and_params(request.headers.get("content-type", ""))
     outcomes: list[StoredInstance | InstanceRejected] = []
+    request.state.stow_outcomes = outcomes  # the audit trail reads what was stored, even on error
     if media_type == "multipart/related":
         part_type = params.get("type", "").lower()
         if part_type and part_type != DICOM:
@@ -62,58 +68,97 @@ async def store_instances(request: Request) -> Response:
         boundary = params.get("boundary")
         if not boundary:
             raise BadRequest("multipart/related Content-Type has no boundary parameter")
-        batch: list[ReceivedPart] = []
-        async for part in read_parts(request.stream(), boundary, store.blobs.new_temp_path):
-            batch.append(part)
-            if len(batch) == BATCH_SIZE:
-                outcomes += await store_parts(store, batch, study)
-                batch = []
-        if batch:
-            outcomes += await store_parts(store, batch, study)
-        if not outcomes:
-            raise BadRequest("the multipart body holds no part")
+        await store_multipart(store, request, boundary, study, writer, settings.max_parts,
+                              outcomes)
     elif media_type == DICOM:
-        part = ReceivedPart({"content-type": DICOM}, store.blobs.new_temp_path())
-        with part.path.open("wb") as fp:
-            async for chunk in request.stream():
-                fp.write(chunk)
-                part.size += len(chunk)
-        if part.size == 0:
-            part.path.unlink(missing_ok=True)
-            raise BadRequest("the application/dicom body is empty")
-        outcomes += await store_parts(store, [part], study)
+        part = await receive_single_part(store, request)
+        outcomes += await store_parts(store, [part], study, writer)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media_type or '(none)'} is not supported; use multipart/related; "
             f'type="{DICOM}" or {DICOM}'
         )
-    return stow_response(outcomes, service_base_url(request, request.app.state.settings), study)
+    return stow_response(outcomes, service_base_url(request, settings), study)
+
+
+async def store_multipart(
+    store: Store, request: Request, boundary: str, study: str | None, writer: StudyWriter,
+    max_parts: int, outcomes: list[StoredInstance | InstanceRejected],
+) -> None:
+    """Parts are stored in batches as they arrive, their outcomes added to `outcomes`;
+    whatever ends the body early (a malformed part, a limit, a disconnect) leaves no temp
+    file of the parts received but not stored."""
+    batch: list[ReceivedPart] = []
+    try:
+        async for part in read_parts(request.stream(), boundary, store.blobs,
+                                     max_parts=max_parts):
+            batch.append(part)
+            if len(batch) == BATCH_SIZE:
+                taken, batch = batch, []
+                outcomes += await store_parts(store, taken, study, writer)
+        if batch:
+            taken, batch = batch, []
+            outcomes += await store_parts(store, taken, study, writer)
+    finally:
+        for part in batch:
+            if part.path is not None:
+                store.blobs.discard(part.path)
+    if not outcomes:
+        raise BadRequest("the multipart body holds no part")
+
+
+async def receive_single_part(store: Store, request: Request) -> ReceivedPart:
+    """An application/dicom body, written to a temp file as it arrives."""
+    path = store.blobs.new_temp_path()
+    part = ReceivedPart({"content-type": DICOM}, path)
+    try:
+        with path.open("wb") as fp:
+            async for chunk in request.stream():
+                fp.write(chunk)
+                part.size += len(chunk)
+    except OSError as exc:  # e.g. the disk is full: this part's failure
+        store.blobs.discard(path)
+        part.path, part.write_error = None, exc
+        return part
+    except BaseException:
+        store.blobs.discard(path)
+        raise
+    if part.size == 0:
+        store.blobs.discard(path)
+        raise BadRequest("the application/dicom body is empty")
+    return part
 
 
 async def store_parts(
-    store: Store, parts: list[ReceivedPart], study: str | None
+    store: Store, parts: list[ReceivedPart], study: str | None, writer: StudyWriter
 ) -> list[StoredInstance | InstanceRejected]:
-    """Store a batch of received parts; parts that are not application/dicom are rejected."""
-    outcomes: list[StoredInstance | InstanceRejected] = []
-    dicom_parts: list[ReceivedPart] = []
+    """Store a batch of received parts (all consumed); parts that are not application/dicom
+    or could not be written are rejected, in their order."""
+    outcomes: list[StoredInstance | InstanceRejected | None] = []
+    dicom_paths: list[Path] = []
     for part in parts:
         part_type = part.content_type.split(";")[0].strip().lower()
-        if part_type and part_type != DICOM:
-            part.path.unlink(missing_ok=True)
+        if part.path is None:
+            outcomes.append(rejection_for(part.write_error or OSError("part not written")))
+        elif part_type and part_type != DICOM:
+            store.blobs.discard(part.path)
             outcomes.append(
                 InstanceRejected(CANNOT_UNDERSTAND, f"part Content-Type {part_type} is not {DICOM}")
             )
         else:
-            dicom_parts.append(part)
-    if dicom_parts:
-        stored = await run_in_threadpool(
-            store.store_files, [p.path for p in dicom_parts], expected_study=study
+            dicom_paths.append(part.path)
+            outcomes.append(None)
+    if dicom_paths:
+        stored = iter(
+            await run_in_threadpool(
+                store.store_files, dicom_paths, expected_study=study, writer=writer
+            )
         )
-        for outcome in stored:
-            if isinstance(outcome, InstanceRejected):
-                log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)
-        outcomes += stored
-    return outcomes
+        outcomes = [next(stored) if o is None else o for o in outcomes]
+    for outcome in outcomes:
+        if isinstance(outcome, InstanceRejected):
+            log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)
+    return [o for o in outcomes if o is not None]
 
 
 def stow_response(

@@ -1,10 +1,33 @@
-"""The service's absolute base URL as the client sees it (behind reverse proxies too)."""
+"""The service's absolute base URL as the client sees it (behind reverse proxies too).
+
+Forwarded (RFC 7239) and X-Forwarded-* headers are believed only from peers in
+`forwarded_allow_ips` (the `TrustedProxies` middleware marks the request); every part taken
+from a header must be well-formed (http or https, a host name or address with an optional
+port, a plain path prefix), so the URL can be put into JSON, JavaScript or a header as it is.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
+
+import orjson
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from dicomweb.config import Settings
+
+SCHEMES = ("http", "https")
+#: RFC 3986 host (reg-name of letters, digits, `-`, `.`, `_`; IPv4; bracketed IPv6), then port.
+HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::[0-9]{1,5})?"
+)
+PORT = re.compile(r"[0-9]{1,5}")
+#: A path prefix of unreserved characters and sub-delimiters that need no quoting in JSON.
+PREFIX = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*")
+TRUSTED_KEY = "forwarded_trusted"
 
 
 def first(value: str | None) -> str | None:
@@ -21,25 +44,91 @@ def forwarded_pairs(header: str) -> dict[str, str]:
     return pairs
 
 
+def valid_scheme(value: str | None) -> str | None:
+    return value.lower() if value and value.lower() in SCHEMES else None
+
+
+def valid_host(value: str | None) -> str | None:
+    return value if value and HOST.fullmatch(value) else None
+
+
 def service_base_url(request: Request, settings: Settings) -> str:
-    """`public_root` if configured, else Forwarded / X-Forwarded-* headers, else the request's
-    own scheme and host; followed by the mount path."""
+    """`public_root` if configured, else (from trusted proxies only) Forwarded /
+    X-Forwarded-* headers, else the request's own scheme and Host; then the mount path."""
     if settings.public_root:
         return settings.public_root
     headers = request.headers
-    scheme = request.url.scheme
-    host = headers.get("host") or request.url.netloc
+    scheme = valid_scheme(request.url.scheme) or "http"
+    host = valid_host(headers.get("host")) or server_address(request)
     prefix = ""
-    if forwarded := headers.get("forwarded"):
-        pairs = forwarded_pairs(forwarded)
-        scheme = pairs.get("proto", scheme)
-        host = pairs.get("host", host)
-    else:
-        scheme = first(headers.get("x-forwarded-proto")) or scheme
-        host = first(headers.get("x-forwarded-host")) or host
-        if (port := first(headers.get("x-forwarded-port"))) and ":" not in host:
-            default = {"http": "80", "https": "443"}.get(scheme)
-            if port != default:
+    if request.scope.get("state", {}).get(TRUSTED_KEY):
+        if forwarded := headers.get("forwarded"):
+            pairs = forwarded_pairs(forwarded)
+            scheme = valid_scheme(pairs.get("proto")) or scheme
+            host = valid_host(pairs.get("host")) or host
+        else:
+            scheme = valid_scheme(first(headers.get("x-forwarded-proto"))) or scheme
+            host = valid_host(first(headers.get("x-forwarded-host"))) or host
+            port = first(headers.get("x-forwarded-port")) or ""
+            default = {"http": "80", "https": "443"}[scheme]
+            if PORT.fullmatch(port) and port != default and not re.search(r":\d*$", host):
                 host = f"{host}:{port}"
-    prefix = (first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
+        candidate = (first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
+        prefix = candidate if PREFIX.fullmatch(candidate) else ""
     return f"{scheme}://{host}{prefix}{settings.root_path}"
+
+
+def server_address(request: Request) -> str:
+    """The listening address, when the Host header is missing or malformed."""
+    server = request.scope.get("server")
+    if not server:
+        return "localhost"
+    host, port = server[0], server[1]
+    host = f"[{host}]" if ":" in str(host) else str(host)
+    return f"{host}:{port}" if port else host
+
+
+def json_text(url: str) -> bytes:
+    """`url` as it goes between the quotes of a JSON string."""
+    return orjson.dumps(url)[1:-1]
+
+
+class TrustedProxies:
+    """Outermost middleware: marks whether the peer is a trusted proxy (so its Host-rewriting
+    headers count) and, for those, lets uvicorn's ProxyHeadersMiddleware set the ASGI client
+    address and scheme from X-Forwarded-For / X-Forwarded-Proto, as `uvicorn
+    --forwarded-allow-ips` would (`dicomweb serve` turns uvicorn's own off)."""
+
+    def __init__(self, app: ASGIApp, allow: tuple[str, ...]) -> None:
+        self.allow_any = "*" in allow
+        self.networks = [ipaddress.ip_network(item, strict=False) for item in allow
+                         if item != "*" and _is_address(item)]
+        self.names = {item for item in allow if item != "*" and not _is_address(item)}
+        self.proxy = ProxyHeadersMiddleware(app, trusted_hosts=list(allow))  # type: ignore[arg-type]
+
+    def trusts(self, host: str | None) -> bool:
+        if host is None:
+            return False
+        if self.allow_any or host in self.names:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.proxy(scope, receive, send)  # type: ignore[arg-type]
+            return
+        client = scope.get("client")
+        scope.setdefault("state", {})[TRUSTED_KEY] = self.trusts(client[0] if client else None)
+        await self.proxy(scope, receive, send)  # type: ignore[arg-type]
+
+
+def _is_address(item: str) -> bool:
+    try:
+        ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        return False
+    return True

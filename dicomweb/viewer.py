@@ -295,7 +295,7 @@ class Viewer:
 
     def resolve(self, path: str) -> Path | None:
         relative = path.lstrip("/")
-        if not relative:
+        if not relative or "\x00" in relative:  # no file name holds NUL (the OS refuses it)
             return None
         candidate = (self.dist / relative).resolve()
         if not candidate.is_relative_to(self.dist) or not candidate.is_file():

@@ -24,7 +24,7 @@ from dicomweb.negotiation import (
     parse_accept,
 )
 from dicomweb.store.repository import InstanceLocation, Store
-from dicomweb.urls import service_base_url
+from dicomweb.urls import json_text, service_base_url
 
 JSON = "application/dicom+json"
 
@@ -156,7 +156,7 @@ async def retrieve_metadata(request: Request) -> Response:
     study, series, sop = path_uids(request)
     rows = await run_in_threadpool(store_of(request).metadata_rows, study, series, sop)
     body = b"[" + b",".join(rows) + b"]"
-    body = body.replace(ROOT_TOKEN_BYTES, base_url(request).encode())
+    body = body.replace(ROOT_TOKEN_BYTES, json_text(base_url(request)))
     return Response(body, media_type=JSON)
 
 

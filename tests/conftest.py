@@ -23,6 +23,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).parent))
 
 import factory  # noqa: E402
+from oidc import OidcProvider, start_provider  # noqa: E402
 
 POSTGRES_ENV = "DICOMWEB_TEST_POSTGRES_URL"
 
@@ -58,8 +59,9 @@ def start_server(
     workers: int = 1,
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Server:
-    port = free_port()
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
     command = [
@@ -79,9 +81,11 @@ def start_server(
     if database_url:
         command += ["--database-url", database_url]
     command += extra or []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")} | (env or {})
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+    environment.update(env or {})
     log_file = log_path.open("wb")
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                               env=environment)
     origin = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -125,6 +129,25 @@ def postgres_database() -> Iterator[str]:
     base, _, _ = admin_url.rpartition("/")
     yield f"{base}/{name}"
     with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def own_database(backend: str | None) -> Iterator[str | None]:
+    """A database of the test module's own, for servers whose state must not leak into the
+    session's shared one (API keys turn authentication on; tampered audit chains): None on
+    SQLite (a server's data folder is its own), a fresh PostgreSQL database otherwise."""
+    if backend is None:
+        yield None
+        return
+    import psycopg
+
+    admin = os.environ[POSTGRES_ENV].replace("postgresql+psycopg://", "postgresql://")
+    name = f"dicomweb_own_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield f"{backend.rpartition('/')[0]}/{name}"
+    with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -217,3 +240,12 @@ def dimse_server(
     yield DimseServer(running, dimse_port, destination, report_port)
     stop_server(running)
     destination.stop()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """A real OpenID provider (npm's oidc-provider) on 127.0.0.1 with the clients and users of
+    tests/oidc.py; tests that rotate its keys should start their own with `start_provider`."""
+    provider = start_provider(tmp_path_factory.mktemp("oidc"))
+    yield provider
+    provider.stop()

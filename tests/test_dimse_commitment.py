@@ -58,11 +58,11 @@ def modality(aet: str = "COMMITTER") -> AE:
     return ae
 
 
-def ask(dimse_server, request: Dataset, reports: Reports | None, aet: str = "COMMITTER",
+def ask(port: int, request: Dataset, reports: Reports | None, aet: str = "COMMITTER",
         wait: bool = True) -> int:
     """N-ACTION; when `wait`, keep the association until the report arrives."""
     handlers = [(evt.EVT_N_EVENT_REPORT, reports.handle)] if reports else []
-    assoc = modality(aet).associate("127.0.0.1", dimse_server.port, ae_title="DICOMWEB",
+    assoc = modality(aet).associate("127.0.0.1", port, ae_title="DICOMWEB",
                                     evt_handlers=handlers)
     assert assoc.is_established
     try:
@@ -82,7 +82,7 @@ def referenced(report: Dataset, sequence: str) -> list[str]:
 def test_report_on_the_same_association(dimse_server, stored) -> None:
     reports = Reports()
     request = request_for(stored)
-    assert ask(dimse_server, request, reports) == 0x0000
+    assert ask(dimse_server.port, request, reports) == 0x0000
     ((event_type, report),) = reports.received
     assert event_type == 1  # all committed
     assert report.TransactionUID == request.TransactionUID
@@ -102,7 +102,7 @@ def test_report_on_a_new_association_lists_failures(dimse_server, stored) -> Non
         missing = (stored[0].SOPClassUID, factory.new_uid())
         conflict = ("1.2.840.10008.5.1.4.1.1.4", stored[1].SOPInstanceUID)  # MR, stored as CT
         request = request_for(stored[:1], [missing, conflict])
-        assert ask(dimse_server, request, None, wait=False) == 0x0000
+        assert ask(dimse_server.port, request, None, wait=False) == 0x0000
         assert reports.arrived.wait(TIMEOUT_S), "no N-EVENT-REPORT on a new association"
     finally:
         server.shutdown()
@@ -115,7 +115,7 @@ def test_report_on_a_new_association_lists_failures(dimse_server, stored) -> Non
 
 
 def test_refusals(dimse_server, stored) -> None:
-    assert ask(dimse_server, request_for(stored), None, aet="READER", wait=False) == 0x0124
+    assert ask(dimse_server.port, request_for(stored), None, aet="READER", wait=False) == 0x0124
     empty = Dataset()
     empty.TransactionUID = factory.new_uid()
-    assert ask(dimse_server, empty, None, wait=False) == 0x0120
+    assert ask(dimse_server.port, empty, None, wait=False) == 0x0120

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicomweb.access import READ, WRITE
+from dicomweb.access import ALL_SCOPES, READ, WRITE
 from dicomweb.config import ConfigError, Settings
 from dicomweb.dimse.peers import (
     PeerTable,
@@ -52,8 +52,8 @@ def test_principal_of_an_association() -> None:
     assert table.principal("WS", "192.168.0.8").scopes == frozenset({READ})  # falls to *
     strict = PeerTable(parse_peers(("CT=write",)))
     assert strict.principal("OTHER", "127.0.0.1") is None
-    anyone = PeerTable([])
-    assert anyone.principal("ANY", "127.0.0.1").scopes == frozenset({READ, WRITE})
+    anyone = PeerTable([])  # open, as DICOMweb without credentials
+    assert anyone.principal("ANY", "127.0.0.1").scopes == ALL_SCOPES
     assert anyone.principal("ANY", "127.0.0.1").kind == "dimse"
 
 

@@ -15,6 +15,9 @@ from dcmtk import dataset_bytes, keys, peer, requires_dcmtk, run, statuses
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from dicomweb.config import Settings
+from dicomweb.store.repository import Store
+
 pytestmark = requires_dcmtk
 COUNT = re.compile(r"(Remaining|Completed|Failed|Warning) Sub-?operations\s*:\s*(\d+)",
                    re.IGNORECASE)
@@ -92,8 +95,13 @@ def test_move_refusals(dimse_server, stowed) -> None:
 def test_move_reports_each_failed_instance(dimse_server, stowed) -> None:
     """An instance whose file is gone fails alone; the others are sent."""
     lost = stowed["datasets"][1]
-    (blob,) = (dimse_server.http.data_dir / "blobs").rglob(f"{lost.SOPInstanceUID}.*.dcm")
-    blob.unlink()
+    store = Store(Settings(data_dir=dimse_server.http.data_dir,
+                           database_url=dimse_server.http.database_url))
+    try:
+        (location,) = store.locate(stowed["study"], stowed["ct"], lost.SOPInstanceUID)
+        store.blobs.path(location.blob_key).unlink()
+    finally:
+        store.close()
     output = move(dimse_server, QueryRetrieveLevel="STUDY", StudyInstanceUID=stowed["study"])
     assert statuses(output)[-1] == 0xB000, output
     assert final_counts(output) | {"remaining": 0} == {

@@ -106,3 +106,80 @@ def test_generated_studies_match_pydicom(tmp_path: Path) -> None:
             assert values.text(keyword) == pydicom_text(ds, keyword), (path.name, keyword)
         for keyword in INTEGER_KEYWORDS:
             assert values.integer(keyword) == pydicom_integer(ds, keyword), (path.name, keyword)
+
+
+# --- what ingest refuses ------------------------------------------------------------------
+
+
+def ingest_dataset(tmp_path: Path, ds: Dataset):  # noqa: ANN201
+    from factory import to_bytes
+
+    from dicomweb.ingest import ingest_file
+
+    path = tmp_path / "upload.dcm"
+    path.write_bytes(to_bytes(ds))
+    return ingest_file(path)
+
+
+def refused(tmp_path: Path, ds: Dataset):  # noqa: ANN201
+    from dicomweb.errors import InstanceRejected
+
+    with pytest.raises(InstanceRejected) as caught:
+        ingest_dataset(tmp_path, ds)
+    return caught.value
+
+
+def test_native_pixel_data_shorter_than_its_attributes_say_is_refused(tmp_path: Path) -> None:
+    from factory import image
+
+    ds = image(rows=16, columns=16)  # 16 x 16 x 1 x 16 bits: 512 bytes
+    ds.PixelData = ds.PixelData[:256]  # a cut whose length field was rewritten to match
+    rejected = refused(tmp_path, ds)
+    assert rejected.reason == 0xA900
+    assert "256" in rejected.message and "512" in rejected.message
+
+
+def test_number_of_frames_beyond_the_native_pixel_data_is_refused(tmp_path: Path) -> None:
+    from factory import image
+
+    ds = image(rows=16, columns=16)
+    ds.NumberOfFrames = 2**31 - 1
+    rejected = refused(tmp_path, ds)
+    assert rejected.reason == 0xA900 and str(2**31 - 1) in rejected.message
+
+
+def test_number_of_frames_beyond_the_fragments_is_refused(tmp_path: Path) -> None:
+    source = dcmread(get_testdata_file("JPEG2000.dcm"))
+    source.NumberOfFrames = 2**31 - 1
+    rejected = refused(tmp_path, source)
+    assert rejected.reason == 0xA900 and "fragments" in rejected.message
+
+
+def test_one_bit_frames_packed_across_byte_boundaries_are_taken(tmp_path: Path) -> None:
+    from factory import image
+
+    ds = image(rows=5, columns=5, frames=3)  # 75 bits: 10 bytes, PS3.5 8.1.1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    ds.PixelData = b"\xaa" * 10
+    assert ingest_dataset(tmp_path, ds).instance_row["number_of_frames"] == 3
+
+
+def test_unknown_vr_is_that_instance_s_failure_in_words(tmp_path: Path) -> None:
+    import struct
+
+    from factory import image, to_bytes
+
+    from dicomweb.errors import InstanceRejected
+    from dicomweb.ingest import ingest_file
+
+    ds = image()
+    raw = to_bytes(ds)
+    uid = ds.SOPInstanceUID.encode() + (b"\0" if len(ds.SOPInstanceUID) % 2 else b"")
+    element = struct.pack("<HH", 0x0008, 0x0018) + b"%s" + struct.pack("<H", len(uid)) + uid
+    path = tmp_path / "uy.dcm"
+    path.write_bytes(raw.replace(element % b"UI", element % b"UY"))
+    with pytest.raises(InstanceRejected) as caught:
+        ingest_file(path)
+    assert caught.value.message == (
+        "cannot parse the DICOM data set: unknown Value Representation 'UY' in tag (0008,0018)"
+    )

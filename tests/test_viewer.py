@@ -47,10 +47,13 @@ def viewer_cache(tmp_path: Path) -> Path:
     return cache
 
 
-def client_for(tmp_path: Path, viewer_cache: Path, **settings: object) -> TestClient:
+def client_for(tmp_path: Path, viewer_cache: Path, *, peer: str = "127.0.0.1",
+               **settings: object) -> TestClient:
+    """A client connecting from `peer` (loopback: a proxy trusted by default)."""
     options = {"data_dir": tmp_path / "data", "viewer": True, "viewer_dir": viewer_cache,
                **settings}
-    return TestClient(create_app(Settings(**options).normalised()))  # type: ignore[arg-type]
+    app = create_app(Settings(**options).normalised())  # type: ignore[arg-type]
+    return TestClient(app, client=(peer, 50000))
 
 
 @pytest.fixture
@@ -96,6 +99,32 @@ def test_app_config_follows_the_proxy(client: TestClient) -> None:
     response = client.get("/app-config.js", headers={
         "X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.example.org"})
     assert data_source(config_of(response))["qidoRoot"] == "https://pacs.example.org/dicomweb"
+
+
+def test_app_config_ignores_forwarded_headers_of_untrusted_peers(
+    tmp_path: Path, viewer_cache: Path
+) -> None:
+    with client_for(tmp_path, viewer_cache, peer="203.0.113.9") as remote:
+        response = remote.get("/app-config.js", headers={
+            "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example.org"})
+    assert data_source(config_of(response))["qidoRoot"] == "http://testserver/dicomweb"
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Forwarded-Host": 'a"b', "X-Forwarded-Proto": "javascript"},
+    {"Forwarded": 'proto=gopher;host="x\\"y"'},
+    {"X-Forwarded-Host": "good.example.org", "X-Forwarded-Prefix": '/p"</script>'},
+])
+def test_app_config_takes_only_well_formed_forwarded_values(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    root = data_source(config_of(client.get("/app-config.js", headers=headers)))["qidoRoot"]
+    assert root in ("http://testserver/dicomweb", "http://good.example.org/dicomweb")
+
+
+def test_viewer_path_with_nul_is_404(client: TestClient) -> None:
+    response = client.get("/index.html%00.js")
+    assert response.status_code == 404
 
 
 def test_app_config_cross_origin_root(tmp_path: Path, viewer_cache: Path) -> None:

@@ -131,7 +131,7 @@ class Commitments:
         self.destinations = destinations
 
     def handle_action(self, event: evt.Event, principal: Principal) -> tuple[int, None]:
-        if WRITE not in principal.scopes:
+        if not principal.has(WRITE):
             return NOT_AUTHORIZED, None
         request = event.request
         try:

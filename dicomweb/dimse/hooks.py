@@ -24,7 +24,7 @@ from pynetdicom import _config, dimse_messages, evt
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.service_class import QueryRetrieveServiceClass
 
-from dicomweb.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomweb.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ Peers (comma-separated entries, `DICOMWEB_DIMSE_PEERS`):
 - scopes are the DICOMweb ones, short or full: `read` (C-FIND, C-MOVE, C-GET), `write`
   (C-STORE, Storage Commitment); `dicomweb:read`, `dicomweb:write`, `delete`, `admin` are
   accepted too. C-ECHO needs no scope.
-- labels (optional) restrict the studies the peer sees to those labels, as a DICOMweb
-  principal with labels.
+- labels (optional) are the peer's, as a DICOMweb principal's: the studies it stores get
+  them, and with `--study-access labels` it sees only studies carrying one of them.
 
 Destinations (comma-separated entries, `DICOMWEB_DIMSE_DESTINATIONS`): `AET=host:port`.
 """
@@ -23,7 +23,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from dicomweb.access import ADMIN, DELETE, READ, WRITE, Principal
+from dicomweb.access import ADMIN, ALL_SCOPES, DELETE, READ, WRITE, Principal, configured_principal
+from dicomweb.access.authenticate import is_loopback
 from dicomweb.config import ConfigError, Settings
 
 ANY_AE = "*"
@@ -121,15 +122,6 @@ def parse_destinations(entries: tuple[str, ...]) -> dict[str, Destination]:
     return found
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_settings(settings: Settings) -> None:
     """Start-up checks; ConfigError names the setting."""
     check_ae_title(settings.ae_title, "DICOMWEB_AE_TITLE")
@@ -150,13 +142,13 @@ class PeerTable:
 
     def principal(self, ae_title: str, address: str) -> Principal | None:
         title = ae_title.strip()
-        if not self.peers:  # no peers configured: loopback only (check_settings), anyone
-            return Principal("dimse", title, frozenset({READ, WRITE}))
+        if not self.peers:  # none configured: a loopback bind (check_settings), open to all,
+            return Principal("dimse", title, ALL_SCOPES)  # as DICOMweb without credentials
         # An entry naming the AE title wins over `*`, whatever the order.
         for wanted in (title, ANY_AE):
             for peer in self.peers:
                 if peer.ae_title == wanted and (peer.host is None or same_host(peer.host, address)):
-                    return Principal("dimse", title, peer.scopes, peer.labels)
+                    return configured_principal("dimse", title, peer.scopes, peer.labels)
         return None
 
 

@@ -81,7 +81,7 @@ def refused(status: int, comment: str) -> RetrievePlan:
 
 def plan_retrieve(store: Store, principal: Principal, identifier: Dataset, model: str,
                   max_instances: int = MAX_SUBOPERATIONS) -> RetrievePlan:
-    if READ not in principal.scopes:
+    if not principal.has(READ):
         return refused(NOT_AUTHORIZED, f"{principal.subject} may not retrieve")
     root = ROOT_OF_MODEL.get(model)
     if root is None:
@@ -211,7 +211,7 @@ def send_transcoded(assoc: Association, store: Store, path: Path, target: str, m
         temp.write_bytes(data)
         return assoc.send_c_store(temp, msg_id=msg_id, **kwargs)
     finally:
-        temp.unlink(missing_ok=True)
+        store.blobs.discard(temp)
 
 
 def prefer_sendable_syntaxes(proposed: list[PresentationContext],

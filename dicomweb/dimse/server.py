@@ -153,7 +153,7 @@ class DimseService:
 
     def on_c_find(self, event: evt.Event) -> Iterator[tuple[Any, Any]]:
         principal = self.allowed(event)
-        if READ not in principal.scopes:
+        if not principal.has(READ):
             refusal = storage.status(retrieve.NOT_AUTHORIZED, f"{principal.subject} may not query")
             yield refusal, None
             return
@@ -190,7 +190,7 @@ class DimseService:
     def on_c_move(self, event: evt.Event) -> retrieve.RetrievePlan:
         principal = self.allowed(event)
         destination = self.destinations.get(str(event.request.MoveDestination).strip())
-        if destination is None and READ in principal.scopes:
+        if destination is None and principal.has(READ):
             return retrieve.refused(
                 retrieve.DESTINATION_UNKNOWN,
                 f"{event.request.MoveDestination} is not in DICOMWEB_DIMSE_DESTINATIONS",

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag, Tag
 
-from dicomweb.access import WRITE, Principal
+from dicomweb.access import WRITE, Principal, study_writer
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -58,7 +58,7 @@ def store_received(
     store: Store, path: Path, sop_class: str, sop_instance: str, principal: Principal
 ) -> Dataset:
     """Store the received Part 10 file at `path` (consumed); the C-STORE response status."""
-    if WRITE not in principal.scopes:
+    if not principal.has(WRITE):
         path.unlink(missing_ok=True)
         log.warning("C-STORE from %s refused: no write scope", principal.subject)
         return status(NOT_AUTHORIZED, f"{principal.subject} may not store")
@@ -67,7 +67,8 @@ def store_received(
         path.unlink(missing_ok=True)
         log.warning("C-STORE %s from %s rejected: %s", sop_instance, principal.subject, mismatch)
         return status(STATUS_OF_REASON[DATASET_DOES_NOT_MATCH_SOP_CLASS], mismatch)
-    outcome = store.store_files([path])[0]
+    # The peer's labels go to the studies it stores; it adds only to studies it may see.
+    outcome = store.store_files([path], writer=study_writer(principal, store.settings))[0]
     if isinstance(outcome, InstanceRejected):
         code = STATUS_OF_REASON.get(outcome.reason, 0xC000)
         log.warning("C-STORE %s from %s rejected (0x%04X): %s",

@@ -1,14 +1,33 @@
-"""The blob folder: one file per instance, written atomically (temp file, fsync, rename)."""
+"""The blob folder: one file per instance, written atomically (temp file, fsync, rename).
+
+Keys are built from digests of the UIDs, never from the UIDs themselves, so no attribute value
+can name a path outside the folder. Temp files are locked (flock) by the process writing them
+from creation until they are consumed: a sweeper that can take the lock knows the writer is
+dead, so orphans are removed within a minute without touching a live upload of another worker.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+log = logging.getLogger(__name__)
+
+#: A temp file this young may still be between its creation and its lock: never swept.
+TEMP_MIN_AGE_S = 10.0
+
+
+def uid_digest(uid: str) -> str:
+    return hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _sync_file(path: Path) -> None:
@@ -22,16 +41,56 @@ class BlobStore:
         self.tmp_dir = root / ".tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._sync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fdatasync")
+        #: Lock descriptors of this process's temp files, by path.
+        self._temp_locks: dict[Path, int] = {}
+        self._temp_locks_guard = threading.Lock()
+
+    # --- temp files ---------------------------------------------------------------------
 
     def new_temp_path(self) -> Path:
-        """A path on the blob filesystem, so committing it is a rename, not a copy."""
-        return self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        """A new empty file on the blob filesystem (so committing it is a rename, not a copy),
+        locked until the store consumes it or `discard` removes it. Write it in place."""
+        path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._temp_locks_guard:
+            self._temp_locks[path] = fd
+        return path
+
+    def discard(self, temp_path: Path) -> None:
+        """Remove a temp file (if it is still there) and drop its lock."""
+        temp_path.unlink(missing_ok=True)
+        self._unlock(temp_path)
+
+    def _unlock(self, temp_path: Path) -> None:
+        with self._temp_locks_guard:
+            fd = self._temp_locks.pop(temp_path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def sweep_temp_files(self, min_age_s: float = TEMP_MIN_AGE_S) -> int:
+        """Remove temp files whose writer is gone (their lock is free), and drop this process's
+        locks of temp files someone removed. Returns how many files were removed."""
+        with self._temp_locks_guard:
+            mine = dict(self._temp_locks)
+        for path, fd in mine.items():
+            if os.fstat(fd).st_nlink == 0:
+                self._unlock(path)
+        removed = 0
+        deadline = time.time() - min_age_s
+        for path in self.tmp_dir.glob("*.part"):
+            if path not in mine and _remove_if_orphan(path, deadline):
+                removed += 1
+        return removed
+
+    # --- blobs --------------------------------------------------------------------------
 
     @staticmethod
     def new_key(study: str, series: str, sop: str) -> str:
         """Each stored version gets a unique key, so a new file never replaces one the index
-        still points to."""
-        return f"{study}/{series}/{sop}.{uuid.uuid4().hex[:12]}.dcm"
+        still points to. Digests keep a study's files in one folder, and cannot hold `..`."""
+        return (f"{uid_digest(study)}/{uid_digest(series)}/{uid_digest(sop)}."
+                f"{uuid.uuid4().hex[:12]}.dcm")
 
     def commit(self, temp_path: Path, key: str) -> None:
         """Move a complete temp file into place: data on disk first, then the rename."""
@@ -39,12 +98,21 @@ class BlobStore:
         self._move(temp_path, key)
 
     def _move(self, temp_path: Path, key: str) -> None:
-        target = self.root / key
+        target = self._file(key)
         try:
             os.replace(temp_path, target)
         except FileNotFoundError:  # first instance of its series: make the folders once
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp_path, target)
+        self._unlock(temp_path)
+
+    def _file(self, key: str) -> Path:
+        """The file of a key. Keys made by older versions hold the UIDs themselves (they stay
+        readable); one that would lead outside the folder names no blob of this store."""
+        relative = PurePosixPath(key)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise FileNotFoundError(f"blob key {key!r} is outside the blob folder")
+        return self.root / relative
 
     def commit_many(self, items: list[tuple[Path, str]]) -> None:
         """`commit` for a batch: the fdatasyncs wait on the disk together, then the renames."""
@@ -56,12 +124,17 @@ class BlobStore:
             self._move(path, key)
 
     def path(self, key: str) -> Path:
-        return self.root / key
+        return self._file(key)
 
     def remove(self, key: str) -> None:
+        try:
+            path = self._file(key)
+        except FileNotFoundError:
+            log.warning("not removing blob key %r: it is outside the blob folder", key)
+            return
         with contextlib.suppress(FileNotFoundError):
-            (self.root / key).unlink()
-        self._prune_empty_parents(self.root / key)
+            path.unlink()
+        self._prune_empty_parents(path)
 
     def _prune_empty_parents(self, path: Path) -> None:
         for parent in list(path.parents)[:2]:
@@ -72,25 +145,37 @@ class BlobStore:
 
     def read_ranges(self, key: str, ranges: list[list[int]]) -> bytes:
         """Bytes of one frame or bulk element: one open, one pread per range."""
-        fd = os.open(self.root / key, os.O_RDONLY)
+        fd = os.open(self._file(key), os.O_RDONLY)
         try:
             return b"".join(os.pread(fd, length, offset) for offset, length in ranges)
         finally:
             os.close(fd)
 
     def iter_file(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        with (self.root / key).open("rb") as fp:
+        with self._file(key).open("rb") as fp:
             while chunk := fp.read(chunk_size):
                 yield chunk
 
-    def sweep_temp_files(self, older_than_s: float = 24 * 3600) -> int:
-        """Remove temp files left by a crash mid-upload (never referenced by the index).
-        Only old ones: another worker may be receiving an upload right now."""
-        count = 0
-        deadline = time.time() - older_than_s
-        for path in self.tmp_dir.glob("*.part"):
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < deadline:
-                    path.unlink()
-                    count += 1
-        return count
+
+def _remove_if_orphan(path: Path, deadline: float) -> bool:
+    """Remove a temp file no live process holds the lock of (and older than `deadline`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        status = os.fstat(fd)
+        if status.st_mtime > deadline:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        if os.stat(path).st_ino != status.st_ino:
+            return False
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)

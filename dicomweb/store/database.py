@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, MetaData, event, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import SQLModel, create_engine
 
@@ -45,30 +46,36 @@ def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def
     cursor.close()
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables; safe to call from several processes at once."""
+def create_schema(engine: Engine, extensions: Sequence[MetaData] = ()) -> None:
+    """Create missing tables (the index's and those extensions registered); safe to call from
+    several processes at once."""
+    every = (SQLModel.metadata, *extensions)
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_SCHEMA_LOCK})
-            SQLModel.metadata.create_all(connection)
-            _create_missing_indexes(connection)
-            _record_version(connection)
+            _create_all(connection, every)
         return
     for attempt in range(5):
         try:
             with engine.begin() as connection:
-                SQLModel.metadata.create_all(connection)
-                _create_missing_indexes(connection)
-                _record_version(connection)
+                _create_all(connection, every)
             return
         except (OperationalError, ProgrammingError) as exc:  # another process won the race
             log.info("schema creation retry %d: %s", attempt + 1, exc)
-    SQLModel.metadata.create_all(engine)
+    for metadata in every:
+        metadata.create_all(engine)
 
 
-def _create_missing_indexes(connection) -> None:  # type: ignore[no-untyped-def]
+def _create_all(connection, every: Sequence[MetaData]) -> None:  # type: ignore[no-untyped-def]
+    for metadata in every:
+        metadata.create_all(connection)
+        _create_missing_indexes(connection, metadata)
+    _record_version(connection)
+
+
+def _create_missing_indexes(connection, metadata: MetaData) -> None:  # type: ignore[no-untyped-def]
     """create_all makes indexes only with new tables; add those a newer version defines."""
-    for table in SQLModel.metadata.sorted_tables:
+    for table in metadata.sorted_tables:
         for index in table.indexes:
             index.create(connection, checkfirst=True)
 

@@ -17,6 +17,7 @@ from dicomweb import attributes as attrs
 from dicomweb.attributes import Level
 from dicomweb.errors import BadRequest
 from dicomweb.qido import SearchQuery
+from dicomweb.store.access import EVERY_STUDY, StudyFilter
 from dicomweb.store.query import SearchResult, element, json_match, pick, sql_condition
 from dicomweb.store.repository import INSTANCES, SERIES, STUDIES
 
@@ -47,8 +48,13 @@ PATIENT_RELATED_SERIES = attrs.key("NumberOfPatientRelatedSeries")
 PATIENT_RELATED_INSTANCES = attrs.key("NumberOfPatientRelatedInstances")
 
 
-def search_patients(engine: Engine, query: SearchQuery) -> SearchResult:
+def search_patients(engine: Engine, query: SearchQuery,
+                    access: StudyFilter = EVERY_STUDY) -> SearchResult:
+    """One page of patients with a matching study among those `access` lets the caller see;
+    their related counts count those studies only."""
     sql_clauses = []
+    if not access.unrestricted:
+        sql_clauses.append(access.clause(STUDIES.c.study_instance_uid))
     json_conditions = []
     for condition in query.conditions:
         if len(condition.path) != 1 or condition.tag not in PATIENT_LEVEL_KEYS:
@@ -81,7 +87,7 @@ def search_patients(engine: Engine, query: SearchQuery) -> SearchResult:
         page = list(found.items())[query.offset : query.offset + limit + 1]
         more = len(page) > limit
         page = page[:limit]
-        counts = related_counts(connection, [key for key, _ in page])
+        counts = related_counts(connection, [key for key, _ in page], access)
     rows = []
     for key, dataset in page:
         patient = pick(
@@ -97,23 +103,27 @@ def search_patients(engine: Engine, query: SearchQuery) -> SearchResult:
     return SearchResult(rows, more)
 
 
-def related_counts(connection: Any, keys: list[str]) -> dict[str, tuple[int, int, int]]:
-    """(studies, series, instances) per patient key."""
+def related_counts(connection: Any, keys: list[str],
+                   access: StudyFilter) -> dict[str, tuple[int, int, int]]:
+    """(studies, series, instances) per patient key, of the studies `access` shows."""
     if not keys:
         return {}
     by_patient = STUDIES.c.patient_key
+    wanted = by_patient.in_(keys)
+    if not access.unrestricted:
+        wanted = and_(wanted, access.clause(STUDIES.c.study_instance_uid))
     study_of_series = SERIES.c.study_instance_uid == STUDIES.c.study_instance_uid
     study_of_instance = INSTANCES.c.study_instance_uid == STUDIES.c.study_instance_uid
     studies = dict(
         connection.execute(
-            select(by_patient, func.count()).where(by_patient.in_(keys)).group_by(by_patient)
+            select(by_patient, func.count()).where(wanted).group_by(by_patient)
         ).all()
     )
     series = dict(
         connection.execute(
             select(by_patient, func.count())
             .select_from(SERIES.join(STUDIES, study_of_series))
-            .where(by_patient.in_(keys))
+            .where(wanted)
             .group_by(by_patient)
         ).all()
     )
@@ -121,7 +131,7 @@ def related_counts(connection: Any, keys: list[str]) -> dict[str, tuple[int, int
         connection.execute(
             select(by_patient, func.count())
             .select_from(INSTANCES.join(STUDIES, study_of_instance))
-            .where(by_patient.in_(keys))
+            .where(wanted)
             .group_by(by_patient)
         ).all()
     )

@@ -15,6 +15,7 @@ from dicomweb import attributes as attrs
 from dicomweb.attributes import Kind, Level
 from dicomweb.errors import BadRequest
 from dicomweb.qido import Condition, SearchQuery, split_list
+from dicomweb.store.access import EVERY_STUDY, StudyFilter
 from dicomweb.store.repository import INSTANCES, SERIES, STUDIES
 
 TABLES = {Level.STUDY: STUDIES, Level.SERIES: SERIES, Level.INSTANCE: INSTANCES}
@@ -199,7 +200,10 @@ def json_match(dataset: dict[str, Any], condition: Condition, fuzzy: bool) -> bo
 # --- the search ---------------------------------------------------------------------------
 
 
-def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
+def search(engine: Engine, query: SearchQuery, base_url: str,
+           access: StudyFilter = EVERY_STUDY) -> SearchResult:
+    """One page of matches among the studies `access` lets the caller see: the filter is part
+    of the statement, so rows, pages, the "more" flag and every count cover only those."""
     level = query.level
     table = TABLES[level]
     sql_clauses: list[ColumnElement[bool]] = []
@@ -230,6 +234,8 @@ def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
         sql_clauses.append(table.c.study_instance_uid == query.study)
     if query.series:
         sql_clauses.append(table.c.series_instance_uid == query.series)
+    if not access.unrestricted:
+        sql_clauses.append(access.clause(table.c.study_instance_uid))
     statement = statement.where(and_(true(), *sql_clauses)).order_by(*ORDER[level]())
     limit = query.limit or 0
     if not json_conditions:

@@ -3,6 +3,7 @@ points at a missing file and a failure leaves the instance either whole or absen
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -12,18 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, delete, exists, select
+from sqlalchemy import Connection, MetaData, bindparam, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from dicomweb.config import Settings
 from dicomweb.errors import (
     DUPLICATE_SOP_INSTANCE,
+    NOT_AUTHORIZED,
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
     InstanceRejected,
     NotFound,
 )
 from dicomweb.ingest import IngestedInstance, ingest_file
+from dicomweb.part10 import InflateLimits
+from dicomweb.store.access import (
+    ANY_WRITER,
+    EVERY_STUDY,
+    STUDY_LABELS,
+    StudyFilter,
+    StudyWriter,
+    label_studies,
+)
 from dicomweb.store.blobs import BlobStore
 from dicomweb.store.database import create_schema, make_engine
 from dicomweb.store.tables import Instance, Patient, PendingBlob, Series, Study, utcnow
@@ -95,8 +106,12 @@ class Store:
         self.settings = settings
         self.engine = make_engine(settings.effective_database_url)
         self.blobs = BlobStore(settings.effective_blob_dir)
+        self.inflate_limits = InflateLimits(settings.max_inflated_bytes,
+                                            settings.max_inflate_ratio)
         self.index_hooks: list[IndexHook] = []
         self.delete_hooks: list[DeleteHook] = []
+        #: Tables of extensions (audit, access…), created with the index's by create_schema.
+        self.extension_tables: list[MetaData] = []
         self._register_rt_hooks()
 
     def _register_rt_hooks(self) -> None:
@@ -105,8 +120,12 @@ class Store:
         self.index_hooks.append(indexing.index_hook)
         self.delete_hooks.append(indexing.delete_hook)
 
+    def register_tables(self, metadata: MetaData) -> None:
+        if metadata not in self.extension_tables:
+            self.extension_tables.append(metadata)
+
     def create_schema(self) -> None:
-        create_schema(self.engine)
+        create_schema(self.engine, self.extension_tables)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -122,23 +141,31 @@ class Store:
         return outcome
 
     def store_files(
-        self, temp_paths: list[Path], *, expected_study: str | None = None
+        self, temp_paths: list[Path], *, expected_study: str | None = None,
+        writer: StudyWriter = ANY_WRITER,
     ) -> list[StoredInstance | InstanceRejected]:
         """A batch of complete Part 10 files (one STOW request's parts; all consumed).
 
         Each instance is still whole or absent, but the batch shares one duplicate query, one
         journal transaction, concurrent fdatasyncs and one index transaction. If that
-        transaction fails, its instances are indexed one by one.
+        transaction fails, its instances are indexed one by one. Instances of an existing
+        study `writer` may not add to are rejected; the studies stored get `writer.labels`.
         """
         outcomes: list[StoredInstance | InstanceRejected | None] = [None] * len(temp_paths)
         try:
             parsed: list[tuple[int, IngestedInstance, Path]] = []
             for position, path in enumerate(temp_paths):
                 try:
-                    ingested = ingest_file(path, expected_study=expected_study)
+                    ingested = ingest_file(
+                        path, expected_study=expected_study, limits=self.inflate_limits
+                    )
                     parsed.append((position, ingested, path))
                 except InstanceRejected as rejected:
                     outcomes[position] = rejected
+                except Exception as exc:  # that part's failure, not the batch's
+                    outcomes[position] = rejection_for(exc)
+            parsed = self._writable(parsed, outcomes, writer)
+            labels = writer.labels
             stored = self._existing_many([ingested.sop_instance_uid for _, ingested, _ in parsed])
             fresh: list[tuple[int, IngestedInstance, Path, str]] = []
             one_by_one: list[tuple[int, IngestedInstance, Path]] = []
@@ -153,17 +180,52 @@ class Store:
                     ingested.study_instance_uid, ingested.series_instance_uid, sop
                 )
                 fresh.append((position, ingested, path, key))
-            for position, outcome in self._store_fresh(fresh):
-                outcomes[position] = outcome
+            try:
+                for position, outcome in self._store_fresh(fresh, labels):
+                    outcomes[position] = outcome
+            except Exception as exc:  # e.g. the journal cannot be written: disk full
+                for position, *_ in fresh:
+                    outcomes[position] = rejection_for(exc)
             for position, ingested, path in one_by_one:
-                outcomes[position] = guarded(lambda i=ingested, p=path: self._store_ingested(i, p))
+                outcomes[position] = guarded(
+                    lambda i=ingested, p=path: self._store_ingested(i, p, labels))
         finally:
             for path in temp_paths:
-                path.unlink(missing_ok=True)
+                self.blobs.discard(path)
         return [o for o in outcomes if o is not None]
 
+    def _writable(
+        self, parsed: list[tuple[int, IngestedInstance, Path]],
+        outcomes: list[StoredInstance | InstanceRejected | None], writer: StudyWriter,
+    ) -> list[tuple[int, IngestedInstance, Path]]:
+        """The parsed instances `writer` may store; the others are rejected (and removed)."""
+        if writer.studies.unrestricted or not parsed:
+            return parsed
+        studies = sorted({ingested.study_instance_uid for _, ingested, _ in parsed})
+        with self.engine.connect() as connection:
+            refused = {
+                uid for (uid,) in connection.execute(
+                    select(STUDIES.c.study_instance_uid).where(
+                        STUDIES.c.study_instance_uid.in_(studies),
+                        ~writer.may_add_to(STUDIES.c.study_instance_uid),
+                    ))
+            }
+        kept = []
+        for position, ingested, path in parsed:
+            if ingested.study_instance_uid not in refused:
+                kept.append((position, ingested, path))
+                continue
+            path.unlink(missing_ok=True)
+            outcomes[position] = InstanceRejected(
+                NOT_AUTHORIZED,
+                f"study {ingested.study_instance_uid} exists and this caller may not add to it",
+                sop_class_uid=ingested.sop_class_uid,
+                sop_instance_uid=ingested.sop_instance_uid,
+            )
+        return kept
+
     def _store_fresh(
-        self, fresh: list[tuple[int, IngestedInstance, Path, str]]
+        self, fresh: list[tuple[int, IngestedInstance, Path, str]], labels: frozenset[str]
     ) -> list[tuple[int, StoredInstance | InstanceRejected]]:
         if not fresh:
             return []
@@ -182,11 +244,12 @@ class Store:
         for _, ingested, _, key in fresh:
             ingested.dataset.filename = str(self.blobs.path(key))
         try:
-            warnings = self._index_many([(ingested, key) for _, ingested, _, key in fresh])
+            warnings = self._index_many(
+                [(ingested, key) for _, ingested, _, key in fresh], labels)
         except Exception:
             log.info("batch index failed; indexing %d instance(s) one by one", len(fresh))
             return [
-                (position, guarded(lambda i=ingested, k=key: self._finish(i, k, None)))
+                (position, guarded(lambda i=ingested, k=key: self._finish(i, k, None, labels)))
                 for position, ingested, _, key in fresh
             ]
         return [
@@ -194,7 +257,9 @@ class Store:
             for (position, ingested, _, _), found in zip(fresh, warnings, strict=True)
         ]
 
-    def _store_ingested(self, ingested: IngestedInstance, temp_path: Path) -> StoredInstance:
+    def _store_ingested(
+        self, ingested: IngestedInstance, temp_path: Path, labels: frozenset[str] = frozenset()
+    ) -> StoredInstance:
         row = ingested.instance_row
         key = self.blobs.new_key(
             ingested.study_instance_uid,
@@ -225,14 +290,15 @@ class Store:
             raise
         # Values read lazily from now on come from the blob, not the consumed temp file.
         ingested.dataset.filename = str(self.blobs.path(key))
-        return self._finish(ingested, key, replacing)
+        return self._finish(ingested, key, replacing, labels)
 
     def _finish(
-        self, ingested: IngestedInstance, key: str, replacing: str | None
+        self, ingested: IngestedInstance, key: str, replacing: str | None,
+        labels: frozenset[str] = frozenset(),
     ) -> StoredInstance:
         """Index an instance whose blob is in place and journaled; undo the blob on failure."""
         try:
-            warnings = self._index(ingested, key, replacing is not None)
+            warnings = self._index(ingested, key, replacing is not None, labels)
         except IntegrityError:
             # Another request stored the same SOP Instance UID between our check and insert.
             self.blobs.remove(key)
@@ -273,8 +339,9 @@ class Store:
 
     def recover(self, grace: timedelta = RECOVERY_GRACE) -> int:
         """Remove blobs a crash left between their move into place and their index commit
-        (and old temp files). Returns how many blobs were removed."""
-        self.blobs.sweep_temp_files()
+        (and temp files whose writer is dead). Returns how many blobs were removed."""
+        if swept := self.blobs.sweep_temp_files():
+            log.warning("removed %d temp file(s) left by a dead process", swept)
         cutoff = utcnow() - grace
         with self.engine.connect() as connection:
             keys = [
@@ -330,7 +397,10 @@ class Store:
             ).first()
         return (found[0], found[1]) if found else None
 
-    def _index(self, ingested: IngestedInstance, blob_key: str, replace: bool) -> list[str]:
+    def _index(
+        self, ingested: IngestedInstance, blob_key: str, replace: bool,
+        labels: frozenset[str] = frozenset(),
+    ) -> list[str]:
         warnings: list[str] = []
         with self.engine.begin() as connection:
             if replace:
@@ -344,12 +414,15 @@ class Store:
                 statement = insert_ignoring_duplicates(dialect, table.name)
                 connection.execute(statement, row)
             connection.execute(INSTANCE_INSERT, {**ingested.instance_row, "blob_key": blob_key})
+            label_studies(connection, [ingested.study_instance_uid], labels)
             connection.execute(delete(PENDING).where(PENDING.c.blob_key == blob_key))
             for hook in self.index_hooks:
                 warnings.extend(hook(connection, ingested))
         return warnings
 
-    def _index_many(self, items: list[tuple[IngestedInstance, str]]) -> list[list[str]]:
+    def _index_many(
+        self, items: list[tuple[IngestedInstance, str]], labels: frozenset[str] = frozenset()
+    ) -> list[list[str]]:
         """One transaction for a batch: parents once each, instances in one executemany."""
         warnings: list[list[str]] = []
         with self.engine.begin() as connection:
@@ -366,6 +439,7 @@ class Store:
                 INSTANCE_INSERT,
                 [{**ingested.instance_row, "blob_key": key} for ingested, key in items],
             )
+            label_studies(connection, sorted({i.study_instance_uid for i, _ in items}), labels)
             connection.execute(
                 delete(PENDING).where(PENDING.c.blob_key.in_([key for _, key in items]))
             )
@@ -378,9 +452,12 @@ class Store:
 
     # --- delete -------------------------------------------------------------------------
 
-    def delete(self, study: str, series: str | None = None, sop: str | None = None) -> int:
+    def delete(self, study: str, series: str | None = None, sop: str | None = None, *,
+               access: StudyFilter = EVERY_STUDY) -> int:
         """Remove instances, then empty series/studies/patients, then their blobs."""
         condition = INSTANCES.c.study_instance_uid == study
+        if not access.unrestricted:
+            condition &= access.clause(INSTANCES.c.study_instance_uid)
         if series is not None:
             condition &= INSTANCES.c.series_instance_uid == series
         if sop is not None:
@@ -414,6 +491,11 @@ class Store:
         connection.execute(
             delete(PATIENTS).where(~exists().where(STUDIES.c.patient_key == PATIENTS.c.patient_key))
         )
+        connection.execute(
+            delete(STUDY_LABELS).where(
+                ~exists().where(STUDIES.c.study_instance_uid == STUDY_LABELS.c.study_instance_uid)
+            )
+        )
 
     # --- reads --------------------------------------------------------------------------
 
@@ -426,11 +508,15 @@ class Store:
         with_frames: bool = False,
         with_bulk: bool = False,
         with_metadata: bool = False,
+        access: StudyFilter = EVERY_STUDY,
     ) -> list[InstanceLocation]:
-        """Instances of a study/series/instance in a stable order; NotFound if none."""
+        """Instances of a study/series/instance in a stable order; NotFound if none (also
+        when `access` does not let the caller see the study)."""
         statement = locate_statement(
             series is not None, sop is not None, with_frames, with_bulk, with_metadata
         )
+        if not access.unrestricted:
+            statement = statement.where(access.clause(INSTANCES.c.study_instance_uid))
         with self.engine.connect() as connection:
             rows = connection.execute(
                 statement, {"study": study, "series": series, "sop": sop}
@@ -483,12 +569,34 @@ def guarded(store_one: Callable[[], StoredInstance]) -> StoredInstance | Instanc
         return store_one()
     except InstanceRejected as rejected:
         return rejected
-    except OSError as exc:
-        log.exception("storing an instance failed while writing")
-        return InstanceRejected(OUT_OF_RESOURCES, f"cannot store the instance: {exc}")
     except Exception as exc:
-        log.exception("storing an instance failed")
-        return InstanceRejected(PROCESSING_FAILURE, f"processing failure: {exc}")
+        return rejection_for(exc)
+
+
+#: errno values and SQLSTATE class / SQLite text that mean the disk or a quota is full.
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+        return True
+    original = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if getattr(original, "sqlstate", None) in ("53100", "53200"):  # disk full, out of memory
+        return True
+    return "database or disk is full" in str(original or "")
+
+
+def rejection_for(exc: BaseException) -> InstanceRejected:
+    """An unexpected failure while storing one instance, in words; the details to the log."""
+    if is_out_of_space(exc):
+        log.error("storing an instance failed: out of space (%s)", exc)
+        return InstanceRejected(OUT_OF_RESOURCES, "the server is out of disk space")
+    if isinstance(exc, (OSError, MemoryError)):
+        log.exception("storing an instance failed while writing")
+        return InstanceRejected(OUT_OF_RESOURCES, "the server could not write the instance")
+    log.exception("storing an instance failed")
+    return InstanceRejected(PROCESSING_FAILURE, "the server could not store the instance "
+                            "(the reason is in its log)")
 
 
 def _null() -> Any:

@@ -116,3 +116,13 @@ class PendingBlob(SQLModel, table=True):
 
     blob_key: str = Field(primary_key=True, max_length=400)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class StudyLabel(SQLModel, table=True):
+    """A label on a study: the unit of per-study access (`--study-access labels`), as in
+    Orthanc's authorization plugin and dcm4chee's access control IDs."""
+
+    __tablename__ = "study_labels"
+
+    study_instance_uid: str = Field(primary_key=True, max_length=UID)
+    label: str = Field(primary_key=True, max_length=64, index=True)

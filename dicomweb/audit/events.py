@@ -1,0 +1,139 @@
+"""What an audited request is: the operation it asks for, the studies it names, and the event
+recorded for it.
+
+The operations follow DICOM PS3.15 A.5.3 and IHE BALP's RESTful patterns: a search is a
+`query` (A.5.3.10 Query, BALP Query), a retrieve of anything below a study is a `read`
+(A.5.3.3 Begin Transferring DICOM Instances, A.5.3.6 DICOM Instances Accessed, BALP Read), STOW
+is a `create` (A.5.3.7 DICOM Instances Transferred), DELETE of a study, series or instance is a
+`delete` (A.5.3.8 DICOM Study Deleted, A.5.3.6 with action D), and changes to a study's access
+(labels, share links) are `update`s. A request refused by the access layer is recorded with the
+action `denied` and the operation it asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+ACTIONS = ("create", "read", "query", "delete", "update", "denied")
+SEARCH_PATHS = ("/studies", "/series", "/instances")
+#: /studies/{study}[/series/{series}[/instances/{instance}]][/rest]
+RESOURCE = re.compile(
+    r"^/studies/(?P<study>[^/]+)"
+    r"(?:/series/(?P<series>[^/]+)(?:/instances/(?P<instance>[^/]+))?)?"
+    r"(?P<rest>/.*)?$"
+)
+#: PS3.5 9.1: at most 64 characters, digits and dots. Anything else names no stored study.
+UID = re.compile(r"^[0-9.]{1,64}$")
+READ_METHODS = ("GET", "HEAD")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The operation a request asks for and the resource its path names."""
+
+    operation: str  # create | read | query | delete | update
+    study: str | None = None
+    series: str | None = None
+    instance: str | None = None
+
+
+def classify(method: str, path: str) -> Target | None:
+    """`path` is relative to the DICOMweb root; None for requests that touch no patient data
+    (capabilities, unknown paths, CORS preflights)."""
+    if method == "OPTIONS":
+        return None
+    if path in SEARCH_PATHS:
+        if method in READ_METHODS:
+            return Target("query")
+        return Target("create") if method == "POST" and path == "/studies" else None
+    if path == "/audit":  # PS3.15 A.5.3.2 Audit Log Used: reading the trail is audited too
+        return Target("query") if method in READ_METHODS else None
+    if path.startswith("/shares/"):
+        return Target("read" if method in READ_METHODS else "update")
+    match = RESOURCE.match(path)
+    if match is None:
+        return None
+    study, series, instance = (_uid(match[name]) for name in ("study", "series", "instance"))
+    rest = match["rest"] or ""
+    if method in READ_METHODS:
+        searching = rest in ("/series", "/instances") and instance is None
+        return Target("query" if searching else "read", study, series, instance)
+    if method == "POST":
+        stow = rest == "" and match["series"] is None
+        return Target("create" if stow else "update", study)
+    if method == "DELETE" and rest == "":
+        return Target("delete", study, series, instance)
+    return Target("update", study, series, instance)
+
+
+def _uid(value: str | None) -> str | None:
+    return value if value is not None and UID.match(value) else None
+
+
+def utc_timestamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Subject:
+    """One study a request touched, with the series and instances it named or stored."""
+
+    study: str
+    series: list[str] = field(default_factory=list)
+    instances: list[str] = field(default_factory=list)
+    #: (PatientID, IssuerOfPatientID) from the index; None until resolved.
+    patient: tuple[str | None, str | None] | None = None
+
+
+@dataclass
+class AuditEvent:
+    """One request, as it will be appended to the trail."""
+
+    event_time: str
+    request_id: str
+    action: str
+    operation: str
+    status: int
+    user_kind: str
+    who: str
+    client_id: str | None
+    client_address: str | None
+    method: str
+    path: str
+    query: str
+    subjects: list[Subject] = field(default_factory=list)
+
+
+def subjects_of(target: Target) -> list[Subject]:
+    if target.study is None:
+        return []
+    return [Subject(target.study, [target.series] if target.series else [],
+                    [target.instance] if target.instance else [])]
+
+
+def stored_subjects(stored: list[tuple[str, str, str]]) -> list[Subject]:
+    """(study, series, SOP instance) of the instances a STOW stored, grouped by study."""
+    by_study: dict[str, Subject] = {}
+    for study, series, sop in stored:
+        subject = by_study.setdefault(study, Subject(study))
+        if series not in subject.series:
+            subject.series.append(series)
+        subject.instances.append(sop)
+    return list(by_study.values())
+
+
+def merge(subjects: list[Subject], more: list[Subject]) -> list[Subject]:
+    """One subject per study: those of `more` join the same study's entry in `subjects`."""
+    merged = {subject.study: subject for subject in subjects}
+    for subject in more:
+        known = merged.get(subject.study)
+        if known is None:
+            merged[subject.study] = subject
+            continue
+        for mine, theirs in ((known.series, subject.series),
+                             (known.instances, subject.instances)):
+            seen = set(mine)
+            mine.extend(uid for uid in theirs if uid not in seen)
+    return list(merged.values())

@@ -1,0 +1,69 @@
+"""The audit trail's tables (SQLAlchemy Core, on their own MetaData: the store creates them
+because the app factory registers them, not because the store knows them).
+
+One `audit_records` row per audited request, in chain order (`seq` is gapless: each append
+takes the chain lock, reads the head and writes head + 1, ...). One `audit_subjects` row per
+study the request touched, with the patient as the index knew it. `audit_head` holds the last
+sequence number and hash, so a truncated tail shows too.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+UID = 64
+HASH = 64  # hex SHA-256
+
+records = Table(
+    "audit_records",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    #: ISO 8601 UTC with microseconds ("2025-01-31T12:00:00.000000Z"): sorts as text.
+    Column("event_time", String(32), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    #: create | read | query | delete | update | denied
+    Column("action", String(16), nullable=False),
+    #: What was asked (create | read | query | delete | update), also for a denied request.
+    Column("operation", String(16), nullable=False),
+    Column("status", Integer, nullable=False),
+    #: anonymous | oidc | apikey | share
+    Column("user_kind", String(16), nullable=False),
+    #: token `sub`, API key name, share id, or "anonymous"
+    Column("who", String(256), nullable=False),
+    Column("client_id", String(256), nullable=True),
+    Column("client_address", String(64), nullable=True),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    #: The query string with credentials redacted.
+    Column("query", Text, nullable=False),
+    Column("prev_hash", String(HASH), nullable=False),
+    Column("hash", String(HASH), nullable=False),
+    Index("ix_audit_records_time", "event_time"),
+    Index("ix_audit_records_who", "who"),
+    Index("ix_audit_records_action", "action"),
+)
+
+subjects = Table(
+    "audit_subjects",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("item", Integer, primary_key=True, autoincrement=False),
+    Column("study_instance_uid", String(UID), nullable=False),
+    Column("patient_id", Text, nullable=True),
+    Column("issuer_of_patient_id", Text, nullable=True),
+    #: JSON lists of the series and SOP instances of this study the request named or stored.
+    Column("series_instance_uids", Text, nullable=False),
+    Column("sop_instance_uids", Text, nullable=False),
+    Index("ix_audit_subjects_study", "study_instance_uid"),
+    Index("ix_audit_subjects_patient", "patient_id"),
+)
+
+head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(HASH), nullable=False),
+)

@@ -1,0 +1,125 @@
+"""ASGI middleware that every request passes: the request body bound, and the one place an
+unexpected exception becomes a 500 (so none reaches the server, which would close the
+keep-alive connection after the response)."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dicomweb.errors import PayloadTooLarge
+
+log = logging.getLogger("dicomweb")
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def send_json_error(send: Send, status: int, body: dict[str, object],
+                          extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    payload = orjson.dumps({"error": {"status": status, **body}})
+    headers = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode()),
+               *(extra_headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class InternalErrors:
+    """The details of an unexpected exception go to the log under the request id; the client
+    gets only `internal error` and that id. A client that went away gets nothing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except ClientDisconnect:
+            log.info("%s %s: the client disconnected (request %s)", scope["method"],
+                     scope["path"], request_id_of_scope(scope))
+        except Exception:
+            request_id = request_id_of_scope(scope)
+            log.exception("%s %s failed (request %s)", scope["method"], scope["path"], request_id)
+            if started:
+                return  # the status line is out: the server cuts the response, as it must
+            await send_json_error(send, 500, {"message": "internal error",
+                                              "request_id": request_id})
+
+
+def request_id_of_scope(scope: Scope) -> str:
+    return str(scope.get("state", {}).get("request_id", "-"))
+
+
+BODY_METHODS = (b"POST", b"PUT", b"PATCH")
+
+
+class RequestBodyLimit:
+    """No request body beyond `max_bytes`: a declared Content-Length above it gets 413 before
+    a byte is read; a chunked body raises PayloadTooLarge where it crosses the limit. A 413
+    sent before the whole body arrived closes the connection (the rest is not read)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = declared_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            log.info("%s %s -> 413: body of %d bytes (request %s)", scope["method"],
+                     scope["path"], declared, request_id_of_scope(scope))
+            await send_json_error(send, 413, {"message": too_large(self.max_bytes)},
+                                  [(b"connection", b"close")])
+            return
+        received = 0
+        complete = False
+
+        async def receive_counting() -> Message:
+            nonlocal received, complete
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(too_large(self.max_bytes))
+            return message
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and not complete and (
+                message["status"] == 413
+            ):
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, receive_counting, send_closing)
+
+
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def too_large(max_bytes: int) -> str:
+    return (f"the request body is larger than {max_bytes} bytes "
+            "(DICOMWEB_MAX_UPLOAD_BYTES)")
+

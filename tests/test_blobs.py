@@ -1,0 +1,111 @@
+"""The blob folder: keys that cannot lead outside it, and temp files swept only when their
+writer is dead."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dicomweb.store.blobs import BlobStore
+
+ANY_TEXT = st.text(min_size=0, max_size=80)
+UID_LIKE = st.from_regex(r"[0-9A-Za-z._-]{1,64}", fullmatch=True) | st.sampled_from(
+    ["..", ".", "../..", "...", "-", "_"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(study=ANY_TEXT | UID_LIKE, series=ANY_TEXT | UID_LIKE, sop=ANY_TEXT | UID_LIKE)
+def test_no_uid_can_place_a_blob_outside_the_folder(
+    tmp_path_factory: pytest.TempPathFactory, study: str, series: str, sop: str
+) -> None:
+    root = tmp_path_factory.getbasetemp() / "keys"
+    blobs = BlobStore(root)
+    key = blobs.new_key(study, series, sop)
+    target = blobs.path(key).resolve()
+    assert target.is_relative_to(root.resolve())
+    assert len(target.relative_to(root.resolve()).parts) == 3
+    assert ".." not in key and not key.startswith("/")
+
+
+def test_a_uid_of_dot_dot_is_stored_inside(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    temp = blobs.new_temp_path()
+    temp.write_bytes(b"data")
+    key = blobs.new_key("..", "..", "..")
+    blobs.commit(temp, key)
+    inside = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    assert inside == [blobs.path(key)]
+    assert [p for p in tmp_path.iterdir() if p.is_file()] == []
+
+
+def test_keys_of_older_versions_stay_readable_and_escaping_ones_are_refused(
+    tmp_path: Path,
+) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    old_key = "1.2.3/4.5.6/7.8.9.abcdef012345.dcm"
+    blobs.path(old_key).parent.mkdir(parents=True)
+    blobs.path(old_key).write_bytes(b"old layout")
+    assert b"".join(blobs.iter_file(old_key)) == b"old layout"
+    (tmp_path / "outside.dcm").write_bytes(b"keep me")
+    with pytest.raises(FileNotFoundError):
+        blobs.path("../outside.dcm")
+    blobs.remove("../outside.dcm")
+    assert (tmp_path / "outside.dcm").read_bytes() == b"keep me"
+
+
+def make_old(path: Path) -> None:
+    past = time.time() - 3600
+    os.utime(path, (past, past))
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_sweep_removes_orphans_only(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    orphan = blobs.tmp_dir / "dead.part"  # no process holds its lock: its writer died
+    orphan.write_bytes(b"x")
+    make_old(orphan)
+    young = blobs.tmp_dir / "just-created.part"
+    young.write_bytes(b"y")
+    live_elsewhere = blobs.tmp_dir / "other-worker.part"
+    live_elsewhere.write_bytes(b"z")
+    make_old(live_elsewhere)
+    mine = blobs.new_temp_path()
+    make_old(mine)
+    writer = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(live_elsewhere)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "locked"
+        assert blobs.sweep_temp_files() == 1
+        assert not orphan.exists()
+        assert young.exists() and live_elsewhere.exists() and mine.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert blobs.sweep_temp_files() == 1  # its writer is dead now
+    assert not live_elsewhere.exists() and mine.exists()
+    blobs.discard(mine)
+    assert not mine.exists()
+
+
+def test_sweep_drops_locks_of_temp_files_removed_by_others(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    path = blobs.new_temp_path()
+    path.unlink()
+    blobs.sweep_temp_files()
+    assert path not in blobs._temp_locks

@@ -1,0 +1,117 @@
+"""Reading uploads: non-DICOM rejected from its first bytes, noise after a plausible start
+rejected at once, deflated data bounded before it is inflated, bare datasets still taken."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from factory import PYDICOM_FILES, image, to_bytes
+from pydicom import dcmread
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from dicomweb.errors import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    InstanceRejected,
+)
+from dicomweb.ingest import ingest_file
+from dicomweb.part10 import InflateLimits, dataset_start, prepend
+
+BARE_FILES = ["ExplVR_BigEndNoMeta.dcm", "ExplVR_LitEndNoMeta.dcm", "rtstruct.dcm"]
+
+
+def rejection(path: Path, limits: InflateLimits = InflateLimits()) -> InstanceRejected:
+    with pytest.raises(InstanceRejected) as caught:
+        ingest_file(path, limits=limits)
+    return caught.value
+
+
+def part10_head_and_dataset() -> tuple[bytes, bytes]:
+    raw = to_bytes(image())
+    start = dataset_start(raw[:4096])
+    assert start is not None
+    return raw[:start], raw[start:]
+
+
+@pytest.mark.parametrize("name", BARE_FILES)
+def test_bare_datasets_of_pydicom_are_still_taken(tmp_path: Path, name: str) -> None:
+    (source,) = [p for p in PYDICOM_FILES if p.name == name]
+    path = tmp_path / name
+    shutil.copy(source, path)
+    ingested = ingest_file(path)
+    stored = path.read_bytes()
+    assert stored[128:132] == b"DICM" and stored.endswith(source.read_bytes())
+    assert ingested.sop_instance_uid == dcmread(source, force=True).SOPInstanceUID
+
+
+def test_prepend_keeps_every_byte(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    body = bytes(range(256)) * 9000  # more than one 1 MiB step
+    path.write_bytes(body)
+    prepend(path, b"HEADER")
+    assert path.read_bytes() == b"HEADER" + body
+
+
+@pytest.mark.parametrize("content", [
+    b"\x00" * (32 << 20),  # formerly parsed element by element: 10-22 s of CPU
+    b"GIF89a" + b"\x01" * (8 << 20),
+    b"%PDF-1.7\n" * 100_000,
+    b"\x08",
+])
+def test_non_dicom_is_rejected_from_its_first_bytes(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "upload"
+    path.write_bytes(content)
+    started = time.process_time()
+    rejected = rejection(path)
+    assert time.process_time() - started < 1.0
+    assert rejected.reason == CANNOT_UNDERSTAND
+    assert "not a DICOM file" in rejected.message
+
+
+@pytest.mark.parametrize("noise", [b"\x00" * (32 << 20), b"\xfe\xff\x00\xe0" * (8 << 20)])
+def test_noise_after_a_plausible_start_is_rejected_at_once(tmp_path: Path, noise: bytes) -> None:
+    head, dataset = part10_head_and_dataset()
+    for content in (head + noise, head + dataset[:40] + noise, dataset[:40] + noise):
+        path = tmp_path / "upload"
+        path.write_bytes(content)
+        started = time.process_time()
+        rejected = rejection(path)
+        assert time.process_time() - started < 1.0, rejected.message
+        assert rejected.reason in (CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS)
+
+
+def deflated_file(tmp_path: Path, zeros: int) -> Path:
+    """A Deflated Explicit VR Little Endian instance whose dataset carries `zeros` zero bytes
+    in a private OB element (deflated to ~1/1000 of that)."""
+    ds = image()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.private_block(0x0009, "TEST", create=True).add_new(0x00, "OB", bytes(zeros))
+    path = tmp_path / "deflated.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_deflated_dataset_within_limits_is_stored(tmp_path: Path) -> None:
+    ingested = ingest_file(deflated_file(tmp_path, 1 << 20))
+    assert ingested.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
+
+
+def test_deflated_dataset_past_the_absolute_cap_is_refused(tmp_path: Path) -> None:
+    rejected = rejection(deflated_file(tmp_path, 4 << 20), InflateLimits(max_bytes=2 << 20))
+    assert rejected.reason == OUT_OF_RESOURCES
+    assert "DICOMWEB_MAX_INFLATED_BYTES" in rejected.message
+
+
+def test_deflate_bomb_is_refused_by_its_ratio(tmp_path: Path) -> None:
+    # ~20 KB that inflates to 64 MiB (the issue's 1 MB inflated to 3.2 GB)
+    path = deflated_file(tmp_path, 64 << 20)
+    assert path.stat().st_size < 200_000
+    started = time.process_time()
+    rejected = rejection(path)
+    assert time.process_time() - started < 2.0
+    assert rejected.reason == OUT_OF_RESOURCES
+    assert "DICOMWEB_MAX_INFLATE_RATIO" in rejected.message
