@@ -9,6 +9,7 @@ if `serve` dies.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import signal
@@ -93,6 +94,9 @@ def run(settings: Settings, report: Connection) -> None:
         return
     report.send(service.address)
     report.close()
+    # pynetdicom runs a full collection every 60 associations: keep what lives as long as the
+    # process (modules, pydicom's dictionary) out of it, as the HTTP workers do.
+    gc.freeze()
     # uvicorn re-raises the SIGTERM it handled, so `serve` may end without stopping us: its
     # end is our signal too.
     parent = multiprocessing.parent_process()

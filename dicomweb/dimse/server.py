@@ -62,6 +62,7 @@ class DimseService:
         hooks.install(store.blobs.tmp_dir)
         self.ae = build_ae(settings.ae_title)
         self.commitments = Commitments(self.ae, store, self.destinations)
+        self.storing = storage.StoreQueue(store)
         self.server: ThreadedAssociationServer | None = None
 
     @property
@@ -148,7 +149,7 @@ class DimseService:
             log.warning("C-STORE of unknown SOP Class %s refused", sop_class)
             return storage.status(SOP_CLASS_NOT_SUPPORTED, f"{sop_class} is not a storage class")
         return storage.store_received(
-            self.store, path, sop_class, str(request.AffectedSOPInstanceUID), self.allowed(event)
+            self.storing, path, sop_class, str(request.AffectedSOPInstanceUID), self.allowed(event)
         )
 
     def on_c_find(self, event: evt.Event) -> Iterator[tuple[Any, Any]]:
