@@ -7,6 +7,7 @@ dedicated DIMSE process).
   decoded and re-encoded.
 - C-GET and C-MOVE SCPs are ours (dimse/retrieve.py): pynetdicom's cannot answer A900 or
   0124 before sub-operations start, and re-encode every dataset they send.
+- Command sets and received File Meta are encoded directly (dimse/encoding.py).
 - TCP_NODELAY on every DIMSE socket: with Nagle's algorithm each small C-STORE waits for the
   peer's delayed ACK (about 40 ms).
 - pynetdicom's two loops per association (the DUL reading the socket, the association
@@ -30,8 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import _config, association, dimse_messages, dul, evt
-from pynetdicom.dsutils import create_file_meta
+from pynetdicom import _config, association, dimse_messages, dsutils, dul, evt
 from pynetdicom.service_class import QueryRetrieveServiceClass
 
 from dicomweb.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -135,7 +135,7 @@ class ResponsiveTime:
 
 def install(temp_dir: Path) -> None:
     """Configure pynetdicom for this process; `temp_dir` is on the blob filesystem."""
-    from dicomweb.dimse import retrieve
+    from dicomweb.dimse import encoding, retrieve
 
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
@@ -150,10 +150,12 @@ def install(temp_dir: Path) -> None:
         tempfile.NamedTemporaryFile, dir=temp_dir, prefix=RECEIVE_PREFIX
     )
     dimse_messages.create_file_meta = functools.partial(  # type: ignore[attr-defined]
-        create_file_meta,
+        encoding.file_meta,
         implementation_uid=IMPLEMENTATION_CLASS_UID,
         implementation_version=IMPLEMENTATION_VERSION_NAME,
     )
+    dimse_messages.write_file_meta_info = encoding.write_file_meta  # type: ignore[attr-defined]
+    dimse_messages.encode = encoding.command_set_encoder(dsutils.encode)  # type: ignore
     dul.time = ResponsiveTime()  # type: ignore[attr-defined]
     association.time = ResponsiveTime()  # type: ignore[attr-defined]
     QueryRetrieveServiceClass._get_scp = retrieve.serve_get  # type: ignore[method-assign]
