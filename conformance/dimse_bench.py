@@ -29,6 +29,7 @@ import requests
 
 from conformance import orthanc
 from conformance.benchdata import small_study
+from conformance.tools import dcmtk_tool
 
 CALLING_AE = "BENCH"
 OUR_AE = "DICOMWEB"
@@ -117,8 +118,8 @@ def store(peer: Peer, paths: list[Path], associations: int) -> float:
     start = time.perf_counter()
     processes = [
         subprocess.Popen(
-            ["storescu", "-aet", CALLING_AE, "-aec", peer.ae_title, "127.0.0.1", str(peer.port),
-             *map(str, chunk)],
+            [dcmtk_tool("storescu") or "storescu", "-aet", CALLING_AE, "-aec", peer.ae_title,
+             "127.0.0.1", str(peer.port), *map(str, chunk)],
             env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         for chunk in chunks

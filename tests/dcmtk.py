@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import subprocess
 import time
@@ -14,12 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from conformance.tools import dcmtk_tool
+
 TOOLS = ("echoscu", "storescu", "dcmsend", "findscu", "movescu", "getscu", "storescp")
 CALLING_AE = "TEST"
 STATUS = re.compile(r"DIMSE Status\s*:\s*0x([0-9A-Fa-f]{4})")
 
+
+
 requires_dcmtk = pytest.mark.skipif(
-    any(shutil.which(tool) is None for tool in TOOLS),
+    any(dcmtk_tool(tool) is None for tool in TOOLS),
     reason="dcmtk is not installed (apt-get install dcmtk)",
 )
 
@@ -31,8 +34,8 @@ def tool_env() -> dict[str, str]:
 def run(tool: str, *args: str, cwd: Path | None = None, timeout: float = 120) -> str:
     """Run a dcmtk tool in debug mode; its whole output (stdout and stderr)."""
     done = subprocess.run(
-        [tool, "-d", *args], cwd=cwd, env=tool_env(), capture_output=True, text=True,
-        timeout=timeout, errors="replace",
+        [dcmtk_tool(tool) or tool, "-d", *args], cwd=cwd, env=tool_env(), capture_output=True,
+        text=True, timeout=timeout, errors="replace",
     )
     return done.stdout + done.stderr
 
@@ -94,7 +97,8 @@ def start_storescp(ae_title: str, port: int, folder: Path) -> StoreSCP:
     folder.mkdir(parents=True, exist_ok=True)
     log = (folder.parent / f"storescp-{port}.log").open("wb")
     process = subprocess.Popen(
-        ["storescp", "+xa", "+B", "-aet", ae_title, "-od", str(folder), str(port)],
+        [dcmtk_tool("storescp") or "storescp", "+xa", "+B", "-aet", ae_title, "-od",
+         str(folder), str(port)],
         stdout=log, stderr=subprocess.STDOUT, env=tool_env(),
     )
     deadline = time.time() + 10

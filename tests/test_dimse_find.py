@@ -198,7 +198,8 @@ def test_specific_character_set_both_ways(dimse_server, studies, tmp_path, chars
                   PatientID=studies["b"], StudyInstanceUID=None), "-k"]
     folder = tmp_path / "rsp"
     folder.mkdir()
-    subprocess.run(["findscu", "-S", "-X", "-od", str(folder), *peer(dimse_server.port),
+    findscu = dcmtk.dcmtk_tool("findscu") or "findscu"
+    subprocess.run([findscu, "-S", "-X", "-od", str(folder), *peer(dimse_server.port),
                     *[a.encode() for a in args], b"PatientName=" + name],
                    env=dcmtk.tool_env(), capture_output=True, timeout=60, check=False)
     (response,) = [dcmread(p) for p in folder.glob("rsp*.dcm")]
