@@ -46,8 +46,12 @@ class IngestedInstance:
     study_row: dict[str, Any]
     series_row: dict[str, Any]
     instance_row: dict[str, Any]
-    dataset: Dataset
+    #: The parsed dataset; None once it has crossed from an ingest worker process (see
+    #: `ingest_pool`): readers that need it re-read `file_path`.
+    dataset: Dataset | None
     warnings: list[str] = field(default_factory=list)
+    #: Where the file is now: the received temp file, then its blob once committed.
+    file_path: Path | None = None
 
 
 def instance_path(study: str, series: str, sop: str) -> str:
@@ -192,6 +196,7 @@ def ingest_file(
         series_instance_uid=series_uid,
         transfer_syntax_uid=transfer_syntax,
         dataset=ds,
+        file_path=path,
         warnings=encoder.problems,
         patient_row={
             "patient_key": patient_key,
@@ -254,6 +259,16 @@ def ingest_file(
             "bulk_json": orjson.dumps(bulk) if bulk and locatable else None,
         },
     )
+
+
+def parse_part(
+    path: Path, expected_study: str | None = None, limits: InflateLimits = InflateLimits()
+) -> IngestedInstance | InstanceRejected:
+    """`ingest_file`, with a rejection as the value rather than raised (batches, pools)."""
+    try:
+        return ingest_file(path, expected_study=expected_study, limits=limits)
+    except InstanceRejected as rejected:
+        return rejected
 
 
 # --- frames -------------------------------------------------------------------------------

@@ -177,13 +177,18 @@ def prepend(path: Path, header: bytes) -> None:
         os.close(fd)
 
 
+#: PS3.10 7.1: who wrote the File Meta of the files this server makes.
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1452.1"
+IMPLEMENTATION_VERSION_NAME = "DICOMWEB_PY_01"
+
+
 def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1452.1")
-    meta.ImplementationVersionName = "DICOMWEB_PY_01"
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     buffer = BytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=True)

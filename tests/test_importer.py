@@ -193,5 +193,12 @@ def test_import_through_an_authenticated_server(tmp_path):
             env={**os.environ, "DICOMWEB_TOKEN": key})
         assert "stored: 0, duplicates: 1, failed: 0" in from_env.stdout
         assert key not in with_option.stdout + with_option.stderr + server.log()
+
+        # A key that may store but not search: nothing to skip by, everything is sent.
+        writer = create_api_key(data, "modality", "dicomweb:write")
+        (tmp_path / "b.dcm").write_bytes(to_bytes(image()))
+        write_only = run_import(str(tmp_path / "a.dcm"), str(tmp_path / "b.dcm"),
+                                "--url", server.url, "--token", writer)
+        assert "stored: 2, duplicates: 0, failed: 0" in write_only.stdout, write_only.stderr
     finally:
         stop_server(server)

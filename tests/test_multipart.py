@@ -58,7 +58,7 @@ def read_all(feed: Feed, blobs: BlobStore, max_parts: int = 100) -> list[tuple[d
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
     store = BlobStore(tmp_path / "blobs")
-    store.create_folders()
+    store.create_folders()  # the constructor creates nothing
     return store
 
 

@@ -26,7 +26,7 @@ def index_hook(connection: Connection, ingested: IngestedInstance) -> list[str]:
     if rt_kind_of(ingested.sop_class_uid, ingested.series_row["modality"]) is None:
         return []
     try:
-        dataset = dcmread(ingested.dataset.filename, defer_size=RT_DEFER_SIZE)
+        dataset = dcmread(ingested.file_path, defer_size=RT_DEFER_SIZE)
     except Exception as exc:  # stored already; its RT content just cannot be read
         log.warning("RT read of %s failed: %r", ingested.sop_instance_uid, exc)
         return ["RT content not indexed: the file cannot be read again"]
