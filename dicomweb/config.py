@@ -176,6 +176,18 @@ class Settings:
                                         option="--ssl-certfile")
     ssl_keyfile: Path | None = setting(None, "TLS private key (PEM) for https",
                                        option="--ssl-keyfile")
+    #: Port of the DICOM Upper Layer (DIMSE) service beside DICOMweb; None means off.
+    dimse_port: int | None = setting(
+        None, "port of the DIMSE service (C-ECHO/STORE/FIND/MOVE/GET); off when unset",
+        option="--dimse-port")
+    ae_title: str = setting("DICOMWEB", "AE title of the DIMSE service", option="--ae-title")
+    #: C-MOVE destinations (and Storage Commitment report addresses): `AET=host:port` each.
+    dimse_destinations: tuple[str, ...] = setting(
+        (), "DIMSE move destinations, comma-separated AET=host:port")
+    #: Calling AE titles allowed on the DIMSE service: `AET[@host]=scope+scope[/label+label]`
+    #: each (dimse/peers.py); empty means anyone, allowed only on a loopback bind.
+    dimse_peers: tuple[str, ...] = setting(
+        (), "DIMSE peers, comma-separated AET[@host]=read+write[/label+label]")
 
     @property
     def effective_database_url(self) -> str:

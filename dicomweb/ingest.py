@@ -6,7 +6,6 @@ returns, the byte ranges of each frame, and the byte ranges of bulk elements.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import struct
@@ -144,7 +143,7 @@ def ingest_file(
     path: Path, *, expected_study: str | None = None, limits: InflateLimits = InflateLimits()
 ) -> IngestedInstance:
     """Parse and validate the Part 10 file at `path`; raise InstanceRejected with the reason."""
-    ds, pixels = read_dataset(path, limits)
+    ds, pixels, scan = read_dataset(path, limits)
     sop = uid_text(ds, "SOPInstanceUID") or None
     sop_instance_uid = required_uid(ds, "SOPInstanceUID")
     sop_class_uid = required_uid(ds, "SOPClassUID", sop)
@@ -165,7 +164,7 @@ def ingest_file(
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
         )
-    file_size = path.stat().st_size
+    file_size = scan.size
     try:
         encoder = DicomJsonEncoder(instance_path(study_uid, series_uid, sop_instance_uid))
         metadata = encoder.encode(ds)
@@ -254,7 +253,7 @@ def ingest_file(
             "number_of_frames": values.integer("NumberOfFrames")
             or (1 if pixels is not None or "PixelData" in ds else None),
             "blob_size": file_size,
-            "blob_sha256": sha256_of(path),
+            "blob_sha256": scan.sha256,
             "metadata_json": orjson.dumps(metadata),
             "frames_json": orjson.dumps(frames) if frames is not None and locatable else None,
             "bulk_json": orjson.dumps(bulk) if bulk and locatable else None,
@@ -270,14 +269,6 @@ def parse_part(
         return ingest_file(path, expected_study=expected_study, limits=limits)
     except InstanceRejected as rejected:
         return rejected
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fp:
-        while chunk := fp.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- frames -------------------------------------------------------------------------------

@@ -117,6 +117,12 @@ def insert_ignoring_duplicates(dialect: str, table_name: str) -> Any:
 
 TABLES_BY_NAME = {t.name: t for t in (PATIENTS, STUDIES, SERIES, INSTANCES)}
 INSTANCE_INSERT = INSTANCES.insert()
+# Built once, their IN lists bound per call: a batch (or a DIMSE C-STORE of one instance)
+# pays no statement construction.
+EXISTING_SOPS = select(INSTANCES.c.sop_instance_uid).where(
+    INSTANCES.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
+)
+FORGET_PENDING = delete(PENDING).where(PENDING.c.blob_key.in_(bindparam("keys", expanding=True)))
 
 
 class Store:
@@ -428,10 +434,8 @@ class Store:
         found: set[str] = set()
         with self.engine.connect() as connection:
             for chunk in chunks(sop_instance_uids, 500):
-                statement = select(INSTANCES.c.sop_instance_uid).where(
-                    INSTANCES.c.sop_instance_uid.in_(chunk)
-                )
-                found.update(uid for (uid,) in connection.execute(statement))
+                rows = connection.execute(EXISTING_SOPS, {"uids": list(chunk)})
+                found.update(uid for (uid,) in rows)
         return found
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, str] | None:
@@ -492,7 +496,7 @@ class Store:
             )
             label_studies(connection, sorted({i.study_instance_uid for i, _ in items}), labels)
             connection.execute(
-                delete(PENDING).where(PENDING.c.blob_key.in_([key for _, key in items]))
+                FORGET_PENDING, {"keys": [key for _, key in items]}
             )
             for ingested, _ in items:
                 found: list[str] = []
