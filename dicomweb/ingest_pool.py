@@ -116,7 +116,9 @@ class IngestPool:
     def close(self) -> None:
         self._closed = True
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            # Not waiting: a part still being parsed must not hold the shutdown; the workers
+            # leave on their own once this process is gone.
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
     async def parse(

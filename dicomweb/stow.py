@@ -3,6 +3,7 @@ disk part by part, each part stored on its own (whole or not at all)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -88,21 +89,34 @@ async def store_multipart(
     store: Store, pool: IngestPool, request: Request, boundary: str, study: str | None,
     writer: StudyWriter, max_parts: int, outcomes: list[StoredInstance | InstanceRejected],
 ) -> None:
-    """Parts are stored in batches as they arrive, their outcomes added to `outcomes`;
-    whatever ends the body early (a malformed part, a limit, a disconnect) leaves no temp
-    file of the parts received but not stored."""
+    """Parts are stored in batches as they arrive, their outcomes added to `outcomes` in
+    order. One batch is parsed and stored while the next one is being received, so a single
+    client's upload keeps the ingest processes and the network busy at once. Whatever ends
+    the body early (a malformed part, a limit, a disconnect) leaves no temp file of the parts
+    received but not stored; a batch already handed over is stored whole."""
     batch: list[ReceivedPart] = []
+    in_flight: asyncio.Task[list[StoredInstance | InstanceRejected]] | None = None
     try:
         async for part in read_parts(request.stream(), boundary, store.blobs,
                                      max_parts=max_parts):
             batch.append(part)
             if len(batch) == BATCH_SIZE:
                 taken, batch = batch, []
-                outcomes += await store_parts(store, pool, taken, study, writer)
+                if in_flight is not None:
+                    outcomes += await in_flight
+                in_flight = asyncio.ensure_future(store_parts(store, pool, taken, study, writer))
+        if in_flight is not None:
+            outcomes += await in_flight
+            in_flight = None
         if batch:
             taken, batch = batch, []
             outcomes += await store_parts(store, pool, taken, study, writer)
     finally:
+        if in_flight is not None:  # the body ended badly: the batch handed over still counts
+            try:
+                outcomes += await asyncio.shield(in_flight)
+            except Exception:  # its own failure; the one that ended the body is raised
+                log.exception("storing a STOW batch failed")
         for part in batch:
             if part.path is not None:
                 store.blobs.discard(part.path)
