@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dicomweb import qido, stow, wado
+from dicomweb import metrics, qido, stow, wado
 from dicomweb.access import study_filter_of
 from dicomweb.access.authenticate import AccessControl, Authentication
 from dicomweb.access.authorize import protect
@@ -32,8 +32,11 @@ from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
 from dicomweb.guards import InternalErrors, RequestBodyLimit
 from dicomweb.negotiation import accepts_json
+from dicomweb.pixels.budget import MemoryBudget
 from dicomweb.pixels.routes import routes as pixel_routes
 from dicomweb.rt.routes import routes as rt_routes
+from dicomweb.shutdown import CancelledAtShutdown
+from dicomweb.sources import raise_open_file_limit
 from dicomweb.store import query as store_query
 from dicomweb.store.repository import Store
 from dicomweb.urls import TrustedProxies, service_base_url
@@ -127,10 +130,11 @@ def dicomweb_routes() -> list[Route]:
 
 async def handle_dicomweb_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DicomWebError)
+    message = " ".join(exc.message.split())  # one log line (decoder messages span several)
     if exc.status_code >= 500:
-        log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        log.error("%s %s: %s", request.method, request.url.path, message)
     else:
-        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, message)
     return Response(orjson.dumps(exc.to_json()), status_code=exc.status_code,
                     media_type="application/json", headers=exc.headers)
 
@@ -186,12 +190,27 @@ EXPOSED_HEADERS = [
 ]
 
 
+class WithoutTraceback(logging.Filter):
+    """Drops records that carry a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+#: pydicom logs each decoding plugin that fails on a frame with its traceback, then raises one
+#: error naming every plugin's reason; that error becomes our 406/422 and its one log line.
+PYDICOM_DECODERS_LOG = "pydicom.pixels.decoders.base"
+
+
 def configure_logging(level: str) -> None:
     """Each worker process builds its app here: give it a handler for our loggers."""
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("dicomweb").setLevel(level.upper())
+    decoders = logging.getLogger(PYDICOM_DECODERS_LOG)
+    if not any(isinstance(f, WithoutTraceback) for f in decoders.filters):
+        decoders.addFilter(WithoutTraceback())
 
 
 #: How often each worker removes what dead processes left (temp files, unindexed blobs).
@@ -211,6 +230,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     store = store or Store(settings)
+    metrics.observe_pool(store.engine)
     audit_trail = AuditTrail(store)  # registers its tables: created with the index's
     access = AccessControl(settings, store)
 
@@ -228,18 +248,26 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         sweeper.cancel()
         audit_trail.close()
         store.close()
+        metrics.worker_exits()
 
     # Pixel (rendered, volume, MPR) and RT resources live under the same root.
     extension_routes = [*pixel_routes(store), *rt_routes(store)]
     service = dicomweb_routes() + extension_routes + access_routes() + audit_routes()
-    service.append(capabilities_route(service))
+    capabilities = capabilities_route(service)
+    service.append(capabilities)
     routes: list[Any] = [
         Route("/healthz", health),
         Route("/readyz", ready),
+        # Prometheus text format; an admin resource once authentication is configured.
+        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
+        # PS3.18 8.9: the root as written without its slash (`OPTIONS /dicomweb`) is the same
+        # resource; answered here, not redirected (and not the viewer's catch-all's 405).
+        Route(settings.root_path, capabilities.endpoint, methods=["OPTIONS"])
+        if settings.root_path else None,
         Mount(settings.root_path, routes=service) if settings.root_path else None,
     ]
     if not settings.root_path:
-        routes = routes[:2] + service
+        routes = routes[:3] + service
     if settings.viewer:  # the OHIF viewer's catch-all comes last: DICOMweb and health win
         from dicomweb.viewer import viewer_routes
 
@@ -251,11 +279,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         Middleware(CorsPolicy, access=access, expose_headers=EXPOSED_HEADERS),
         Middleware(CrossOriginResourcePolicy),
         Middleware(AccessLog),
+        Middleware(metrics.RequestMetrics),
         Middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes),
         # Outside the access layer, so that what it refuses (401, 403) is recorded too.
         *([Middleware(AuditMiddleware, trail=audit_trail, root_path=settings.root_path)]
           if settings.audit == "on" else []),
         Middleware(Authentication, access=access),
+        Middleware(CancelledAtShutdown, settings=settings),
         Middleware(InternalErrors),  # innermost: an exception never reaches the server
     ]
     app = Starlette(
@@ -270,6 +300,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
+    raise_open_file_limit()  # a retrieve opens all its files before its status line
+    app.state.pixel_budget = MemoryBudget(  # the budget is shared by the worker processes
+        settings.pixel_memory_bytes // max(settings.workers, 1), settings.pixel_wait_seconds)
     app.state.audit_trail = audit_trail
     app.state.access = access
     return app

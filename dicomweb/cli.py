@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     importer = commands.add_parser("import", help="import files, folders and zip archives")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--no-progress", action="store_true")
+    importer.add_argument(
+        "--url", help="send through STOW-RS to this running server's DICOMweb root (e.g. "
+        "http://127.0.0.1:8042/dicomweb) instead of writing the store directly")
+    importer.add_argument(
+        "--token", help="bearer token for --url (authenticated servers; env DICOMWEB_TOKEN)")
     add_setting_options(importer, "import")
 
     from dicomweb.access.cli import add_apikey_parser
@@ -64,59 +69,38 @@ def settings_from(args: argparse.Namespace, command: str) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    """Check, bind, create, announce, run (dicomweb.serving says why in that order)."""
+    from dicomweb import serving
 
     settings = settings_from(args, "serve")
     from dicomweb.dimse import process as dimse
 
     dimse.check(settings)  # a DIMSE setting that cannot work stops serve before anything starts
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.viewer and (code := ensure_viewer(settings)):
-        return code
-    # Workers are separate processes: they rebuild settings from these variables.
-    os.environ.update(settings.to_env())
-    from dicomweb.access.cli import startup_refusal
-    from dicomweb.store.repository import Store
-
-    store = Store(settings)
     try:
-        store.create_schema()  # once, before workers start
-        refusal = startup_refusal(settings, store)
-    finally:
-        store.close()
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    dimse_service = dimse.start(settings)  # its own process; None without --dimse-port
-    scheme = "https" if settings.ssl_certfile else "http"
-    print(f"DICOMweb service at {scheme}://{settings.host}:{settings.port}{settings.root_path}",
-          flush=True)
-    if dimse_service:
-        host, port = dimse_service.address
-        print(f"DIMSE service {settings.ae_title} at {host}:{port}", flush=True)
-    if settings.viewer:
-        print(f"OHIF viewer at {scheme}://{settings.host}:{settings.port}/", flush=True)
-    try:
-        uvicorn.run(
-            "dicomweb.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            access_log=False,  # dicomweb.access logs one JSON object per request instead
-            ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-            ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-            # The app applies --forwarded-allow-ips itself (urls.TrustedProxies, with uvicorn's
-            # ProxyHeadersMiddleware), so that it also knows whether Host-rewriting headers count.
-            proxy_headers=False,
-            forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
-        )
-    finally:
-        if dimse_service:
-            dimse_service.stop()
+        with serving.metrics_folder():
+            serving.check_store(settings)
+            if settings.viewer and (code := ensure_viewer(settings)):
+                return code
+            with serving.bind_socket(settings.host, settings.port) as sock:
+                # Workers are separate processes: they rebuild settings from these variables.
+                os.environ.update(settings.to_env())
+                serving.create_store(settings)
+                # After the store exists: the fix it suggests (`dicomweb apikey create`)
+                # writes there.
+                if refusal := serving.access_refusal(settings):
+                    print(f"error: {refusal}", file=sys.stderr)
+                    return 2
+                logging.basicConfig(level=settings.log_level.upper(),
+                                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                dimse_service = dimse.start(settings)  # own process, listening before the banner
+                try:
+                    serving.run(settings, sock)
+                finally:
+                    if dimse_service:
+                        dimse_service.stop()
+    except serving.StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -147,15 +131,46 @@ def run_viewer(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from dicomweb.importer import import_paths
+    from dicomweb import serving
 
     settings = settings_from(args, "import")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = import_paths(settings, args.paths, progress=not args.no_progress)
+    if args.url:
+        from dicomweb.stowclient import ServerUnusable, import_through_server
+
+        print(f"importing into {args.url} (STOW-RS)", flush=True)
+        token = args.token or os.environ.get("DICOMWEB_TOKEN") or None
+        try:
+            summary = import_through_server(args.url, token, args.paths,
+                                            progress=not args.no_progress)
+        except ServerUnusable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    else:
+        from dicomweb.importer import import_paths
+
+        try:
+            serving.check_store(settings)
+        except serving.StartupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"importing into {store_description(settings)}", flush=True)
+        summary = import_paths(settings, args.paths, progress=not args.no_progress)
     print(summary.report())
     return 0 if not summary.failed else 1
+
+
+def store_description(settings: Settings) -> str:
+    """Which store a local import writes: the folder, or the database (password masked)."""
+    from dicomweb.serving import display_url
+
+    blobs = settings.effective_blob_dir
+    if settings.database_url is None:
+        where = f"{settings.data_dir.resolve()} (SQLite index.sqlite"
+        return where + (", blobs/)" if blobs == (settings.data_dir / "blobs").resolve()
+                        else f", blobs in {blobs})")
+    return f"{display_url(settings.database_url)} (blobs in {blobs})"
 
 
 def run_audit(args: argparse.Namespace) -> int:

@@ -35,6 +35,19 @@ def setting(default: Any, help: str, *, option: str | None = None,
 STORE_COMMANDS = ("serve", "import", "apikey", "audit")
 
 
+def physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+#: Pixel memory defaults follow the machine: a quarter of its memory for concurrent pixel
+#: work, a sixteenth (256 MiB to 4 GiB) for what one request may decode.
+DEFAULT_PIXEL_MEMORY_BYTES = max(1 << 30, physical_memory_bytes() // 4)
+DEFAULT_MAX_DECODED_BYTES = min(4 << 30, max(256 << 20, physical_memory_bytes() // 16))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the application needs to know, passed to `create_app`."""
@@ -66,6 +79,18 @@ class Settings:
     #: "reject" (keep the stored one, fail with 0x0111) or "overwrite".
     duplicates: Literal["reject", "overwrite"] = setting(
         "reject", "same SOP Instance UID with other bytes: reject or overwrite")
+    #: Largest decoded pixel data one request may decode (a frame to render or convert, an
+    #: instance to transcode, a volume for MPR), from the attributes and the codestream header.
+    max_decoded_bytes: int = setting(DEFAULT_MAX_DECODED_BYTES,
+                                     "largest decoded pixel data of one request in bytes")
+    #: Memory all concurrent pixel work (render, transcode, MPR, RT rasters) may hold at once,
+    #: shared by the worker processes; requests wait for their share, then get 503.
+    pixel_memory_bytes: int = setting(DEFAULT_PIXEL_MEMORY_BYTES,
+                                      "memory for concurrent pixel work in bytes (all workers)")
+    #: Seconds a pixel request waits for memory before it is answered 503 with Retry-After.
+    pixel_wait_seconds: float = setting(10.0, "seconds a pixel request waits for memory")
+    #: Most frame numbers in one /frames request.
+    max_frames_per_request: int = setting(1000, "most frame numbers in one frames request")
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
     #: Largest request body (a STOW request, all parts) and largest zip member `import` takes.
@@ -82,6 +107,11 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...] = setting(
         ("127.0.0.1", "::1"), "proxies whose Forwarded / X-Forwarded-* headers are trusted",
         option="--forwarded-allow-ips")
+    #: After SIGTERM, how long requests in flight (a STOW upload) may take to finish before
+    #: they are cancelled; below the 30 s an orchestrator waits before it kills.
+    shutdown_grace_seconds: int = setting(
+        25, "seconds requests in flight get to finish after SIGTERM",
+        option="--shutdown-grace-seconds")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
         "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).

@@ -66,6 +66,15 @@ class Unprocessable(DicomWebError):
     status_code = 422
 
 
+class ServiceUnavailable(DicomWebError):
+    """Busy for now (e.g. the pixel memory is in use): the client may retry after a while."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
 class InstanceRejected(Exception):
     """One STOW part cannot be stored; `reason` is the PS3.18 Table 10.5.3-3 FailureReason."""
 

@@ -4,7 +4,6 @@ disk part by part, each part stored on its own (whole or not at all)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomweb import metrics
 from dicomweb.access import study_writer_of
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
@@ -135,7 +135,7 @@ async def store_parts(
     """Store a batch of received parts (all consumed); parts that are not application/dicom
     or could not be written are rejected, in their order."""
     outcomes: list[StoredInstance | InstanceRejected | None] = []
-    dicom_paths: list[Path] = []
+    dicom_parts: list[ReceivedPart] = []
     for part in parts:
         part_type = part.content_type.split(";")[0].strip().lower()
         if part.path is None:
@@ -145,19 +145,22 @@ async def store_parts(
             outcomes.append(
                 InstanceRejected(CANNOT_UNDERSTAND, f"part Content-Type {part_type} is not {DICOM}")
             )
+            metrics.record_store_outcome(None, part.size, CANNOT_UNDERSTAND)
         else:
-            dicom_paths.append(part.path)
+            dicom_parts.append(part)
             outcomes.append(None)
-    if dicom_paths:
-        stored = iter(
-            await run_in_threadpool(
-                store.store_files, dicom_paths, expected_study=study, writer=writer
-            )
+    if dicom_parts:
+        stored = await run_in_threadpool(
+            store.store_files, [p.path for p in dicom_parts], expected_study=study, writer=writer
         )
-        outcomes = [next(stored) if o is None else o for o in outcomes]
-    for outcome in outcomes:
-        if isinstance(outcome, InstanceRejected):
-            log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)
+        for part, outcome in zip(dicom_parts, stored, strict=True):
+            if isinstance(outcome, InstanceRejected):
+                log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)
+                metrics.record_store_outcome(None, part.size, outcome.reason)
+            else:
+                metrics.record_store_outcome(outcome.outcome, part.size)
+        in_order = iter(stored)
+        outcomes = [next(in_order) if o is None else o for o in outcomes]
     return [o for o in outcomes if o is not None]
 
 

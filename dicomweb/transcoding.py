@@ -23,13 +23,18 @@ from dicomweb.pixels.codecs import (
 )
 from dicomweb.pixels.description import PixelDescription
 from dicomweb.pixels.errors import PixelError
+from dicomweb.pixels.limits import (
+    DecodeLimitExceeded,
+    attribute_frame_bytes,
+    check_frame,
+    check_total,
+)
 from dicomweb.pixels.transcode import (
     DEFAULT_J2K_COMPRESSION_RATIO,
     DEFAULT_JLS_ERROR,
 )
 from dicomweb.pixels.transcode import can_transcode as library_can_transcode
 from dicomweb.pixels.transcode import transcode_instance as library_transcode_instance
-from dicomweb.store.repository import InstanceLocation
 
 SWAP_WIDTH = {
     "OW": 2,
@@ -72,19 +77,28 @@ def description_of(metadata_json: bytes | None) -> PixelDescription:
 
 
 def convert_frames(
-    frames: list[bytes], numbers: list[int], source: str, target: str, desc: PixelDescription
+    frames: list[bytes], numbers: list[int], source: str, target: str, desc: PixelDescription,
+    max_bytes: int,
 ) -> list[bytes]:
     """Stored frame bytes (`numbers` are their 1-based frame numbers) in `target`: native
     little endian (decoded; YBR colour becomes RGB as pydicom decodes it) or re-encoded
-    (RLE, JPEG-LS, JPEG 2000; lossy targets with the library's default settings)."""
+    (RLE, JPEG-LS, JPEG 2000; lossy targets with the library's default settings). Each
+    frame is checked against `max_bytes` before it is decoded; a repeated number is
+    converted once."""
     if source == target:
         return frames
     out: list[bytes] = []
+    done: dict[int, bytes] = {}
     try:
         for frame, number in zip(frames, numbers, strict=True):
+            if number in done:
+                out.append(done[number])
+                continue
             frame_desc = desc.for_frame(number - 1)
+            check_frame(frame, source, frame_desc, max_bytes)
             if target in FRAME_NATIVE_TARGETS:
                 out.append(frame_to_native_le(frame, source, frame_desc)[0])
+                done[number] = out[-1]
                 continue
             decoded = decode_frame_with_info(frame, source, frame_desc)
             encode_desc = dataclasses.replace(
@@ -98,29 +112,51 @@ def convert_frames(
             if target == "1.2.840.10008.1.2.4.81":
                 options["jls_error"] = DEFAULT_JLS_ERROR
             out.append(encode_frame(decoded.pixels, target, encode_desc, **options))
+            done[number] = out[-1]
     except (PixelError, ValueError) as exc:
         raise NotAcceptable(f"cannot convert frames from {source} to {target}: {exc}") from exc
     return out
 
 
-def transcode_instance(data: bytes, target: str) -> bytes:
+def transcode_instance(data: bytes, target: str, max_bytes: int) -> bytes:
     try:
-        return library_transcode_instance(data, target)
-    except ValueError as exc:  # UnsupportedTransferSyntax and decoding failures
+        return library_transcode_instance(data, target, max_decoded_bytes=max_bytes)
+    except ValueError as exc:  # UnsupportedTransferSyntax, limits and decoding failures
         raise NotAcceptable(f"cannot transcode to {target}: {exc}") from exc
 
 
-def bits_allocated_of(loc: InstanceLocation) -> int:
-    metadata = orjson.loads(loc.metadata_json) if loc.metadata_json else {}
-    value = metadata.get("00280100", {}).get("Value", [16])
-    return int(value[0]) if value else 16
+#: Memory a whole-instance transcode holds, per byte of the file (its bytes, the parsed
+#: dataset, the written copy) and per byte of decoded pixels (the frames and their encoding).
+TRANSCODE_FILE_FACTOR = 3
+TRANSCODE_PIXEL_FACTOR = 3
 
 
-def swap_to_little_endian(frame: bytes, bits_allocated: int) -> bytes:
-    width = {16: 2, 32: 4, 64: 8}.get(bits_allocated)
-    if not width:
+def transcode_cost(file_bytes: int, metadata_json: bytes | None) -> int:
+    desc = description_of(metadata_json)
+    pixels = attribute_frame_bytes(desc) * desc.number_of_frames
+    return file_bytes * TRANSCODE_FILE_FACTOR + pixels * TRANSCODE_PIXEL_FACTOR
+
+
+def frames_cost(count: int, desc: PixelDescription) -> int:
+    """Converted frames are held until sent: each, plus one decode at a time."""
+    frame = attribute_frame_bytes(desc)
+    return count * frame * 2 + frame * 4
+
+
+def swap_frame_to_little_endian(frame: bytes, desc: PixelDescription) -> bytes:
+    """Explicit VR Big Endian frame bytes as little endian. The byte order of a sample
+    follows Bits Allocated (PS3.5 8.1.1, 8.2): 16-, 32- and 64-bit samples are swapped
+    whole; 1- and 8-bit samples are bytes and keep their order, except in an OW value,
+    whose 16-bit words are swapped (PS3.5 7.3). ``frame`` starts on a word boundary."""
+    if desc.bits_allocated > 8:
+        width = desc.bits_allocated // 8
+    elif desc.pixel_data_vr == "OW":
+        width = 2
+    else:
         return frame
-    return np.frombuffer(frame, dtype=f">u{width}").astype(f"<u{width}").tobytes()
+    usable = len(frame) - len(frame) % width
+    words = np.frombuffer(frame, dtype=f">u{width}", count=usable // width)
+    return words.astype(f"<u{width}").tobytes() + frame[usable:]
 
 
 def swap_bulk_to_little_endian(data: bytes, vr: str) -> bytes:
@@ -130,10 +166,18 @@ def swap_bulk_to_little_endian(data: bytes, vr: str) -> bytes:
     return np.frombuffer(data, dtype=f">u{width}").astype(f"<u{width}").tobytes()
 
 
-def frames_from_file(data: bytes, numbers: list[int], target: str) -> list[bytes]:
+def frames_from_file(data: bytes, numbers: list[int], target: str, max_bytes: int
+                     ) -> list[bytes]:
     """Frames by parsing the file: only when byte ranges are not indexed (deflated data,
-    bit-packed 1-bit frames that do not start on a byte)."""
+    bit-packed 1-bit frames that do not start on a byte). All frames are decoded at once,
+    so their sum is checked against `max_bytes` first."""
     ds = dcmread(BytesIO(data))
+    all_frames = attribute_frame_bytes(PixelDescription.from_dataset(ds))
+    all_frames *= int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        check_total(all_frames, max_bytes, "the instance's pixel data")
+    except DecodeLimitExceeded as exc:
+        raise NotAcceptable(str(exc)) from None
     stored = str(ds.file_meta.TransferSyntaxUID)
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if missing := [n for n in numbers if n > count]:
@@ -145,7 +189,8 @@ def frames_from_file(data: bytes, numbers: list[int], target: str) -> list[bytes
             return wanted
         if not can_transcode_frames(stored, target):
             raise NotAcceptable(f"cannot convert frames from {stored} to {target}")
-        return convert_frames(wanted, numbers, stored, target, PixelDescription.from_dataset(ds))
+        return convert_frames(wanted, numbers, stored, target, PixelDescription.from_dataset(ds),
+                              max_bytes)
     if target != stored and not can_transcode_frames(EXPLICIT_VR_LITTLE_ENDIAN, target):
         raise NotAcceptable(f"cannot convert frames from {stored} to {target}")
     pixels = ds.pixel_array  # inflated, byte-swapped and bit-unpacked by pydicom
@@ -156,7 +201,7 @@ def frames_from_file(data: bytes, numbers: list[int], target: str) -> list[bytes
     native = [array_to_native_le(pixels[n - 1], desc) for n in numbers]
     if target in FRAME_NATIVE_TARGETS or target == stored:
         return native
-    return convert_frames(native, numbers, EXPLICIT_VR_LITTLE_ENDIAN, target, desc)
+    return convert_frames(native, numbers, EXPLICIT_VR_LITTLE_ENDIAN, target, desc, max_bytes)
 
 
 def bulk_from_file(data: bytes, path: str) -> bytes | None:

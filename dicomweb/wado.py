@@ -3,17 +3,21 @@ precomputed: stored files as they are, stored DICOM JSON, frame and bulk byte ra
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dicomweb import multipart, transcoding
+from dicomweb import multipart, sources, transcoding
 from dicomweb.dicomjson import ROOT_TOKEN_BYTES
-from dicomweb.errors import BadRequest, NotAcceptable, NotFound
+from dicomweb.errors import BadRequest, NotAcceptable, NotFound, ServiceUnavailable
 from dicomweb.negotiation import (
+    DEFLATED,
     EXPLICIT_VR_BIG_ENDIAN,
     NATIVE_SYNTAXES,
     MediaRange,
@@ -23,6 +27,8 @@ from dicomweb.negotiation import (
     choose_instance_representation,
     parse_accept,
 )
+from dicomweb.pixels.budget import BudgetBusy, BudgetExceeded
+from dicomweb.pixels.frames import PixelLimits
 from dicomweb.store.repository import InstanceLocation, Store
 from dicomweb.urls import json_text, service_base_url
 
@@ -74,16 +80,14 @@ async def retrieve_instances(request: Request) -> Response:
             f"{len(locations)} instances cannot be sent as one application/dicom body; accept "
             'multipart/related; type="application/dicom"'
         )
+    # Everything the body needs is opened or produced now, before the status line.
+    limits = PixelLimits.of(request.app.state)
+    bodies = await run_in_threadpool(instance_bodies, store, locations, representations, limits)
     if single:
-        loc, rep = locations[0], representations[0]
-        if rep.transfer_syntax == loc.transfer_syntax_uid:
-            return StreamingResponse(
-                store.blobs.iter_file(loc.blob_key),
-                media_type=f"application/dicom; transfer-syntax={rep.transfer_syntax}",
-            )
-        body = await run_in_threadpool(transcoded, store, loc, rep.transfer_syntax)
-        return Response(
-            body, media_type=f"application/dicom; transfer-syntax={rep.transfer_syntax}"
+        rep = representations[0]
+        return StreamingResponse(
+            sources.file_chunks(bodies[0]),
+            media_type=f"application/dicom; transfer-syntax={rep.transfer_syntax}",
         )
     boundary = multipart.new_boundary()
     syntaxes = {r.transfer_syntax for r in representations}
@@ -92,9 +96,29 @@ async def retrieve_instances(request: Request) -> Response:
     )
     base = base_url(request)
     return StreamingResponse(
-        instance_parts(store, locations, representations, boundary, base),
+        instance_parts(bodies, locations, representations, boundary, base),
         media_type=content_type,
     )
+
+
+def instance_bodies(
+    store: Store, locations: list[InstanceLocation], representations: list[Representation],
+    limits: PixelLimits,
+) -> list[BinaryIO]:
+    """Each instance's body, open: the stored file, or its transcoding produced whole."""
+    bodies: list[BinaryIO] = []
+    try:
+        for loc, rep in zip(locations, representations, strict=True):
+            fp = sources.open_blob(store, loc)
+            if rep.transfer_syntax != loc.transfer_syntax_uid:
+                with fp:
+                    fp = sources.spool(transcoded(fp, loc, rep.transfer_syntax, limits, store))
+            bodies.append(fp)
+    except BaseException:
+        for fp in bodies:
+            fp.close()
+        raise
+    return bodies
 
 
 #: Small instances are sent in buffers of about this size: one thread hop per buffer, not
@@ -103,40 +127,56 @@ PART_BUFFER_BYTES = 1 << 20
 
 
 def instance_parts(
-    store: Store,
+    bodies: list[BinaryIO],
     locations: list[InstanceLocation],
     representations: list[Representation],
     boundary: str,
     base: str,
 ) -> Iterator[bytes]:
     buffer = bytearray()
-    for loc, rep in zip(locations, representations, strict=True):
-        buffer += multipart.part_header(
-            boundary,
-            {
-                "Content-Type": f"application/dicom; transfer-syntax={rep.transfer_syntax}",
-                "Content-Location": instance_url(base, loc),
-            },
-        )
-        if rep.transfer_syntax != loc.transfer_syntax_uid:
-            buffer += transcoded(store, loc, rep.transfer_syntax)
-        else:
-            for chunk in store.blobs.iter_file(loc.blob_key, PART_BUFFER_BYTES):
+    try:
+        for body, loc, rep in zip(bodies, locations, representations, strict=True):
+            buffer += multipart.part_header(
+                boundary,
+                {
+                    "Content-Type": f"application/dicom; transfer-syntax={rep.transfer_syntax}",
+                    "Content-Location": instance_url(base, loc),
+                },
+            )
+            for chunk in sources.file_chunks(body, PART_BUFFER_BYTES):
                 buffer += chunk
                 if len(buffer) >= PART_BUFFER_BYTES:
                     yield bytes(buffer)
                     buffer.clear()
-        buffer += b"\r\n"
-        if len(buffer) >= PART_BUFFER_BYTES:
-            yield bytes(buffer)
-            buffer.clear()
-    buffer += multipart.closing(boundary)
-    yield bytes(buffer)
+            buffer += b"\r\n"
+            if len(buffer) >= PART_BUFFER_BYTES:
+                yield bytes(buffer)
+                buffer.clear()
+        buffer += multipart.closing(boundary)
+        yield bytes(buffer)
+    finally:
+        for body in bodies:
+            body.close()
 
 
-def transcoded(store: Store, loc: InstanceLocation, transfer_syntax: str) -> bytes:
-    data = store.blobs.path(loc.blob_key).read_bytes()
-    return transcoding.transcode_instance(data, transfer_syntax)
+def transcoded(fp: BinaryIO, loc: InstanceLocation, transfer_syntax: str,
+               limits: PixelLimits, store: Store) -> bytes:
+    size = os.fstat(fp.fileno()).st_size
+    cost = transcoding.transcode_cost(size, metadata_of(store, loc))
+    with transcode_errors(), limits.budget.reserve(cost, "transcoding this instance"):
+        return transcoding.transcode_instance(fp.read(), transfer_syntax,
+                                              limits.max_decoded_bytes)
+
+
+@contextmanager
+def transcode_errors() -> Iterator[None]:
+    """The pixel memory budget as HTTP: busy is 503, never enough is 406."""
+    try:
+        yield
+    except BudgetBusy as exc:
+        raise ServiceUnavailable(str(exc), retry_after_s=exc.retry_after_s) from None
+    except BudgetExceeded as exc:
+        raise NotAcceptable(str(exc)) from None
 
 
 def instance_url(base: str, loc: InstanceLocation) -> str:
@@ -163,22 +203,29 @@ async def retrieve_metadata(request: Request) -> Response:
 # --- frames -----------------------------------------------------------------------------
 
 
-def parse_frame_list(text: str) -> list[int]:
+def parse_frame_list(text: str, max_count: int | None = None) -> list[int]:
+    items = [item for item in text.split(",") if item.strip()]
+    if max_count is not None and len(items) > max_count:
+        raise BadRequest(f"a frame list holds at most {max_count} frame numbers "
+                         f"(DICOMWEB_MAX_FRAMES_PER_REQUEST), this one {len(items)}; ask for "
+                         "the frames in several requests", parameter="frames")
     try:
-        numbers = [int(item) for item in text.split(",") if item.strip()]
+        numbers = [int(item) for item in items]
     except ValueError:
-        raise BadRequest(f"frame list {text!r} must be comma-separated integers") from None
+        raise BadRequest(f"frame list {text[:200]!r} must be comma-separated integers") from None
     if not numbers or any(n < 1 for n in numbers):
-        raise BadRequest(f"frame numbers start at 1: {text!r}")
+        raise BadRequest(f"frame numbers start at 1: {text[:200]!r}")
     return numbers
 
 
 async def retrieve_frames(request: Request) -> Response:
     study, series, sop = path_uids(request)
-    numbers = parse_frame_list(request.path_params["frames"])
+    settings = request.app.state.settings
+    numbers = parse_frame_list(request.path_params["frames"], settings.max_frames_per_request)
     ranges = accept_ranges(request)
     frames, rep, loc = await run_in_threadpool(
-        locate_and_read_frames, store_of(request), study, series, sop, numbers, ranges
+        locate_and_read_frames, store_of(request), study, series, sop, numbers, ranges,
+        PixelLimits.of(request.app.state),
     )
     url = instance_url(base_url(request), loc)
     return frames_response(frames, rep, [f"{url}/frames/{n}" for n in numbers])
@@ -186,9 +233,9 @@ async def retrieve_frames(request: Request) -> Response:
 
 def locate_and_read_frames(
     store: Store, study: str, series: str, sop: str, numbers: list[int],
-    ranges: list[MediaRange],
-) -> tuple[list[bytes], Representation, InstanceLocation]:
-    """One thread hop per frame request: index row, negotiation, reads."""
+    ranges: list[MediaRange], limits: PixelLimits,
+) -> tuple[Iterable[bytes], Representation, InstanceLocation]:
+    """One thread hop per frame request: index row, negotiation, the file opened."""
     loc = store.locate(study, series, sop, with_frames=True)[0]
     count = loc.number_of_frames or 0
     if count == 0:
@@ -200,46 +247,63 @@ def locate_and_read_frames(
         loc.transfer_syntax_uid,
         can_produce=lambda ts: transcoding.can_transcode_frames(loc.transfer_syntax_uid, ts),
     )
-    return read_frames(store, loc, numbers, rep.transfer_syntax), rep, loc
+    return read_frames(store, loc, numbers, rep.transfer_syntax, limits), rep, loc
 
 
-def frames_response(frames: list[bytes], rep: Representation, locations: list[str]) -> Response:
+def frames_response(
+    frames: Iterable[bytes], rep: Representation, locations: list[str]
+) -> Response:
+    """One frame as itself, or parts streamed a frame at a time as they are read."""
     part_type = f"{rep.media_type}; transfer-syntax={rep.transfer_syntax}"
-    if not rep.multipart and len(frames) == 1:
-        return Response(frames[0], media_type=part_type)
+    if not rep.multipart and len(locations) == 1:
+        return Response(b"".join(frames), media_type=part_type)
     boundary = multipart.new_boundary()
-    body = multipart.encode_parts(
-        boundary,
-        (
-            ({"Content-Type": part_type, "Content-Location": location}, frame)
-            for frame, location in zip(frames, locations, strict=True)
-        ),
+
+    def parts() -> Iterator[bytes]:
+        for frame, location in zip(frames, locations, strict=True):
+            headers = {"Content-Type": part_type, "Content-Location": location}
+            yield multipart.part_header(boundary, headers) + frame + b"\r\n"
+        yield multipart.closing(boundary)
+
+    return StreamingResponse(
+        parts(), media_type=multipart.multipart_content_type(rep.media_type, boundary)
     )
-    return Response(body, media_type=multipart.multipart_content_type(rep.media_type, boundary))
+
+
+def metadata_of(store: Store, loc: InstanceLocation) -> bytes:
+    return loc.metadata_json or store.metadata_rows(
+        loc.study_instance_uid, loc.series_instance_uid, loc.sop_instance_uid
+    )[0]
 
 
 def read_frames(
-    store: Store, loc: InstanceLocation, numbers: list[int], syntax: str
-) -> list[bytes]:
+    store: Store, loc: InstanceLocation, numbers: list[int], syntax: str, limits: PixelLimits
+) -> Iterable[bytes]:
+    """The frames in `syntax`: streamed from the open file when they are sent as stored,
+    else converted, all of them, before the status line (a failure is a 406, not a cut)."""
     stored = loc.transfer_syntax_uid
     ranges = loc.frames
     direct = syntax == stored or (stored in NATIVE_SYNTAXES and syntax in NATIVE_SYNTAXES)
+    fp = sources.open_blob(store, loc)
     if ranges is not None and direct:
-        frames = [store.blobs.read_ranges(loc.blob_key, ranges[n - 1]) for n in numbers]
+        desc = None
         if stored == EXPLICIT_VR_BIG_ENDIAN:
-            bits = transcoding.bits_allocated_of(loc)
-            frames = [transcoding.swap_to_little_endian(f, bits) for f in frames]
-        return frames
-    if ranges is not None:
-        # A conversion: decode (and re-encode) the indexed frame bytes, no file parsing.
-        frames = [store.blobs.read_ranges(loc.blob_key, ranges[n - 1]) for n in numbers]
-        metadata = loc.metadata_json or store.metadata_rows(
-            loc.study_instance_uid, loc.series_instance_uid, loc.sop_instance_uid
-        )[0]
-        desc = transcoding.description_of(metadata)
-        return transcoding.convert_frames(frames, numbers, stored, syntax, desc)
-    data = store.blobs.path(loc.blob_key).read_bytes()
-    return transcoding.frames_from_file(data, numbers, syntax)
+            desc = transcoding.description_of(metadata_of(store, loc))
+        return sources.stream_frames(fp, loc, numbers, desc)
+    with fp:
+        desc = transcoding.description_of(metadata_of(store, loc))
+        if ranges is not None:
+            # A conversion: decode (and re-encode) the indexed frame bytes, no file parsing.
+            cost = transcoding.frames_cost(len(set(numbers)), desc)
+            with transcode_errors(), limits.budget.reserve(cost, "converting these frames"):
+                frames = [sources.read_ranges(fp, ranges[n - 1]) for n in numbers]
+                return transcoding.convert_frames(frames, numbers, stored, syntax, desc,
+                                                  limits.max_decoded_bytes)
+        size = os.fstat(fp.fileno()).st_size
+        cost = transcoding.transcode_cost(size, metadata_of(store, loc))
+        with transcode_errors(), limits.budget.reserve(cost, "decoding these frames"):
+            return transcoding.frames_from_file(fp.read(), numbers, syntax,
+                                                limits.max_decoded_bytes)
 
 
 # --- bulk data --------------------------------------------------------------------------
@@ -250,7 +314,8 @@ async def retrieve_bulkdata(request: Request) -> Response:
     path = request.path_params["path"].strip("/").upper()
     store = store_of(request)
     loc = (
-        await run_in_threadpool(store.locate, study, series, sop, with_frames=True, with_bulk=True)
+        await run_in_threadpool(store.locate, study, series, sop, with_frames=True,
+                                with_bulk=True, with_metadata=True)
     )[0]
     ranges = accept_ranges(request)
     single = (
@@ -258,15 +323,11 @@ async def retrieve_bulkdata(request: Request) -> Response:
         and not ranges[0].multipart
         and ranges[0].matches("application/octet-stream")
     )
+    url = str(request.url)
     bulk = orjson.loads(loc.bulk_json) if loc.bulk_json else {}
-    if path in bulk and (path != "7FE00010" or loc.transfer_syntax_uid in NATIVE_SYNTAXES):
-        offset, length, vr = bulk[path]
-        data = await run_in_threadpool(store.blobs.read_ranges, loc.blob_key, [[offset, length]])
-        if loc.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN:
-            data = transcoding.swap_bulk_to_little_endian(data, vr)
-        rep = Representation("application/octet-stream", "1.2.840.10008.1.2.1", not single)
-        return frames_response([data], rep, [str(request.url)])
-    if path in ("7FE00010", "7FE00008", "7FE00009") and loc.number_of_frames:
+    native = loc.transfer_syntax_uid in NATIVE_SYNTAXES
+    if path in ("7FE00010", "7FE00008", "7FE00009") and loc.number_of_frames and not (
+            path in bulk and native):
         # Encapsulated pixel data: its frames, each with its own media type.
         numbers = list(range(1, loc.number_of_frames + 1))
         rep = choose_frame_representation(
@@ -274,16 +335,65 @@ async def retrieve_bulkdata(request: Request) -> Response:
             loc.transfer_syntax_uid,
             can_produce=lambda ts: False,
         )
-        frames = await run_in_threadpool(read_frames, store, loc, numbers, rep.transfer_syntax)
-        url = str(request.url)
-        return frames_response(frames, rep, [url] * len(frames))
-    data = await run_in_threadpool(
-        transcoding.bulk_from_file, store.blobs.path(loc.blob_key).read_bytes(), path
-    )
+        frames = await run_in_threadpool(read_frames, store, loc, numbers, rep.transfer_syntax,
+                                         PixelLimits.of(request.app.state))
+        return frames_response(frames, rep, [url] * len(numbers))
+    chunks = await run_in_threadpool(bulk_chunks, store, loc, path, bulk,
+                                     PixelLimits.of(request.app.state))
+    return bulk_response(chunks, single, url)
+
+
+def bulk_chunks(store: Store, loc: InstanceLocation, path: str, bulk: dict,
+                limits: PixelLimits) -> Iterator[bytes]:
+    """The element's value streamed from the open file (in little endian), found in the
+    bulk index or by parsing the file without reading its large values."""
+    big_endian = loc.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
+    fp = sources.open_blob(store, loc)
+    if path in bulk:
+        offset, length, vr = bulk[path]
+    elif loc.transfer_syntax_uid != DEFLATED:
+        found = sources.locate_element(store.blobs.path(loc.blob_key), path)
+        if found is None:
+            fp.close()
+            raise NotFound(f"instance {loc.sop_instance_uid} has no bulk data at {path}")
+        offset, length, big_endian, vr = found
+    else:
+        with fp:
+            return iter([deflated_bulk(fp, loc, path, limits)])
+    width = 0
+    if big_endian:
+        width = transcoding.SWAP_WIDTH.get(vr, 0)
+        if path == "7FE00010":  # samples swap by Bits Allocated (PS3.5 8.1.1, 8.2)
+            bits = transcoding.description_of(loc.metadata_json).bits_allocated
+            width = bits // 8 if bits > 8 else width
+    return sources.range_chunks(fp, offset, length, width)
+
+
+def deflated_bulk(fp: BinaryIO, loc: InstanceLocation, path: str, limits: PixelLimits) -> bytes:
+    """A deflated file is inflated to be read: in memory, within the pixel budget."""
+    size = os.fstat(fp.fileno()).st_size
+    cost = min(size * transcoding.TRANSCODE_FILE_FACTOR * 4, limits.budget.capacity)
+    with transcode_errors(), limits.budget.reserve(cost, "reading this deflated instance"):
+        data = transcoding.bulk_from_file(fp.read(), path)
     if data is None:
-        raise NotFound(f"instance {sop} has no bulk data at {path}")
-    rep = Representation("application/octet-stream", "1.2.840.10008.1.2.1", not single)
-    return frames_response([data], rep, [str(request.url)])
+        raise NotFound(f"instance {loc.sop_instance_uid} has no bulk data at {path}")
+    return data
+
+
+def bulk_response(chunks: Iterator[bytes], single: bool, url: str) -> Response:
+    part_type = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    if single:
+        return StreamingResponse(chunks, media_type=part_type)
+    boundary = multipart.new_boundary()
+
+    def parts() -> Iterator[bytes]:
+        yield multipart.part_header(boundary, {"Content-Type": part_type,
+                                               "Content-Location": url})
+        yield from chunks
+        yield b"\r\n" + multipart.closing(boundary)
+
+    return StreamingResponse(parts(), media_type=multipart.multipart_content_type(
+        "application/octet-stream", boundary))
 
 
 # --- delete -----------------------------------------------------------------------------

@@ -17,13 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import factory
 import pytest
 import requests
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-import factory  # noqa: E402
-from oidc import OidcProvider, start_provider  # noqa: E402
+from oidc import OidcProvider, start_provider
 
 POSTGRES_ENV = "DICOMWEB_TEST_POSTGRES_URL"
 
@@ -60,7 +57,10 @@ def start_server(
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
     port: int | None = None,
+    memory_limit_bytes: int | None = None,
 ) -> Server:
+    """`env` adds DICOMWEB_* settings; `memory_limit_bytes` caps the server's address space
+    (RLIMIT_AS), so a test of a memory bound fails with an error instead of eating the host."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
@@ -84,8 +84,15 @@ def start_server(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
     environment.update(env or {})
     log_file = log_path.open("wb")
+
+    def limit_memory() -> None:
+        if memory_limit_bytes:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                               env=environment)
+                               env=environment, preexec_fn=limit_memory)
     origin = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
 
 import requests
-from conftest import start_server, stop_server
+from conftest import free_port, start_server, stop_server
 from factory import image, to_bytes
 
 
@@ -52,5 +53,103 @@ def test_import_folder_zip_and_bad_files(tmp_path, backend):
                 timeout=30,
             )
             assert response.content == to_bytes(ds)
+    finally:
+        stop_server(server)
+
+
+def stored_count(server, outcome: str) -> float:
+    text = requests.get(f"{server.origin}/metrics", timeout=30).text
+    line = f'dicomweb_instances_stored_total{{outcome="{outcome}"}} '
+    return sum(float(row[len(line):]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_local_import_says_which_store_it_writes(tmp_path):
+    (tmp_path / "a.dcm").write_bytes(to_bytes(image()))
+    data = tmp_path / "data"
+    result = run_import(str(tmp_path / "a.dcm"), "--data", str(data), "--no-progress")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == f"importing into {data} (SQLite index.sqlite, blobs/)"
+
+    url = "postgresql+psycopg://dicom:s3cret@127.0.0.1:1/pacs"
+    failed = run_import(str(tmp_path / "a.dcm"), "--database-url", url)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.startswith("error: cannot connect to the database postgresql+psycopg://"
+                                    "dicom:***@127.0.0.1:1/pacs: ")
+    assert "s3cret" not in failed.stderr and len(failed.stderr.splitlines()) == 1
+
+
+def test_import_through_a_running_server(tmp_path, server):
+    source = tmp_path / "source"
+    (source / "nested").mkdir(parents=True)
+    datasets = [image(instance_number=i) for i in range(70)]  # three batches, sent at once
+    for i, ds in enumerate(datasets[:60]):
+        (source / ("nested" if i % 2 else "") / f"{i}.dcm").write_bytes(to_bytes(ds))
+    with zipfile.ZipFile(source / "archive.zip", "w") as archive:
+        for i, ds in enumerate(datasets[60:]):
+            archive.writestr(f"z/{i}.dcm", to_bytes(ds))
+    (source / "notes.txt").write_text("not dicom")
+
+    # An interrupted import: only the first ten files got there.
+    first = run_import(*[str(source / f"{i}.dcm") for i in range(0, 20, 2)], "--url", server.url)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0] == f"importing into {server.url} (STOW-RS)"
+    assert "stored: 10, duplicates: 0, failed: 0" in first.stdout
+
+    duplicates_before = stored_count(server, "duplicate")
+    result = run_import(str(source), "--url", server.url)
+    assert result.returncode == 1  # notes.txt failed
+    assert "stored: 60, duplicates: 10, failed: 1" in result.stdout
+    assert "notes.txt: 0xC000" in result.stdout
+    assert (result.stdout + result.stderr).count("notes.txt") == 1  # each failure said once
+    assert "import" in result.stderr  # the progress bar
+    # The ten already there were skipped by the check, never sent again.
+    assert stored_count(server, "duplicate") == duplicates_before
+
+    again = run_import(str(source), "--url", server.url + "/", "--no-progress")
+    assert "stored: 0, duplicates: 70, failed: 1" in again.stdout
+    for ds in (datasets[1], datasets[65]):
+        response = requests.get(
+            f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}",
+            headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=30)
+        assert response.content == to_bytes(ds)
+
+
+def test_import_to_a_server_that_is_not_there(tmp_path):
+    (tmp_path / "a.dcm").write_bytes(to_bytes(image()))
+    result = run_import(str(tmp_path / "a.dcm"), "--url", f"http://127.0.0.1:{free_port()}/dicomweb")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].endswith(": Connection refused")
+    assert result.stderr.splitlines()[-1].startswith("error: cannot reach http://127.0.0.1:")
+
+
+def create_api_key(data, name: str, scopes: str) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "dicomweb.cli", "apikey", "create", "--name", name,
+         "--scopes", scopes, "--data", str(data)],
+        capture_output=True, text=True, timeout=120, check=True)
+    return made.stdout.strip()
+
+
+def test_import_through_an_authenticated_server(tmp_path):
+    """Once an API key exists the server wants credentials: --token / DICOMWEB_TOKEN."""
+    data = tmp_path / "data"
+    key = create_api_key(data, "gateway", "dicomweb:read,dicomweb:write")
+    server = start_server(data, None)
+    try:
+        (tmp_path / "a.dcm").write_bytes(to_bytes(image()))
+        refused = run_import(str(tmp_path / "a.dcm"), "--url", server.url)
+        assert refused.returncode == 1
+        assert refused.stderr.splitlines()[-1].startswith(f"error: {server.url}: HTTP 401 ")
+        assert "--token or DICOMWEB_TOKEN" in refused.stderr
+
+        with_option = run_import(str(tmp_path / "a.dcm"), "--url", server.url, "--token", key)
+        assert "stored: 1, duplicates: 0, failed: 0" in with_option.stdout
+        from_env = subprocess.run(
+            [sys.executable, "-m", "dicomweb.cli", "import", str(tmp_path / "a.dcm"),
+             "--url", server.url], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "DICOMWEB_TOKEN": key})
+        assert "stored: 0, duplicates: 1, failed: 0" in from_env.stdout
+        assert key not in with_option.stdout + with_option.stderr + server.log()
     finally:
         stop_server(server)

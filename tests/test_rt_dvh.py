@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 import pytest
+from test_rt_structures import box_contours, circle, make_roi, sphere_contours
 
 from dicomweb.rt import Grid, compute_dvh, roi_volume_cc
 from dicomweb.rt.serialize import dvh_to_json
-from tests.test_rt_structures import box_contours, circle, make_roi, sphere_contours
 
 
 def test_linear_gradient_box_uniform_dvh() -> None:

@@ -14,6 +14,10 @@ from pydicom.dataset import Dataset
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import text
 from sqlmodel import Session, SQLModel, create_engine, func, select
+from test_rt_dose import rtdose_dataset
+from test_rt_plan import arc_plan
+from test_rt_registration import MR, MR_TO_CT, reg_item, registration_dataset
+from test_rt_structures import box_contours, rtstruct_dataset, sphere_contours
 
 from dicomweb.rt import NotAnRtObject
 from dicomweb.rt.tables import (
@@ -31,12 +35,6 @@ from dicomweb.rt.tables import (
     delete_rt_rows,
     index_rt_instance,
 )
-from tests.test_rt_dose import rtdose_dataset
-from tests.test_rt_plan import arc_plan
-from tests.test_rt_registration import MR, MR_TO_CT, reg_item, registration_dataset
-from tests.test_rt_structures import box_contours, rtstruct_dataset, sphere_contours
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -47,13 +45,12 @@ def engine(request, tmp_path) -> Iterator:
         yield eng
         eng.dispose()
         return
+    # The session's database (DICOMWEB_TEST_POSTGRES_URL; skipped without it), in a schema
+    # of this test's own.
     schema = f"rt_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = sa_create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # no server / driver: skip, SQLite covers the logic
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    admin = sa_create_engine(request.getfixturevalue("postgres_database"))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     eng = admin.execution_options(schema_translate_map={None: schema})
     try:
         SQLModel.metadata.create_all(eng, tables=RT_TABLES)

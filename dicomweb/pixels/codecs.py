@@ -25,6 +25,7 @@ Lossless and Near-Lossless (``jls_error``) when ``pyjpegls`` is installed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from .description import PixelDescription
 from .errors import DecodeError, EncodeError, UnsupportedTransferSyntax
 
 ENCAPSULATED_UNCOMPRESSED_LE = "1.2.840.10008.1.2.1.98"
+log = logging.getLogger("dicomweb.pixels")
 
 #: Transfer syntaxes whose frames are plain native pixels.
 NATIVE_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
@@ -290,7 +292,9 @@ def decode_frame_with_info(
     except UnsupportedTransferSyntax:
         raise
     except Exception as exc:  # codec plugins raise assorted exception types
-        raise DecodeError(f"cannot decode frame ({uids.UID(ts).name}): {exc}") from exc
+        log.info("decoding a %s frame failed: %s", uids.UID(ts).name, exc)
+        raise DecodeError(f"the {uids.UID(ts).name} data of this frame cannot be decoded "
+                          "(corrupt or not what the attributes describe)") from exc
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     photometric = str(props.get("photometric_interpretation", desc.photometric_interpretation))
@@ -364,4 +368,13 @@ def encode_frame(arr: np.ndarray, ts_uid: str, desc: PixelDescription, **options
     try:
         return bytes(get_encoder(ts).encode(np.ascontiguousarray(arr), **opts, **options))
     except Exception as exc:
-        raise EncodeError(f"cannot encode frame as {uids.UID(ts).name}: {exc}") from exc
+        log.info("encoding a frame as %s failed: %s", uids.UID(ts).name, exc)
+        raise EncodeError(f"{uids.UID(ts).name} cannot encode {pixel_format(desc)}") from exc
+
+
+def pixel_format(desc: PixelDescription) -> str:
+    """The pixel format in words, for failure reasons."""
+    sign = "signed" if desc.is_signed else "unsigned"
+    return (f"{desc.columns} x {desc.rows} {desc.photometric_interpretation} pixels of "
+            f"{desc.samples_per_pixel} sample(s), {desc.bits_allocated} bits allocated, "
+            f"{desc.bits_stored} stored, {sign}")

@@ -109,8 +109,31 @@ def default_window(values: np.ndarray, desc: PixelDescription | None = None) -> 
     return Window((low + high) / 2.0, max(high - low, 1e-6), "LINEAR_EXACT")
 
 
+#: Elements per block when a large image goes through float64 arithmetic: the temporaries
+#: of one block, not of the whole image, are held at once.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def blocks(array: np.ndarray) -> list[slice]:
+    """Row slices of ``array`` of about BLOCK_ELEMENTS elements each."""
+    per_row = max(int(np.prod(array.shape[1:])), 1) if array.ndim > 1 else max(array.size, 1)
+    rows = max(1, BLOCK_ELEMENTS // per_row)
+    count = array.shape[0] if array.ndim else 1
+    return [slice(start, start + rows) for start in range(0, count, rows)]
+
+
 def apply_window(values: np.ndarray, window: Window, y_max: float = 255.0) -> np.ndarray:
-    """VOI LUT function output in ``[0, y_max]`` as float32 (NaN maps to 0)."""
+    """VOI LUT function output in ``[0, y_max]`` as float32 (NaN maps to 0), computed in
+    float64 a block of rows at a time."""
+    if values.ndim == 0:
+        return _window_block(np.asarray(values), window, y_max)
+    out = np.empty(values.shape, dtype=np.float32)
+    for rows in blocks(values):
+        out[rows] = _window_block(values[rows], window, y_max)
+    return out
+
+
+def _window_block(values: np.ndarray, window: Window, y_max: float) -> np.ndarray:
     x = values.astype(np.float64, copy=False)
     c, w = window.center, window.width
     if window.function == "LINEAR":  # C.11.2.1.2.1
@@ -200,16 +223,19 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return np.ascontiguousarray(image)
     downscale = size[0] < image.shape[1]
     resample = Image.Resampling.LANCZOS if downscale else Image.Resampling.BILINEAR
-    planes = [image] if image.ndim == 2 else [image[..., i] for i in range(image.shape[2])]
-    out = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize(
-                size, resample
-            )
-        )
-        for p in planes
-    ]
-    return out[0] if image.ndim == 2 else np.stack(out, axis=-1)
+    if image.ndim == 2:
+        return _resize_plane(image, size, resample)
+    out = np.empty((size[1], size[0], image.shape[2]), dtype=np.float32)
+    for i in range(image.shape[2]):  # one resized plane at a time, into the output
+        out[..., i] = _resize_plane(image[..., i], size, resample)
+    return out
+
+
+def _resize_plane(plane: np.ndarray, size: tuple[int, int], resample: Image.Resampling
+                  ) -> np.ndarray:
+    resized = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F").resize(
+        size, resample)
+    return np.asarray(resized)
 
 
 def encode_image(
@@ -226,11 +252,10 @@ def encode_image(
     if bit_depth not in (8, 16):
         raise RenderError("bit depth must be 8 or 16")
     if bit_depth == 16 and media_type == "image/png" and image.ndim == 2:
-        pil = Image.fromarray(np.clip(np.rint(image), 0, 65535).astype(np.uint16))
+        pil = Image.fromarray(to_integers(image, 1.0, 65535, np.uint16))
     else:
-        if bit_depth == 16:
-            image = image / 257.0
-        pil = Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8))
+        pil = Image.fromarray(to_integers(image, 257.0 if bit_depth == 16 else 1.0, 255,
+                                          np.uint8))
     out = io.BytesIO()
     if media_type == "image/jpeg":
         q = DEFAULT_JPEG_QUALITY if quality is None else int(quality)
@@ -244,6 +269,17 @@ def encode_image(
             pil = pil.quantize(colors=256)
         pil.save(out, format="GIF")
     return out.getvalue()
+
+
+def to_integers(image: np.ndarray, divisor: float, top: int, dtype: type) -> np.ndarray:
+    """``rint(image / divisor)`` clipped to ``0..top``, a block of rows at a time."""
+    if image.ndim == 0:
+        image = image.reshape(1)
+    out = np.empty(image.shape, dtype=dtype)
+    for rows in blocks(image):
+        block = image[rows] / divisor if divisor != 1.0 else image[rows]
+        out[rows] = np.clip(np.rint(block), 0, top)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,16 +333,16 @@ def render_array(
     y_max = 65535.0 if bit_depth == 16 else 255.0
     if desc.samples_per_pixel > 1 or (pixels.ndim == 3 and photometric != "PALETTE COLOR"):
         rgb = apply_viewport(color_values(pixels, desc, photometric), port)
-        return rgb * np.float32(y_max / 255.0)
+        return rgb if y_max == 255.0 else rgb * np.float32(y_max / 255.0)
     if photometric == "PALETTE COLOR" and desc.has_palette_data:
         rgb = apply_viewport(apply_palette(pixels, desc), port)
-        return rgb * np.float32(y_max / 255.0)
+        return rgb if y_max == 255.0 else rgb * np.float32(y_max / 255.0)
     values = modality_values(pixels, desc)
     voi = Window.of(window) if window is not None else default_window(values, desc)
     values = apply_viewport(values, port)
     out = apply_window(values, voi, y_max)
     if photometric == "MONOCHROME1":
-        out = np.float32(y_max) - out
+        np.subtract(np.float32(y_max), out, out=out)
     return out
 
 

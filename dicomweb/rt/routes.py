@@ -23,8 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dicomweb.errors import BadRequest, NotAcceptable, NotFound, Unprocessable
+from dicomweb.errors import BadRequest, NotAcceptable, NotFound, ServiceUnavailable, Unprocessable
 from dicomweb.negotiation import parse_accept
+from dicomweb.pixels.budget import BudgetBusy, BudgetExceeded
 from dicomweb.store.repository import Store
 
 from . import service as svc
@@ -186,8 +187,59 @@ async def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(fn, *args, **kwargs)
     except NoRegistrationPath as exc:
         raise Unprocessable(str(exc)) from exc
-    except RtError as exc:
-        raise Unprocessable(f"{type(exc).__name__}: {exc}") from exc
+    except RtError as exc:  # the reason in words; the class name is no client's business
+        raise Unprocessable(str(exc)) from exc
+    except BudgetBusy as exc:
+        raise ServiceUnavailable(str(exc), retry_after_s=exc.retry_after_s) from None
+    except BudgetExceeded as exc:
+        raise Unprocessable(str(exc)) from None
+
+
+#: Bytes per voxel that rasterising, resampling and DVHs hold at most: voxel centres (3
+#: float64), values and masks, interpolation weights.
+RT_BYTES_PER_VOXEL = 64
+
+
+def _budgeted(request: Request, cost: Callable[..., int], fn: Callable[..., Any],
+              what: str) -> Callable[..., Any]:
+    """``fn`` run under the pixel memory budget shared by all pixel work, with
+    ``cost(*args)`` estimated from the grids' metadata before anything is allocated."""
+    budget = request.app.state.pixel_budget
+
+    def run(*args: Any) -> Any:
+        with budget.reserve(cost(*args), what):
+            return fn(*args)
+
+    return run
+
+
+def _voxels(grid: Grid | None) -> int:
+    if grid is None:
+        return 0
+    slices, rows, columns = grid.shape
+    return slices * rows * columns
+
+
+def _dose_voxels(store: Store, study: str, series: str, sop: str) -> int:
+    loc = svc.locate_rt(store, study, series, sop, "RTDOSE")
+    return _voxels(svc.dose_grid_object(svc.dose_row(store.engine, loc.sop_instance_uid)).grid)
+
+
+def _mask_cost(store: Store, study: str, series: str, sop: str, number: int, target: str,
+               registration: str | None) -> int:
+    return _voxels(svc.series_grid(store, study, target).grid) * RT_BYTES_PER_VOXEL
+
+
+def _dose_values_cost(store: Store, study: str, series: str, sop: str, target: str | None,
+                      registration: str | None) -> int:
+    voxels = _dose_voxels(store, study, series, sop)
+    if target is not None:
+        voxels += _voxels(svc.series_grid(store, study, target).grid)
+    return voxels * RT_BYTES_PER_VOXEL
+
+
+def _dvh_cost(store: Store, study: str, series: str, sop: str, *_: Any) -> int:
+    return _dose_voxels(store, study, series, sop) * RT_BYTES_PER_VOXEL
 
 
 def _vec(v: Any) -> list[float] | None:
@@ -304,8 +356,9 @@ async def get_roi_mask(request: Request) -> Response:
     number = _int(request.path_params["number"], "number")
     binary = _wants_binary(request, default_binary=False)
     target = _required(params, "series")
-    mask, grid, info = await _run(_mask, *_path(request), number, target,
-                                  params.get("registration"))
+    mask, grid, info = await _run(
+        _budgeted(request, _mask_cost, _mask, f"rasterising ROI {number}"), *_path(request),
+        number, target, params.get("registration"))
     if binary:
         headers = grid_headers(grid.grid, grid.frame_of_reference_uid)
         headers["X-Voxel-Count"] = str(info["voxel_count"])
@@ -379,8 +432,9 @@ async def get_dose_values(request: Request) -> Response:
     target = params.get("series")
     if target is not None and not target.strip():
         raise BadRequest("series must be a Series Instance UID", parameter="series")
-    values, grid, for_uid, info = await _run(_dose_values, *_path(request), target,
-                                             params.get("registration"))
+    values, grid, for_uid, info = await _run(
+        _budgeted(request, _dose_values_cost, _dose_values, "resampling this dose"),
+        *_path(request), target, params.get("registration"))
     if binary:
         headers = grid_headers(grid, for_uid)
         headers["X-Dose-Units"] = str(info["units"] or "")
@@ -437,7 +491,8 @@ async def get_dvh(request: Request) -> Response:
     bin_width = _float(params, "bin_width", required=False) or 0.01
     if not 1e-4 <= bin_width <= 10:
         raise BadRequest("bin_width must be between 0.0001 and 10 Gy", parameter="bin_width")
-    return _json(await _run(_dvh, *_path(request), structures, number, levels, bin_width,
+    dvh = _budgeted(request, _dvh_cost, _dvh, f"the DVH of ROI {number}")
+    return _json(await _run(dvh, *_path(request), structures, number, levels, bin_width,
                             params.get("registration")))
 
 

@@ -37,15 +37,18 @@ def _sync_file(path: Path) -> None:
 
 class BlobStore:
     def __init__(self, root: Path) -> None:
+        """Creates nothing: `create_folders` does, once the configuration is known to work."""
         self.root = root
         self.tmp_dir = root / ".tmp"
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._sync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fdatasync")
         #: Lock descriptors of this process's temp files, by path.
         self._temp_locks: dict[Path, int] = {}
         self._temp_locks_guard = threading.Lock()
 
     # --- temp files ---------------------------------------------------------------------
+
+    def create_folders(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def new_temp_path(self) -> Path:
         """A new empty file on the blob filesystem (so committing it is a rename, not a copy),

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, event, text
+from sqlalchemy import URL, Engine, MetaData, event, make_url, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import SQLModel, create_engine
 
@@ -21,11 +21,17 @@ SCHEMA_VERSION = 1
 PG_SCHEMA_LOCK = 0x44494357
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of an SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def make_engine(url: str) -> Engine:
+    """An engine; it connects (and SQLite creates its file) only when first used."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=8
         )
@@ -47,8 +53,10 @@ def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def
 
 
 def create_schema(engine: Engine, extensions: Sequence[MetaData] = ()) -> None:
-    """Create missing tables (the index's and those extensions registered); safe to call from
-    several processes at once."""
+    """Create missing tables (the index's and those extensions registered; SQLite's folder
+    first); safe to call from several processes at once."""
+    if (database_file := sqlite_file(engine.url)) is not None:
+        database_file.parent.mkdir(parents=True, exist_ok=True)
     every = (SQLModel.metadata, *extensions)
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:

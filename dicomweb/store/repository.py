@@ -131,7 +131,11 @@ class Store:
             self.extension_tables.append(metadata)
 
     def create_schema(self) -> None:
+        """Make what the store keeps: the index schema (and registered extensions' tables),
+        then the blob folders. The constructor creates nothing, so a start that fails before
+        this leaves no trace."""
         create_schema(self.engine, self.extension_tables)
+        self.blobs.create_folders()
 
     def close(self) -> None:
         self.engine.dispose()

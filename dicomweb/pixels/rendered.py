@@ -1,0 +1,172 @@
+"""Rendered resources (PS3.18 8.3.5, 10.4.1.1.3) and thumbnails (10.4.1.1.4) of an
+instance, a frame, a series and a study.
+
+At series and study level the server renders one *representative* image: the middle
+instance (by Instance Number) of the series, or of the study's first image series (lowest
+Series Number), and the middle frame of that instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dicomweb.errors import NotFound
+from dicomweb.rt import overlay
+from dicomweb.store.repository import InstanceLocation, Store
+from dicomweb.store.tables import Series
+
+from .description import PixelDescription
+from .frames import PixelLimits, decoded_frame, description_with_palette, pixel_errors
+from .limits import sample_bytes
+from .overlays import apply_overlays, frame_plane
+from .params import RenderOptions, rendered_options
+from .render import Viewport, apply_viewport, encode_image, render_array, render_frame
+from .series_volumes import Volumes
+
+THUMBNAIL_SIZE = 128
+THUMBNAIL_QUALITY = 80
+
+SERIES_TABLE = Series.__table__
+
+
+def render_instance_frame(
+    store: Store, loc: InstanceLocation, number: int, options: RenderOptions,
+    volumes: Volumes | None, request: Request,
+) -> bytes:
+    count = loc.number_of_frames or 0
+    if count == 0:
+        raise NotFound(f"instance {loc.sop_instance_uid} has no pixel data")
+    if number > count:
+        raise NotFound(f"instance {loc.sop_instance_uid} has {count} frame(s); no frame {number}")
+    limits = PixelLimits.of(request.app.state)
+    with pixel_errors():
+        desc = description_with_palette(store, loc).for_frame(number - 1)
+        cost = render_cost(desc, options)
+        with limits.budget.reserve(cost, "rendering this image"):
+            return render_decoded(store, loc, number, desc, options, limits, volumes, request)
+
+
+#: Bytes per pixel and sample the rendering holds at most: the decoded sample, the float32
+#: modality values, the cropped region and the per-plane copies the resampling makes.
+SOURCE_BYTES_PER_SAMPLE = 20
+#: Bytes per output pixel and channel: the resampled float32 plane, the stacked image, the
+#: window output, the 8-bit image and the encoder's copy.
+OUTPUT_BYTES_PER_CHANNEL = 24
+OVERLAY_BYTES_PER_PIXEL = 64  # RGB float32 and uint8 images of the overlay drawing
+
+
+def render_cost(desc: PixelDescription, options: RenderOptions) -> int:
+    """The most memory rendering one frame takes, known before decoding it."""
+    pixels = desc.rows * desc.columns
+    source = pixels * desc.samples_per_pixel * (
+        SOURCE_BYTES_PER_SAMPLE + sample_bytes(desc.bits_allocated))
+    channels = 1 if desc.samples_per_pixel == 1 and desc.photometric_interpretation in (
+        "MONOCHROME1", "MONOCHROME2") and options.overlays is None else 3
+    viewport = options.viewport
+    output = pixels if viewport is None else max(viewport.vw * viewport.vh, 1)
+    if options.thumbnail and viewport is None:
+        output = THUMBNAIL_SIZE * THUMBNAIL_SIZE
+    overlays = pixels * OVERLAY_BYTES_PER_PIXEL if options.overlays is not None else 0
+    return source + output * channels * OUTPUT_BYTES_PER_CHANNEL + overlays
+
+
+def render_decoded(
+    store: Store, loc: InstanceLocation, number: int, desc: PixelDescription,
+    options: RenderOptions, limits: PixelLimits, volumes: Volumes | None,
+    request: Request,
+) -> bytes:
+    pixels, photometric = decoded_frame(store, loc, number, desc, limits.max_decoded_bytes)
+    viewport = options.viewport
+    if options.thumbnail:
+        rows, cols = pixels.shape[:2]
+        if viewport is None:  # fit 128 x 128, never enlarged
+            scale = min(1.0, THUMBNAIL_SIZE / max(rows, cols))
+            viewport = Viewport(max(1, round(cols * scale)), max(1, round(rows * scale)))
+    if options.overlays is not None:
+        # Window to 8 bits, RGB, overlays, then the viewport (crop and resize).
+        image = render_array(pixels, desc, window=options.window, photometric=photometric)
+        rgb = apply_overlays(store, volumes or Volumes(store), request, overlay.rgb8(image),
+                             frame_plane(desc, pixels.shape), desc.frame_of_reference_uid,
+                             options.overlays)
+        return encode_image(apply_viewport(rgb.astype(np.float32), viewport),
+                            options.media_type, quality=options.quality)
+    return render_frame(
+        pixels,
+        desc,
+        media_type=options.media_type,
+        window=options.window,
+        viewport=viewport,
+        quality=options.quality,
+        bit_depth=options.bit_depth,
+        photometric=photometric,
+    )
+
+
+def ordered_series(store: Store, study: str) -> list[str]:
+    """Series of a study by Series Number (absent numbers last), then UID."""
+    number = SERIES_TABLE.c.series_number
+    query = (
+        select(SERIES_TABLE.c.series_instance_uid)
+        .where(SERIES_TABLE.c.study_instance_uid == study)
+        .order_by(number.is_(None), number, SERIES_TABLE.c.series_instance_uid)
+    )
+    with store.engine.connect() as connection:
+        return [row[0] for row in connection.execute(query).all()]
+
+
+def representative(
+    store: Store, study: str, series: str | None
+) -> tuple[InstanceLocation, int]:
+    """The middle instance of the (first image) series and its middle frame."""
+    locations = store.locate(study, series)
+    by_series: dict[str, list[InstanceLocation]] = {}
+    for loc in locations:
+        if loc.number_of_frames:
+            by_series.setdefault(loc.series_instance_uid, []).append(loc)
+    if not by_series:
+        raise NotFound("no image to render: " + (f"series {series}" if series else
+                                                  f"study {study}") + " has no pixel data")
+    order = [series] if series else [s for s in ordered_series(store, study) if s in by_series]
+    images = by_series[order[0]] if order else next(iter(by_series.values()))
+    chosen = images[len(images) // 2]
+    full = store.locate(chosen.study_instance_uid, chosen.series_instance_uid,
+                        chosen.sop_instance_uid, with_frames=True, with_metadata=True,
+                        with_bulk=True)[0]
+    return full, ((full.number_of_frames or 1) + 1) // 2
+
+
+def render_resource(store: Store, params: dict[str, str], options: RenderOptions,
+                    volumes: Volumes | None = None, request: Request | None = None) -> bytes:
+    study, series, sop = params["study"], params.get("series"), params.get("instance")
+    if sop is None:
+        loc, number = representative(store, study, series)
+    else:
+        loc = store.locate(study, series, sop, with_frames=True, with_metadata=True,
+                           with_bulk=True)[0]
+        number = 1
+        if "frames" in params:
+            from dicomweb.wado import parse_frame_list
+
+            number = parse_frame_list(params["frames"])[0]
+    return render_instance_frame(store, loc, number, options, volumes, request)
+
+
+def rendered_endpoint(store: Store, *, thumbnail: bool,
+                      volumes: Volumes | None = None) -> Callable[[Request], Any]:
+    async def rendered(request: Request) -> Response:
+        options = rendered_options(request, thumbnail=thumbnail)
+        body = await run_in_threadpool(
+            render_resource, request.app.state.store, dict(request.path_params), options,
+            volumes, request,
+        )
+        return Response(body, media_type=options.media_type)
+
+    rendered.__name__ = "retrieve_thumbnail" if thumbnail else "retrieve_rendered"
+    return rendered
