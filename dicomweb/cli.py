@@ -75,8 +75,8 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args, "serve")
     from dicomweb.dimse import process as dimse
 
-    dimse.check(settings)  # a DIMSE setting that cannot work stops serve before anything starts
     try:
+        dimse.check(settings)  # a DIMSE setting that cannot work stops serve before anything
         with serving.metrics_folder():
             serving.check_store(settings)
             if settings.viewer and (code := ensure_viewer(settings)):

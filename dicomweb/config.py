@@ -93,6 +93,13 @@ class Settings:
     max_frames_per_request: int = setting(1000, "most frame numbers in one frames request")
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
+    #: Processes parsing STOW parts beside each server process; 0 means the cores divided
+    #: between the workers.
+    ingest_processes: int = setting(0, "processes parsing uploaded instances (0: one per core)",
+                                    option="--ingest-processes")
+    #: Memory for answers kept under their ETag (series metadata, rendered images).
+    response_cache_bytes: int = setting(256 << 20, "memory for cached metadata and rendered "
+                                        "images, in bytes")
     #: Largest request body (a STOW request, all parts) and largest zip member `import` takes.
     max_upload_bytes: int = setting(4 << 30, "largest request body / archive member in bytes")
     #: Most parts in one multipart STOW request.
