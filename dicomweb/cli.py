@@ -92,11 +92,8 @@ def serve(args: argparse.Namespace) -> int:
                     return 2
                 logging.basicConfig(level=settings.log_level.upper(),
                                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-                dimse_service = dimse.start(settings)  # its own process; None without a port
+                dimse_service = dimse.start(settings)  # own process, listening before the banner
                 try:
-                    if dimse_service:
-                        host, port = dimse_service.address
-                        print(f"DIMSE service {settings.ae_title} at {host}:{port}", flush=True)
                     serving.run(settings, sock)
                 finally:
                     if dimse_service:

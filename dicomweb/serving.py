@@ -168,6 +168,8 @@ def banner(settings: Settings, port: int) -> list[str]:
     scheme = "https" if settings.ssl_certfile else "http"
     origin = f"{scheme}://{settings.host}:{port}"
     lines = [f"DICOMweb service at {origin}{settings.root_path}"]
+    if settings.dimse_port is not None:  # listening already (dimse.process.start)
+        lines.append(f"DIMSE service {settings.ae_title} at {settings.host}:{settings.dimse_port}")
     if settings.viewer:
         lines.append(f"OHIF viewer at {origin}/")
     return lines

@@ -241,9 +241,13 @@ def dimse_server(
         f"DOWN=127.0.0.1:{closed_port},COMMITTER=127.0.0.1:{report_port}",
         "DICOMWEB_DIMSE_PEERS": DIMSE_PEERS,
     }
-    running = start_server(
-        folder / "data", backend, extra=["--dimse-port", str(dimse_port)], env=env
-    )
+    try:
+        running = start_server(
+            folder / "data", backend, extra=["--dimse-port", str(dimse_port)], env=env
+        )
+    except BaseException:
+        destination.stop()
+        raise
     yield DimseServer(running, dimse_port, destination, report_port)
     stop_server(running)
     destination.stop()

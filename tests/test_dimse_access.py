@@ -29,8 +29,12 @@ def labelled(backend, tmp_path_factory) -> Iterator[dict]:
     env = {"DICOMWEB_DIMSE_PEERS": "ALPHA=read+write/alpha,BETA=read+write/beta,"
                                    "COMMITTER=read+write/alpha",
            "DICOMWEB_DIMSE_DESTINATIONS": f"DEST=127.0.0.1:{destination.port}"}
-    server = start_server(folder / "data", backend, env=env,
-                          extra=["--dimse-port", str(port), "--study-access", "labels"])
+    try:
+        server = start_server(folder / "data", backend, env=env,
+                              extra=["--dimse-port", str(port), "--study-access", "labels"])
+    except BaseException:
+        destination.stop()
+        raise
     studies = {}
     for aet in ("ALPHA", "BETA"):
         ds = factory.image()

@@ -44,8 +44,9 @@ def test_a_port_in_use_refuses_to_start(tmp_path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         code, stderr = serve_fails(tmp_path, "--dimse-port", str(port))
-    assert code == 2
+    assert code == 1
     assert f"--dimse-port {port}: cannot listen on 127.0.0.1:{port}" in stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 def listening(port: int) -> bool:

@@ -9,6 +9,7 @@ if `serve` dies.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import multiprocessing
@@ -18,7 +19,8 @@ import time
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from dicomweb.config import ConfigError, Settings
+from dicomweb.config import Settings
+from dicomweb.serving import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ def check(settings: Settings) -> None:
 
 
 def start(settings: Settings) -> DimseProcess | None:
-    """Start the DIMSE service when a port is set; ConfigError if it cannot start."""
+    """Start the DIMSE service when a port is set (after the store is created); ConfigError
+    for settings that cannot work, StartupError (one line) when it cannot listen or start."""
     if settings.dimse_port is None:
         return None
     check(settings)
@@ -62,14 +65,14 @@ def start(settings: Settings) -> DimseProcess | None:
     child_end.close()
     if not parent_end.poll(START_TIMEOUT_S):
         process.kill()
-        raise ConfigError(f"--dimse-port {settings.dimse_port}: the DIMSE service did not start")
+        raise StartupError(f"--dimse-port {settings.dimse_port}: the DIMSE service did not start")
     try:
         outcome = parent_end.recv()
     except EOFError:
-        outcome = "the DIMSE service exited while starting"
+        outcome = "the DIMSE service exited while starting (the reason is logged above)"
     if isinstance(outcome, str):
         process.join(5)
-        raise ConfigError(f"--dimse-port {settings.dimse_port}: {outcome}")
+        raise StartupError(f"--dimse-port {settings.dimse_port}: {outcome}")
     return DimseProcess(process, outcome)
 
 
@@ -89,7 +92,9 @@ def run(settings: Settings, report: Connection) -> None:
     try:
         service.start()
     except OSError as exc:
-        report.send(f"cannot listen on {settings.host}:{settings.dimse_port} ({exc.strerror})")
+        in_use = "; another server is using it" if exc.errno == errno.EADDRINUSE else ""
+        report.send(f"cannot listen on {settings.host}:{settings.dimse_port}: "
+                    f"{exc.strerror or exc}{in_use}")
         store.close()
         return
     report.send(service.address)

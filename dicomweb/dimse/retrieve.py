@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 from pydicom import uid as uids
@@ -33,10 +32,12 @@ from dicomweb.dimse.find import LEVELS, ROOT_OF_MODEL, UNIQUE_KEY, IdentifierErr
 from dicomweb.dimse.find import query_level as find_level
 from dicomweb.dimse.peers import Destination
 from dicomweb.errors import NotAcceptable
+from dicomweb.pixels.budget import BudgetBusy, BudgetExceeded
 from dicomweb.pixels.codecs import LOSSLESS_TRANSFER_SYNTAXES
+from dicomweb.pixels.frames import PixelLimits
 from dicomweb.qido import Condition, SearchQuery, validate_value
 from dicomweb.store.repository import InstanceLocation, Store
-from dicomweb.transcoding import can_transcode, transcode_instance
+from dicomweb.transcoding import can_transcode, transcode_cost, transcode_instance
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class RetrievePlan:
 
     instances: list[InstanceLocation] = field(default_factory=list)
     store: Store | None = None
+    limits: PixelLimits | None = None  # what a transcode may decode and hold
     status: int | None = None
     comment: str | None = None
     destination: Destination | None = None
@@ -79,7 +81,8 @@ def refused(status: int, comment: str) -> RetrievePlan:
 # --- planning (the EVT_C_MOVE / EVT_C_GET handlers) ------------------------------------------
 
 
-def plan_retrieve(store: Store, principal: Principal, identifier: Dataset, model: str,
+def plan_retrieve(store: Store, limits: PixelLimits, principal: Principal,
+                  identifier: Dataset, model: str,
                   max_instances: int = MAX_SUBOPERATIONS) -> RetrievePlan:
     if not principal.has(READ):
         return refused(NOT_AUTHORIZED, f"{principal.subject} may not retrieve")
@@ -94,7 +97,8 @@ def plan_retrieve(store: Store, principal: Principal, identifier: Dataset, model
         return refused(exc.status, exc.message)
     if len(instances) > max_instances:
         return refused(UNABLE_TO_PERFORM, f"more than {max_instances} instances match")
-    return RetrievePlan(instances=instances, store=store, originator=principal.subject)
+    return RetrievePlan(instances=instances, store=store, limits=limits,
+                        originator=principal.subject)
 
 
 def unique_keys(identifier: Dataset, root: str, level: str) -> dict[str, str]:
@@ -182,8 +186,8 @@ def transcode_target(stored: str, accepted: list[str]) -> str | None:
     return None
 
 
-def send_instance(assoc: Association, store: Store, location: InstanceLocation, msg_id: int,
-                  **kwargs: Any) -> int | None:
+def send_instance(assoc: Association, store: Store, limits: PixelLimits,
+                  location: InstanceLocation, msg_id: int, **kwargs: Any) -> int | None:
     """One C-STORE sub-operation: the peer's status, or None when it could not be sent."""
     accepted = accepted_syntaxes(assoc, location.sop_class_uid)
     path = store.blobs.path(location.blob_key)
@@ -196,16 +200,24 @@ def send_instance(assoc: Association, store: Store, location: InstanceLocation, 
                 log.warning("%s: the peer accepts %s in none of %s", location.sop_instance_uid,
                             location.sop_class_uid, accepted or "no transfer syntax")
                 return None
-            response = send_transcoded(assoc, store, path, target, msg_id, **kwargs)
-    except (OSError, ValueError, NotAcceptable) as exc:
+            response = send_transcoded(assoc, store, limits, location, target, msg_id,
+                                       **kwargs)
+    except (OSError, ValueError, NotAcceptable, BudgetBusy, BudgetExceeded) as exc:
         log.warning("sending %s failed: %s", location.sop_instance_uid, exc)
         return None
     return int(response.Status) if "Status" in response else None
 
 
-def send_transcoded(assoc: Association, store: Store, path: Path, target: str, msg_id: int,
+def send_transcoded(assoc: Association, store: Store, limits: PixelLimits,
+                    location: InstanceLocation, target: str, msg_id: int,
                     **kwargs: Any) -> Dataset:
-    data = transcode_instance(path.read_bytes(), target)
+    """Transcoded in memory within the pixel memory budget, as WADO-RS does."""
+    path = store.blobs.path(location.blob_key)
+    metadata = store.metadata_rows(location.study_instance_uid, location.series_instance_uid,
+                                   location.sop_instance_uid)[0]
+    cost = transcode_cost(path.stat().st_size, metadata)
+    with limits.budget.reserve(cost, "transcoding this instance"):
+        data = transcode_instance(path.read_bytes(), target, limits.max_decoded_bytes)
     temp = store.blobs.new_temp_path()
     try:
         temp.write_bytes(data)
@@ -364,10 +376,10 @@ def serve_get(scp: Any, req: C_GET, context: PresentationContext) -> None:
     plan = planned(scp, evt.EVT_C_GET, req, context)
     if answer_at_once(scp, req, context, plan):
         return
-    store = plan.store
-    assert store is not None
+    store, limits = plan.store, plan.limits
+    assert store is not None and limits is not None
     run_plan(scp, req, context, plan,
-             send=lambda loc, msg_id: send_instance(scp.assoc, store, loc, msg_id),
+             send=lambda loc, msg_id: send_instance(scp.assoc, store, limits, loc, msg_id),
              still_open=lambda: scp.assoc.is_established)
 
 
@@ -378,8 +390,8 @@ def serve_move(scp: Any, req: C_MOVE, context: PresentationContext) -> None:
     plan = planned(scp, evt.EVT_C_MOVE, req, context)
     if answer_at_once(scp, req, context, plan):
         return
-    destination, store = plan.destination, plan.store
-    assert destination is not None and store is not None
+    destination, store, limits = plan.destination, plan.store, plan.limits
+    assert destination is not None and store is not None and limits is not None
     sub = scp.assoc.ae.associate(
         destination.host, destination.port,
         **context_kwargs(ae_title=destination.ae_title, contexts=storage_contexts(plan.instances)),
@@ -391,7 +403,7 @@ def serve_move(scp: Any, req: C_MOVE, context: PresentationContext) -> None:
     try:
         run_plan(scp, req, context, plan,
                  send=lambda loc, msg_id: send_instance(
-                     sub, store, loc, msg_id,
+                     sub, store, limits, loc, msg_id,
                      originator_aet=plan.originator, originator_id=req.MessageID),
                  still_open=lambda: sub.is_established)
     finally:

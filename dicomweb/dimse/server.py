@@ -34,6 +34,8 @@ from dicomweb.dimse import find, hooks, reads, retrieve, storage
 from dicomweb.dimse.commitment import Commitments
 from dicomweb.dimse.peers import PeerTable, parse_destinations, parse_peers
 from dicomweb.errors import BadRequest
+from dicomweb.pixels.budget import MemoryBudget
+from dicomweb.pixels.frames import PixelLimits
 from dicomweb.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ class DimseService:
         self.ae = build_ae(settings.ae_title)
         self.commitments = Commitments(self.ae, store, self.destinations)
         self.storing = storage.StoreQueue(store)
+        # Transcodes for C-GET/C-MOVE: WADO's limits, and this process's own share of the pixel
+        # memory (as one HTTP worker's).
+        self.limits = PixelLimits(settings.max_decoded_bytes, MemoryBudget(
+            settings.pixel_memory_bytes // max(settings.workers, 1), settings.pixel_wait_seconds))
         self.server: ThreadedAssociationServer | None = None
 
     @property
@@ -208,7 +214,7 @@ class DimseService:
             identifier = event.identifier
         except Exception:
             return retrieve.refused(retrieve.UNABLE_TO_PROCESS, "undecodable Identifier")
-        return retrieve.plan_retrieve(self.store, principal, identifier,
+        return retrieve.plan_retrieve(self.store, self.limits, principal, identifier,
                                       str(event.request.AffectedSOPClassUID))
 
     def on_n_action(self, event: evt.Event) -> tuple[int, None]:

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag, Tag
 
+from dicomweb import metrics
 from dicomweb.access import WRITE, Principal, study_writer
 from dicomweb.errors import (
     CANNOT_UNDERSTAND,
@@ -122,13 +123,16 @@ def store_received(
         path.unlink(missing_ok=True)
         log.warning("C-STORE %s from %s rejected: %s", sop_instance, principal.subject, mismatch)
         return status(STATUS_OF_REASON[DATASET_DOES_NOT_MATCH_SOP_CLASS], mismatch)
+    size = path.stat().st_size
     # The peer's labels go to the studies it stores; it adds only to studies it may see.
     outcome = store.store_file(path, study_writer(principal, store.store.settings))
     if isinstance(outcome, InstanceRejected):
+        metrics.record_store_outcome(None, size, outcome.reason)
         code = STATUS_OF_REASON.get(outcome.reason, 0xC000)
         log.warning("C-STORE %s from %s rejected (0x%04X): %s",
                     sop_instance, principal.subject, code, outcome.message)
         return status(code, outcome.message)
+    metrics.record_store_outcome(outcome.outcome, size)
     return stored_status(outcome)
 
 
