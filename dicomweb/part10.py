@@ -222,6 +222,8 @@ def check_inflation(path: Path, head: bytes, limits: InflateLimits) -> None:
                     raise not_dicom("its deflated data set is damaged") from None
                 inflated += len(out)
                 check_inflated(inflated, compressed, limits)
+                if inflater.eof:  # bytes after the stream (a pad byte) stay in the tail
+                    return
                 data = inflater.unconsumed_tail
             if inflater.eof:
                 return
