@@ -57,11 +57,15 @@ class AccessControl:
         self.api_keys = ApiKeys(store.engine, settings.credential_cache_seconds)
         self.shares = Shares(store.engine, settings.credential_cache_seconds)
         self._open: ExpiringCache[bool] = ExpiringCache(settings.credential_cache_seconds)
+        #: Objects (UIDs) a study filter was found to see; see authorize.Guard.
+        self.visible: ExpiringCache[bool] = ExpiringCache(settings.credential_cache_seconds,
+                                                          max_entries=65536)
 
     def start(self) -> None:
         """At start-up (in a worker thread): fetch the provider's keys, say the mode."""
         if self.oidc is not None:
             self.oidc.refresh(force=True)
+        self.shares.secret()  # read (or made) now, not on the event loop at the first link
         if self.settings.allow_anonymous:
             log.warning("anonymous access is allowed (--allow-anonymous): anyone who can reach "
                         "%s:%d can read, store and delete every study", self.settings.host,

@@ -18,10 +18,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dicomweb.access import ADMIN, DELETE, READ, WRITE, Principal, study_filter
+from dicomweb.access import (
+    ADMIN,
+    DELETE,
+    READ,
+    UNAUTHENTICATED,
+    WRITE,
+    Principal,
+    study_filter,
+)
 from dicomweb.config import Settings
 from dicomweb.errors import Forbidden, NotFound, Unauthorized
-from dicomweb.store.access import StudyFilter, studies_of, visible_studies
+from dicomweb.store.access import EVERY_STUDY, StudyFilter, visible_objects
 
 PUBLIC = "public"
 REALM = 'Bearer realm="dicomweb"'
@@ -29,6 +37,8 @@ REALM = 'Bearer realm="dicomweb"'
 #: components at least, so decimal numbers (window=40.5) are not taken for one.
 UID_VALUE = re.compile(r"[0-9]+(?:\.[0-9]+){2,}")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Query parameters whose UIDs are Frames of Reference, not stored objects.
+NOT_OBJECTS = frozenset({"from", "to"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,9 @@ INSTANCE = SERIES + "/instances/{instance}"
 RULES: tuple[Rule, ...] = (
     rule("GET HEAD", "/healthz", PUBLIC, server=True),
     rule("GET HEAD", "/readyz", PUBLIC, server=True),
+    # Prometheus metrics (outside the root): operational data, for admins (scrapers send a
+    # token or an API key).
+    rule("GET HEAD", "/metrics", ADMIN, server=True),
     rule("GET HEAD", "/{path:path}", PUBLIC, server=True),
     # PS3.18 8.9 Retrieve Capabilities.
     rule("OPTIONS", "/", READ),
@@ -138,14 +151,17 @@ def describe(params: dict[str, Any]) -> str:
     return text
 
 
-def referenced_uids(query_string: bytes) -> set[str]:
+def referenced_uids(query_string: bytes) -> list[tuple[str, str]]:
+    """(parameter, UID) pairs of the query that may name stored objects."""
     from urllib.parse import parse_qsl
 
-    found: set[str] = set()
-    for _, value in parse_qsl(query_string.decode("latin-1")):
+    found: list[tuple[str, str]] = []
+    for name, value in parse_qsl(query_string.decode("latin-1")):
+        if name in NOT_OBJECTS:
+            continue
         for item in re.split(r"[,\\\s]+", value):
             if len(item) <= 64 and UID_VALUE.fullmatch(item):
-                found.add(item)
+                found.append((name, item))
     return found
 
 
@@ -158,14 +174,15 @@ class Guard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # nothing here speaks WebSocket: refuse (policy violation)
+            await send({"type": "websocket.close", "code": 1008})
+            return
         method = scope["method"]
         found = self.rules.get(method)
         permission = found.permission if found else UNLISTED
         state = scope.setdefault("state", {})
-        principal = state.get("principal")
-        if principal is None:  # no Authentication middleware: an app without access control
-            await self.app(scope, receive, send)
-            return
+        # Without the Authentication middleware nobody is anybody: fail closed.
+        principal = state.get("principal", UNAUTHENTICATED)
         try:
             authorize(principal, permission, credential_error=state.get("credential_error"),
                       method=method)
@@ -183,34 +200,59 @@ class Guard:
         await self.app(scope, receive, send)
 
     async def check_studies(self, scope: Scope, access: StudyFilter) -> None:
+        """404 unless the path's study and every object the query names are stored and
+        visible: a hidden study answers exactly like an unknown one (one query, none when
+        the answers are remembered: what a filter sees is kept for the credential cache
+        time, so a label taken off a study stops granting access within that delay)."""
         params = scope.get("path_params", {})
-        store = scope["app"].state.store
         study = params.get("study")
-        shared = access.labels is None and access.study == study  # no query needed
-        if study is not None and not shared and not await run_in_threadpool(
-                visible_studies, store.engine, access, [study]):
-            if await run_in_threadpool(studies_of, store.engine, [study]):  # else: unknown
-                scope["state"]["access_denied"] = f"study {study} is not visible to the caller"
+        references = referenced_uids(scope.get("query_string", b""))
+        shared = access.labels is None and access.study == study  # a share's own study
+        wanted = {uid for _, uid in references} | ({study} if study and not shared else set())
+        if not wanted:
+            return
+        engine = scope["app"].state.store.engine
+        remembered = scope["app"].state.access.visible
+        prefix = filter_key(access)
+        visible = {uid for uid in wanted if remembered.get(prefix + uid)}
+        if wanted - visible:
+            found = await run_in_threadpool(visible_objects, engine, access, wanted - visible)
+            for uid in found:
+                remembered.put(prefix + uid, True)
+            visible |= found
+        if study is not None and not shared and study not in visible:
+            await self.deny_if_stored(scope, engine, study, "study not visible to the caller")
             raise NotFound(f"no instance matches {describe(params)}")
-        uids = referenced_uids(scope.get("query_string", b""))
-        if uids:
-            touched = await run_in_threadpool(studies_of, store.engine, uids)
-            hidden = touched - await run_in_threadpool(visible_studies, store.engine, access,
-                                                       touched)
-            if hidden:
-                scope["state"]["access_denied"] = "a referenced study is not visible"
-                raise NotFound("no stored object matches the UIDs of this request")
+        for name, uid in references:
+            if uid not in visible:
+                await self.deny_if_stored(scope, engine, uid,
+                                          f"{name}: object not visible to the caller")
+                raise NotFound(f"no stored object matches {name}={uid}", parameter=name)
+
+    @staticmethod
+    async def deny_if_stored(scope: Scope, engine: Any, uid: str, reason: str) -> None:
+        """The answer is the same either way; the audit records a hidden object as denied,
+        an unknown one as a plain 404."""
+        if await run_in_threadpool(visible_objects, engine, EVERY_STUDY, [uid]):
+            scope["state"]["access_denied"] = reason
+
+
+def filter_key(access: StudyFilter) -> str:
+    labels = "\x1f".join(sorted(access.labels)) if access.labels is not None else "*"
+    return f"{labels}\x1e{access.study or '*'}\x1e"
 
 
 def protect(routes: Sequence[BaseRoute], settings: Settings, *, prefix: str = "") -> None:
     """Put every route (inside mounts too) behind the Guard, with its rules by method."""
     for route in routes:
-        if isinstance(route, Mount):
+        if isinstance(route, Mount) and route.routes:
             protect(route.routes, settings, prefix=prefix + route.path)
         elif isinstance(route, Route):
             template = prefix + route.path
             route.app = Guard(route.app, rules_for(route.methods or {"GET"}, template, settings),
                               settings)
+        elif hasattr(route, "app"):  # a mounted app, a host, a websocket: no rule, admin only
+            route.app = Guard(route.app, {}, settings)
 
 
 def rules_for(methods: Iterable[str], template: str, settings: Settings

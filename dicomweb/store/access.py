@@ -105,15 +105,22 @@ def label_studies(connection: Connection, studies: list[str], labels: frozenset[
     connection.execute(statement, rows)
 
 
-def studies_of(engine: Engine, uids: Iterable[str]) -> set[str]:
-    """The stored studies that `uids` name, as study, series or SOP Instance UIDs."""
+def visible_objects(engine: Engine, access: StudyFilter, uids: Iterable[str]) -> set[str]:
+    """Those of `uids` that name a stored study, series or instance in a study visible
+    through `access` (one query)."""
     wanted = sorted(set(uids))
     if not wanted:
         return set()
     statement = union(
-        select(STUDIES.c.study_instance_uid).where(STUDIES.c.study_instance_uid.in_(wanted)),
-        select(SERIES.c.study_instance_uid).where(SERIES.c.series_instance_uid.in_(wanted)),
-        select(INSTANCES.c.study_instance_uid).where(INSTANCES.c.sop_instance_uid.in_(wanted)),
+        select(STUDIES.c.study_instance_uid).where(
+            STUDIES.c.study_instance_uid.in_(wanted),
+            access.clause(STUDIES.c.study_instance_uid)),
+        select(SERIES.c.series_instance_uid).where(
+            SERIES.c.series_instance_uid.in_(wanted),
+            access.clause(SERIES.c.study_instance_uid)),
+        select(INSTANCES.c.sop_instance_uid).where(
+            INSTANCES.c.sop_instance_uid.in_(wanted),
+            access.clause(INSTANCES.c.study_instance_uid)),
     )
     with engine.connect() as connection:
         return {uid for (uid,) in connection.execute(statement)}

@@ -32,6 +32,7 @@ const clientExtras = Object.fromEntries(config.clients.map((c) => [c.client_id, 
 
 const provider = new Provider(config.issuer, {
   clients,
+  clientDefaults: { id_token_signed_response_alg: config.signing_alg || 'RS256' },
   jwks: config.jwks,
   cookies: { keys: ['dicomweb-tests-cookie-key'] },
   pkce: { required: () => true },
