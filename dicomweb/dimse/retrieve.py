@@ -205,7 +205,7 @@ def send_instance(assoc: Association, store: Store, location: InstanceLocation, 
 
 def send_transcoded(assoc: Association, store: Store, path: Path, target: str, msg_id: int,
                     **kwargs: Any) -> Dataset:
-    data = transcode_instance(path.read_bytes(), target)
+    data = transcode_instance(path.read_bytes(), target, store.settings.max_decoded_bytes)
     temp = store.blobs.new_temp_path()
     try:
         temp.write_bytes(data)
