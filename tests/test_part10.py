@@ -4,6 +4,7 @@ rejected at once, deflated data bounded before it is inflated, bare datasets sti
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from dicomweb.errors import (
     InstanceRejected,
 )
 from dicomweb.ingest import ingest_file
-from dicomweb.part10 import MAX_ITEMS, InflateLimits, dataset_start, prepend
+from dicomweb.part10 import MAX_ITEMS, InflateLimits, check_inflation, dataset_start, prepend
 
 BARE_FILES = ["ExplVR_BigEndNoMeta.dcm", "ExplVR_LitEndNoMeta.dcm", "rtstruct.dcm"]
 
@@ -99,6 +100,20 @@ def deflated_file(tmp_path: Path, zeros: int) -> Path:
 def test_deflated_dataset_within_limits_is_stored(tmp_path: Path) -> None:
     ingested = ingest_file(deflated_file(tmp_path, 1 << 20))
     assert ingested.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
+
+
+def test_bytes_after_the_deflated_stream_end_the_inflation_check(tmp_path: Path) -> None:
+    """CPython keeps bytes after the end of a deflate stream in `unconsumed_tail` once a
+    `max_length` was hit: the check looped forever on a pad byte after 1 MiB of output."""
+    path = deflated_file(tmp_path, (1 << 20) + 1262)
+    with path.open("ab") as fp:
+        fp.write(b"\x00")
+    head = path.read_bytes()[:4096]
+    worker = threading.Thread(target=check_inflation, args=(path, head, InflateLimits()),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the inflation check does not end"
 
 
 def test_deflated_dataset_past_the_absolute_cap_is_refused(tmp_path: Path) -> None:
