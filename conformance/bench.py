@@ -66,6 +66,7 @@ class LatencyResult:
     p95_ms: float | None = None
     rows: int | None = None
     body_bytes: int | None = None  # decoded size
+    wire_bytes: int | None = None  # as sent (Content-Length), compressed or not
     content_encoding: str | None = None
     note: str = ""
 
@@ -125,8 +126,10 @@ class BenchReport:
     stow: list[ThroughputResult] = field(default_factory=list)
     qido: list[LatencyResult] = field(default_factory=list)
     metadata: LatencyResult | None = None
+    metadata_gzip: LatencyResult | None = None
     frames: list[ThroughputResult] = field(default_factory=list)
     rendered: ThroughputResult | None = None
+    rendered_repeated: ThroughputResult | None = None
     series_retrieve: ThroughputResult | None = None
     scale: ScaleResult | None = None
     cleanup: dict[str, Any] | None = None
@@ -318,6 +321,8 @@ def measure_latency(
             if attempt == 0:
                 result.body_bytes = len(response.content)
                 result.content_encoding = response.headers.get("Content-Encoding")
+                length = response.headers.get("Content-Length")
+                result.wire_bytes = int(length) if length and length.isdigit() else None
                 if accept == DICOM_JSON:
                     result.rows = count_rows(response)
             if attempt >= 2 and time.perf_counter() > deadline:
@@ -442,34 +447,42 @@ def upload_missing(
     )
     present = set() if options.reupload else present_bench_study_uids(session, options.url)
     missing_studies = [i for i in study_range if benchdata.study_uid(i) not in present]
-    present_mr: set[str] = set()
-    if info.mr_slices and not options.reupload:
-        present_mr = set(
+    rt_context = benchdata.rt_study_context(info.mr_slices)
+    rt_present = (
+        bool(info.mr_slices)
+        and not options.reupload
+        and len(
             series_instance_uids(
-                session, options.url, benchdata.mr_study_uid(), benchdata.mr_series_uid()
+                session, options.url, rt_context.study.uid, rt_context.series_uid("mr")
             )
         )
+        == info.mr_slices
+    )
     small = [inst for i in missing_studies for inst in benchdata.small_study(i)]
-    mr = [benchdata.mr_slice(k, info.mr_slices) for k in range(info.mr_slices)]
-    info.mr_bytes = sum(len(i.data) for i in mr)
-    mr = [i for i in mr if i.sop_uid not in present_mr]
-    info.uploaded_bytes = sum(len(i.data) for i in (*small, *mr))
-    info.present_before = not small and not mr
-    info.uploaded_instances = len(small) + len(mr)
+    rt = benchdata.rt_study(info.mr_slices) if info.mr_slices else []
+    info.mr_bytes = sum(len(i.data) for i in rt)
+    if rt_present:
+        rt = []
+    info.uploaded_bytes = sum(len(i.data) for i in (*small, *rt))
+    info.present_before = not small and not rt
+    info.uploaded_instances = len(small) + len(rt)
 
     results: list[ThroughputResult] = []
-    for label, instances in (("small", small), ("mr", mr)):
-        if label == "mr" and not info.mr_slices:
-            continue
-        if not instances:
-            note = "n/a: data already present (use --reupload)"
-            for clients in (1, STOW_CONCURRENT_CLIENTS):
-                results.append(ThroughputResult(f"stow {label}", clients, False, note=note))
-            continue
-        single, concurrent = split_half(instances)
+    note = "n/a: data already present (use --reupload)"
+    if small:
+        single, concurrent = split_half(small)
         for clients, part in ((1, single), (STOW_CONCURRENT_CLIENTS, concurrent)):
             if part:
-                results.append(stow_upload(f"stow {label}", options.url, part, clients))
+                results.append(stow_upload("stow small", options.url, part, clients))
+    else:
+        results += [ThroughputResult("stow small", c, False, note=note)
+                    for c in (1, STOW_CONCURRENT_CLIENTS)]
+    if info.mr_slices:
+        # The RT study as a planning system sends it: one client, CT, MR, then RT objects.
+        results.append(
+            stow_upload("stow rt", options.url, rt, 1) if rt
+            else ThroughputResult("stow rt", 1, False, note=note)
+        )
     return info, results
 
 
@@ -486,6 +499,9 @@ class Targets:
     mr_study_uid: str
     mr_series_uid: str
     mr_instance_uids: list[str]
+    ct_series_uid: str = ""
+    ct_instance_uid: str = ""  # the middle CT slice (512x512): the rendered benchmark
+    ct_instance_uids: list[str] = field(default_factory=list)
 
     @property
     def mr_series_path(self) -> str:
@@ -520,10 +536,14 @@ def bench_qido(
 
 
 def bench_metadata(
-    session: requests.Session, options: BenchOptions, targets: Targets
+    session: requests.Session, options: BenchOptions, targets: Targets, encoding: str | None = None
 ) -> LatencyResult:
+    """Series metadata of the MR series; with `encoding`, as a browser asks (compressed)."""
+    if encoding:
+        session = make_session()
+        session.headers["Accept-Encoding"] = encoding
     return measure_latency(
-        "MR series metadata",
+        f"MR series metadata ({encoding})" if encoding else "MR series metadata",
         session,
         options.url,
         f"{targets.mr_series_path}/metadata",
@@ -646,19 +666,34 @@ def bench_all_frames(options: BenchOptions, targets: Targets) -> list[Throughput
     return results
 
 
-def bench_rendered(options: BenchOptions, targets: Targets) -> ThroughputResult:
-    """JPEG rendering of one MR instance, 1 client (after a support probe)."""
+def bench_rendered(
+    options: BenchOptions, targets: Targets, repeated: bool = False
+) -> ThroughputResult:
+    """JPEG rendering of the 512x512 CT slices, 1 client (after a support probe).
+
+    Each request asks for an image not asked before (slices in turn, each with its own
+    window width), so a server that keeps rendered images gains nothing; `repeated` asks for
+    the middle slice again and again, as a viewer reopening a study does."""
+    name = "rendered jpeg (repeated)" if repeated else "rendered jpeg"
     if not targets.mr_instance_uids:
-        return ThroughputResult("rendered jpeg", 1, False, note="n/a: MR series not found")
-    middle = targets.mr_instance_uids[len(targets.mr_instance_uids) // 2]
-    url = f"{options.url}/{targets.mr_series_path}/instances/{middle}/rendered"
+        return ThroughputResult(name, 1, False, note="n/a: RT study not found")
+    series = f"{options.url}/studies/{targets.mr_study_uid}/series/{targets.ct_series_uid}"
+    url = f"{series}/instances/{targets.ct_instance_uid}/rendered"
     probe = make_session().get(url, headers={"Accept": "image/jpeg"}, timeout=REQUEST_TIMEOUT_S)
     if probe.status_code >= 400:
         note = f"not supported (HTTP {probe.status_code})"
-        return ThroughputResult("rendered jpeg", 1, False, note=note)
-    request = fetch_once(url, "image/jpeg")
-    samples, wall_s = run_for_duration(lambda s, _k: request(s), 1, options.rendered_seconds)
-    result = summarise("rendered jpeg", 1, samples, wall_s)
+        return ThroughputResult(name, 1, False, note=note)
+    slices = targets.ct_instance_uids or [targets.ct_instance_uid]
+
+    def request_once(session: requests.Session, k: int) -> Sample:
+        if repeated:
+            return fetch_once(url, "image/jpeg")(session)
+        instance = slices[k % len(slices)]
+        fresh = f"{series}/instances/{instance}/rendered?window=40,{400 + k},linear"
+        return fetch_once(fresh, "image/jpeg")(session)
+
+    samples, wall_s = run_for_duration(request_once, 1, options.rendered_seconds)
+    result = summarise(name, 1, samples, wall_s)
     if not probe.content.startswith(b"\xff\xd8"):
         result.note = f"answer is not JPEG ({probe.headers.get('Content-Type')})"
     return result
@@ -743,16 +778,18 @@ def bench_cleanup(session: requests.Session, options: BenchOptions) -> dict[str,
 
 
 def resolve_targets(session: requests.Session, options: BenchOptions) -> Targets:
-    uids = series_instance_uids(
-        session, options.url, benchdata.mr_study_uid(), benchdata.mr_series_uid()
-    )
+    rt = benchdata.rt_study_context(options.mr_slices)
+    uids = series_instance_uids(session, options.url, rt.study.uid, rt.series_uid("mr"))
     return Targets(
         small_study_uid=benchdata.study_uid(0),
         small_series_uid=f"{benchdata.study_uid(0)}.1",
         patient_id=benchdata.patient_id(0),
-        mr_study_uid=benchdata.mr_study_uid(),
-        mr_series_uid=benchdata.mr_series_uid(),
+        mr_study_uid=rt.study.uid,
+        mr_series_uid=rt.series_uid("mr"),
         mr_instance_uids=uids,
+        ct_series_uid=rt.series_uid("ct"),
+        ct_instance_uid=rt.instance_uid("ct", rt.ct_slices // 2),
+        ct_instance_uids=[rt.instance_uid("ct", i) for i in range(rt.ct_slices)],
     )
 
 
@@ -792,10 +829,18 @@ def run_bench(options: BenchOptions) -> BenchReport:
     report.metadata = guarded(
         LatencyResult("MR series metadata", ""), lambda: bench_metadata(session, options, targets)
     )
+    report.metadata_gzip = guarded(
+        LatencyResult("MR series metadata (gzip)", ""),
+        lambda: bench_metadata(session, options, targets, "gzip"),
+    )
     report.frames = guarded([], lambda: bench_all_frames(options, targets))
     log("rendered")
     report.rendered = guarded(
         ThroughputResult("rendered jpeg", 1), lambda: bench_rendered(options, targets)
+    )
+    report.rendered_repeated = guarded(
+        ThroughputResult("rendered jpeg (repeated)", 1),
+        lambda: bench_rendered(options, targets, repeated=True),
     )
     log("series retrieve")
     report.series_retrieve = guarded(
@@ -825,9 +870,6 @@ def headline_ratios(report: BenchReport) -> dict[str, float | None]:
     return {
         "stow_small_concurrent_vs_1": ratio(
             rate(report.stow, "stow small", concurrent), rate(report.stow, "stow small", 1)
-        ),
-        "stow_mr_concurrent_vs_1": ratio(
-            rate(report.stow, "stow mr", concurrent), rate(report.stow, "stow mr", 1)
         ),
         "frames_concurrent_vs_1": ratio(
             rate(report.frames, "frames", FRAME_CONCURRENT_CLIENTS),
@@ -890,10 +932,15 @@ def render_table(report: BenchReport) -> str:
     if report.metadata:
         lines.append("WADO metadata")
         lines.append(latency_row(report.metadata))
+        if report.metadata_gzip:
+            lines.append(latency_row(report.metadata_gzip)
+                         + f"  on the wire {fmt(report.metadata_gzip.wire_bytes)} B")
     lines.append("WADO frames / rendered / retrieve")
     lines += [throughput_row(r, "fr/s") for r in report.frames]
     if report.rendered:
         lines.append(throughput_row(report.rendered, "img/s"))
+    if report.rendered_repeated:
+        lines.append(throughput_row(report.rendered_repeated, "img/s"))
     if report.series_retrieve:
         lines.append(throughput_row(report.series_retrieve, "inst/s"))
     if report.scale:
@@ -924,7 +971,8 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="DICOMweb base URL")
     parser.add_argument("--studies", type=int, help="small studies (default 2000, quick 200)")
-    parser.add_argument("--mr-slices", type=int, help="MR series slices (default 400, quick 100)")
+    parser.add_argument("--mr-slices", type=int,
+                        help="MR slices of the RT study (default 392, quick 100)")
     parser.add_argument("--repeat", type=int, help="repeats per query (default 30, quick 8)")
     parser.add_argument("--frame-seconds", type=float, help="per frame run (default 10, quick 3)")
     parser.add_argument("--json", type=Path, dest="json_path", help="write all figures here")
@@ -945,7 +993,7 @@ def parse_args(argv: list[str] | None) -> BenchOptions:
     return BenchOptions(
         url=args.url.rstrip("/"),
         studies=studies,
-        mr_slices=args.mr_slices if args.mr_slices is not None else (100 if quick else 400),
+        mr_slices=args.mr_slices if args.mr_slices is not None else (100 if quick else 392),
         repeat=args.repeat or (8 if quick else 30),
         query_budget_s=3.0 if quick else 10.0,
         frame_seconds=args.frame_seconds or (3.0 if quick else 10.0),

@@ -1,7 +1,9 @@
 """Deterministic in-memory benchmark data (pydicom, explicit VR little endian).
 
 * ``small_study(i)``: one series of 2-5 small 64x64 CT/MR/CR instances per study index.
-* ``mr_slice(k)``: one 256x256 uint16 slice (128 KiB of pixels) of the big MR series.
+* ``mr_slice(k)``: one 256x256 uint16 slice (128 KiB of pixels) of a big MR series.
+* ``rt_study(n)``: the RT study the benchmark reads from: 60 CT slices of 512x512, an MR
+  series of ``n`` 256x256 slices, RTSTRUCT, RTPLAN, RTDOSE and REG (``conformance.generate``).
 
 UIDs live under ``BENCH_UID_ROOT`` and every PatientID starts with ``BENCH`` so that benchmark
 data can be recognised (and cleaned up) on any server. Same index -> same UIDs and bytes.
@@ -16,6 +18,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian
+
+from conformance import generate
+from conformance.generate import Patient, RtStudy
 
 BENCH_UID_ROOT = "1.2.826.0.1.3680043.10.1311.77"  # recognisable, fixed: ".77" = bench
 BENCH_PATIENT_PREFIX = "BENCH"
@@ -200,3 +205,36 @@ def mr_slice(slice_index: int, slice_count: int) -> BenchInstance:
     pixels = head + ((xx + yy + slice_index) % 64) * 8 + noise  # noise: realistic gzip ratio
     _image_module(ds, MR_SIZE, 12, pixels)
     return BenchInstance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, _encode(ds))
+
+
+RT_PATIENT_ID = f"{BENCH_PATIENT_PREFIX}-RT"
+RT_CT_SLICES = 60
+
+
+def rt_study_context(mr_slices: int) -> RtStudy:
+    """The RT study of the benchmark: the analytic phantom of `conformance.generate` (512×512
+    CT, 256×256 MR registered to it, RTSTRUCT, RTPLAN, RTDOSE, REG) under a BENCH patient."""
+    patient = Patient("Bench^RTPhantom", RT_PATIENT_ID, "19700101", "O")
+    # UIDs depend on the slice count: MR slices of another count are other instances.
+    return RtStudy(seed=77_000 + mr_slices, ct_slices=RT_CT_SLICES, mr_slices=mr_slices,
+                   patient=patient)
+
+
+def rt_study(mr_slices: int) -> list[BenchInstance]:
+    """All instances of the RT study, CT first, then MR, then the RT objects."""
+    rt = rt_study_context(mr_slices)
+    datasets = [
+        *generate.ct_series_datasets(rt),
+        *generate.mr_series_datasets(rt),
+        generate.rtstruct_dataset(rt),
+        generate.rtplan_dataset(rt),
+        generate.rtdose_dataset(rt),
+        generate.reg_dataset(rt),
+    ]
+    return [
+        BenchInstance(
+            str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
+            _encode(ds),
+        )
+        for ds in datasets
+    ]

@@ -1,11 +1,13 @@
 """Deterministic synthetic DICOM data with analytic ground truth.
 
 ``python -m conformance.generate OUT_DIR [--small-studies N] [--mr-slices N]
-[--ct-slices N] [--seed S] [--hard-cases]`` writes:
+[--ct-slices N] [--seed S] [--hard-cases] [--dvh-set]`` writes:
 
 * ``OUT_DIR/rt/``: one radiotherapy study (CT, MR, RTSTRUCT, RTPLAN, RTDOSE, REG) of an
   analytic phantom (see :mod:`conformance.phantoms`);
 * ``OUT_DIR/small/``: many tiny studies with varied demographics for query tests;
+* ``OUT_DIR/dvh/`` (``--dvh-set``): the analytic DVH test set of :mod:`conformance.dvhset`
+  (RTSTRUCT per contour spacing, RTDOSE per grid and field, ``truth.json``);
 * ``OUT_DIR/ground_truth.json``: UIDs by role and analytic geometry / dose / DVH values.
 
 All UIDs are UUID-derived (``2.25.``, PS3.5 B.2) from a fixed namespace, the seed and the
@@ -1323,6 +1325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also write absolute-offset and sagittal RTDOSE variants",
     )
+    parser.add_argument(
+        "--dvh-set",
+        action="store_true",
+        help="also write the analytic DVH test set (conformance.dvhset) under OUT_DIR/dvh",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     truth = generate_rt_study(
@@ -1335,6 +1342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     truth["small_studies"] = generate_small_studies(
         args.out_dir, args.small_studies, seed=args.seed
     )
+    if args.dvh_set:
+        from conformance import dvhset  # builds on this module
+
+        truth["dvh_set"] = dvhset.write_set(args.out_dir / "dvh")["structure_sets"]
     _write_json(args.out_dir / "ground_truth.json", truth)
     print(f"wrote {args.out_dir} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -54,15 +54,22 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_counting)
         finally:
-            client = scope.get("client")
-            record = {
-                "request_id": request_id,
-                "method": scope["method"],
-                "path": scope["path"],
-                "query": redacted_query(scope.get("query_string", b"").decode("latin-1")),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "bytes": sent,
-                "client": client[0] if client else None,
-            }
-            log.info(orjson.dumps(record).decode())
+            if log.isEnabledFor(logging.INFO):  # build nothing when access logs are off
+                log.info(orjson.dumps(access_record(scope, request_id, status, started, sent))
+                         .decode())
+
+
+def access_record(
+    scope: Scope, request_id: str, status: int, started: float, sent: int
+) -> dict[str, object]:
+    client = scope.get("client")
+    return {
+        "request_id": request_id,
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": redacted_query(scope.get("query_string", b"").decode("latin-1")),
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "bytes": sent,
+        "client": client[0] if client else None,
+    }

@@ -28,9 +28,13 @@ from dicomweb.accesslog import AccessLog, request_id_of
 from dicomweb.attributes import Level
 from dicomweb.audit import AuditMiddleware, AuditTrail, audit_routes
 from dicomweb.capabilities import capabilities_route
+from dicomweb.compression import compress_json_answers, json_response
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
 from dicomweb.guards import InternalErrors, RequestBodyLimit
+from dicomweb.http_cache import REVALIDATE, BodyCache
+from dicomweb.ingest_pool import IngestPool, pool_size
+from dicomweb.locations import LocationCache
 from dicomweb.negotiation import accepts_json
 from dicomweb.pixels.budget import MemoryBudget
 from dicomweb.pixels.routes import routes as pixel_routes
@@ -75,9 +79,9 @@ def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
             )
         if not result.rows:
             return Response(status_code=204, headers=headers)
-        return Response(
-            orjson.dumps(result.rows), media_type="application/dicom+json", headers=headers
-        )
+        headers["Cache-Control"] = REVALIDATE
+        return json_response(request, orjson.dumps(result.rows), "application/dicom+json",
+                             headers)
 
     search.__name__ = f"search_for_{level.value}"
     return search
@@ -101,6 +105,14 @@ async def ready(request: Request) -> Response:
         return JSONResponse({"status": "unavailable", "detail": "the database does not answer"},
                             status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+def json_compressed(route: Any) -> Any:
+    """The same route, its JSON answers compressed when the client accepts it."""
+    if not isinstance(route, Route):
+        return route
+    return Route(route.path, compress_json_answers(route.endpoint), methods=route.methods,
+                 name=route.name)
 
 
 def dicomweb_routes() -> list[Route]:
@@ -230,6 +242,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     store = store or Store(settings)
+    ingest_pool = IngestPool(pool_size(settings.ingest_processes, settings.workers))
     metrics.observe_pool(store.engine)
     audit_trail = AuditTrail(store)  # registers its tables: created with the index's
     access = AccessControl(settings, store)
@@ -245,13 +258,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         gc.freeze()
         sweeper = asyncio.create_task(sweep_periodically(store))
         yield
+        ingest_pool.close()
         sweeper.cancel()
         audit_trail.close()
         store.close()
         metrics.worker_exits()
 
     # Pixel (rendered, volume, MPR) and RT resources live under the same root.
-    extension_routes = [*pixel_routes(store), *rt_routes(store)]
+    extension_routes = [*pixel_routes(store), *map(json_compressed, rt_routes(store))]
     service = dicomweb_routes() + extension_routes + access_routes() + audit_routes()
     capabilities = capabilities_route(service)
     service.append(capabilities)
@@ -300,6 +314,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.ingest_pool = ingest_pool
+    app.state.locations = LocationCache()
+    app.state.bodies = BodyCache(settings.response_cache_bytes)
     raise_open_file_limit()  # a retrieve opens all its files before its status line
     app.state.pixel_budget = MemoryBudget(  # the budget is shared by the worker processes
         settings.pixel_memory_bytes // max(settings.workers, 1), settings.pixel_wait_seconds)

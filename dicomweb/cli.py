@@ -73,7 +73,10 @@ def serve(args: argparse.Namespace) -> int:
     from dicomweb import serving
 
     settings = settings_from(args, "serve")
+    from dicomweb.dimse import process as dimse
+
     try:
+        dimse.check(settings)  # a DIMSE setting that cannot work stops serve before anything
         with serving.metrics_folder():
             serving.check_store(settings)
             # Before binding: an address others can reach is never bound without
@@ -89,7 +92,15 @@ def serve(args: argparse.Namespace) -> int:
                 serving.create_store(settings)
                 logging.basicConfig(level=settings.log_level.upper(),
                                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-                serving.run(settings, sock)
+                dimse_service = dimse.start(settings)  # its own process; None without a port
+                try:
+                    if dimse_service:
+                        host, port = dimse_service.address
+                        print(f"DIMSE service {settings.ae_title} at {host}:{port}", flush=True)
+                    serving.run(settings, sock)
+                finally:
+                    if dimse_service:
+                        dimse_service.stop()
     except serving.StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -93,6 +93,13 @@ class Settings:
     max_frames_per_request: int = setting(1000, "most frame numbers in one frames request")
     #: Bytes of decoded volumes kept in memory for MPR.
     volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
+    #: Processes parsing STOW parts beside each server process; 0 means the cores divided
+    #: between the workers.
+    ingest_processes: int = setting(0, "processes parsing uploaded instances (0: one per core)",
+                                    option="--ingest-processes")
+    #: Memory for answers kept under their ETag (series metadata, rendered images).
+    response_cache_bytes: int = setting(256 << 20, "memory for cached metadata and rendered "
+                                        "images, in bytes")
     #: Largest request body (a STOW request, all parts) and largest zip member `import` takes.
     max_upload_bytes: int = setting(4 << 30, "largest request body / archive member in bytes")
     #: Most parts in one multipart STOW request.
@@ -169,6 +176,18 @@ class Settings:
                                         option="--ssl-certfile")
     ssl_keyfile: Path | None = setting(None, "TLS private key (PEM) for https",
                                        option="--ssl-keyfile")
+    #: Port of the DICOM Upper Layer (DIMSE) service beside DICOMweb; None means off.
+    dimse_port: int | None = setting(
+        None, "port of the DIMSE service (C-ECHO/STORE/FIND/MOVE/GET); off when unset",
+        option="--dimse-port")
+    ae_title: str = setting("DICOMWEB", "AE title of the DIMSE service", option="--ae-title")
+    #: C-MOVE destinations (and Storage Commitment report addresses): `AET=host:port` each.
+    dimse_destinations: tuple[str, ...] = setting(
+        (), "DIMSE move destinations, comma-separated AET=host:port")
+    #: Calling AE titles allowed on the DIMSE service: `AET[@host]=scope+scope[/label+label]`
+    #: each (dimse/peers.py); empty means anyone, allowed only on a loopback bind.
+    dimse_peers: tuple[str, ...] = setting(
+        (), "DIMSE peers, comma-separated AET[@host]=read+write[/label+label]")
 
     @property
     def effective_database_url(self) -> str:

@@ -4,6 +4,8 @@ keep-alive connection after the response)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import orjson
@@ -63,13 +65,11 @@ def request_id_of_scope(scope: Scope) -> str:
     return str(scope.get("state", {}).get("request_id", "-"))
 
 
-BODY_METHODS = (b"POST", b"PUT", b"PATCH")
-
-
 class RequestBodyLimit:
     """No request body beyond `max_bytes`: a declared Content-Length above it gets 413 before
     a byte is read; a chunked body raises PayloadTooLarge where it crosses the limit. A 413
-    sent before the whole body arrived closes the connection (the rest is not read)."""
+    sent before the whole body arrived closes the connection (the rest is not read, past a
+    short linger)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -88,6 +88,7 @@ class RequestBodyLimit:
             return
         received = 0
         complete = False
+        closing = False
 
         async def receive_counting() -> Message:
             nonlocal received, complete
@@ -100,13 +101,37 @@ class RequestBodyLimit:
             return message
 
         async def send_closing(message: Message) -> None:
+            nonlocal closing
             if message["type"] == "http.response.start" and not complete and (
                 message["status"] == 413
             ):
+                closing = True
                 message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             await send(message)
 
         await self.app(scope, receive_counting, send_closing)
+        if closing:
+            await linger(receive)
+
+
+#: After a 413 in the middle of a body, what is still read (and dropped) before the server
+#: closes the connection, so that a client finishing its last bytes reads the answer instead
+#: of a reset.
+LINGER_BYTES = 1 << 20
+LINGER_S = 1.0
+
+
+async def linger(receive: Receive) -> None:
+    async def drain() -> None:
+        drained = 0
+        while drained < LINGER_BYTES:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            drained += len(message.get("body", b""))
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(drain(), LINGER_S)
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -120,6 +145,4 @@ def declared_length(scope: Scope) -> int | None:
 
 
 def too_large(max_bytes: int) -> str:
-    return (f"the request body is larger than {max_bytes} bytes "
-            "(DICOMWEB_MAX_UPLOAD_BYTES)")
-
+    return f"the request body is larger than {max_bytes} bytes (DICOMWEB_MAX_UPLOAD_BYTES)"

@@ -91,8 +91,8 @@ def file_sources(path: Path) -> Iterator[Source]:
     try:
         with zipfile.ZipFile(path) as archive:
             members = [info for info in archive.infolist() if not info.is_dir()]
-    except (OSError, *ARCHIVE_ERRORS):
-        log.warning("cannot read the archive %s", path, exc_info=True)
+    except (OSError, *ARCHIVE_ERRORS) as exc:
+        log.info("cannot read the archive %s: %r", path, exc)
         yield Source(str(path), path, error="the zip archive is damaged")
         return
     for info in members:

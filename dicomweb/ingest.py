@@ -6,7 +6,6 @@ returns, the byte ranges of each frame, and the byte ranges of bulk elements.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import struct
@@ -47,8 +46,12 @@ class IngestedInstance:
     study_row: dict[str, Any]
     series_row: dict[str, Any]
     instance_row: dict[str, Any]
-    dataset: Dataset
+    #: The parsed dataset; None once it has crossed from an ingest worker process (see
+    #: `ingest_pool`): readers that need it re-read `file_path`.
+    dataset: Dataset | None
     warnings: list[str] = field(default_factory=list)
+    #: Where the file is now: the received temp file, then its blob once committed.
+    file_path: Path | None = None
 
 
 def instance_path(study: str, series: str, sop: str) -> str:
@@ -140,7 +143,7 @@ def ingest_file(
     path: Path, *, expected_study: str | None = None, limits: InflateLimits = InflateLimits()
 ) -> IngestedInstance:
     """Parse and validate the Part 10 file at `path`; raise InstanceRejected with the reason."""
-    ds, pixels = read_dataset(path, limits)
+    ds, pixels, scan = read_dataset(path, limits)
     sop = uid_text(ds, "SOPInstanceUID") or None
     sop_instance_uid = required_uid(ds, "SOPInstanceUID")
     sop_class_uid = required_uid(ds, "SOPClassUID", sop)
@@ -161,7 +164,7 @@ def ingest_file(
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
         )
-    file_size = path.stat().st_size
+    file_size = scan.size
     try:
         encoder = DicomJsonEncoder(instance_path(study_uid, series_uid, sop_instance_uid))
         metadata = encoder.encode(ds)
@@ -193,6 +196,7 @@ def ingest_file(
         series_instance_uid=series_uid,
         transfer_syntax_uid=transfer_syntax,
         dataset=ds,
+        file_path=path,
         warnings=encoder.problems,
         patient_row={
             "patient_key": patient_key,
@@ -249,7 +253,7 @@ def ingest_file(
             "number_of_frames": values.integer("NumberOfFrames")
             or (1 if pixels is not None or "PixelData" in ds else None),
             "blob_size": file_size,
-            "blob_sha256": sha256_of(path),
+            "blob_sha256": scan.sha256,
             "metadata_json": orjson.dumps(metadata),
             "frames_json": orjson.dumps(frames) if frames is not None and locatable else None,
             "bulk_json": orjson.dumps(bulk) if bulk and locatable else None,
@@ -257,12 +261,14 @@ def ingest_file(
     )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fp:
-        while chunk := fp.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def parse_part(
+    path: Path, expected_study: str | None = None, limits: InflateLimits = InflateLimits()
+) -> IngestedInstance | InstanceRejected:
+    """`ingest_file`, with a rejection as the value rather than raised (batches, pools)."""
+    try:
+        return ingest_file(path, expected_study=expected_study, limits=limits)
+    except InstanceRejected as rejected:
+        return rejected
 
 
 # --- frames -------------------------------------------------------------------------------

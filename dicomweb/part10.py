@@ -9,6 +9,7 @@ plausible start end the parse at once instead of after millions of empty element
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -42,6 +43,13 @@ BARE_START_GROUPS = (0x0002, 0x0008)
 MAX_TAG_DESCENTS = 16
 #: Most top-level data elements: real instances have hundreds, a flood has millions.
 MAX_TOP_LEVEL_ELEMENTS = 100_000
+#: Sequence items parsed at most (pydicom takes ~50 us and ~1 KB each): a legitimate instance
+#: has up to some 100k (RT structures, per-frame functional groups, tiles); floods of empty
+#: items (8 bytes each) are refused from their density past SPARSE_ITEMS.
+MAX_ITEMS = 1_000_000
+SPARSE_ITEMS = 16_384
+MIN_BYTES_PER_ITEM = 32
+ITEM_TAGS = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")  # (FFFE,E000) little and big endian
 #: Inflation ratios are checked only past this size (a small sparse dataset may be 1000:1).
 RATIO_FLOOR_BYTES = 16 << 20
 PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}
@@ -169,13 +177,18 @@ def prepend(path: Path, header: bytes) -> None:
         os.close(fd)
 
 
+#: PS3.10 7.1: who wrote the File Meta of the files this server makes.
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1452.1"
+IMPLEMENTATION_VERSION_NAME = "DICOMWEB_PY_01"
+
+
 def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1452.1")
-    meta.ImplementationVersionName = "DICOMWEB_PY_01"
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     buffer = BytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=True)
@@ -202,29 +215,32 @@ def is_deflated(head: bytes) -> bool:
     return DEFLATED_UID_BYTES in head[132:start]
 
 
-def check_inflation(path: Path, head: bytes, limits: InflateLimits) -> None:
+def check_inflation(path: Path, head: bytes, limits: InflateLimits) -> tuple[int, int]:
     """Inflate the deflated dataset once, keeping nothing, to learn its size before pydicom
-    inflates it in memory (PS3.5 A.5)."""
+    inflates it in memory (PS3.5 A.5). Returns how many sequence items it holds, and its
+    inflated size."""
     start = dataset_start(head)
     if start is None:
         raise not_dicom("a deflated dataset needs File Meta Information with its group length")
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     compressed = path.stat().st_size - start
-    inflated = 0
+    inflated = items = 0
     with path.open("rb") as fp:
         fp.seek(start)
         while chunk := fp.read(1 << 20):
             data = chunk
-            while data:
+            while data and not inflater.eof:  # bytes after the end (padding) are not inflated
                 try:
                     out = inflater.decompress(data, 1 << 20)
                 except zlib.error:
                     raise not_dicom("its deflated data set is damaged") from None
                 inflated += len(out)
+                items += out.count(ITEM_TAGS[0])  # (a tag split between outputs is missed)
                 check_inflated(inflated, compressed, limits)
                 data = inflater.unconsumed_tail
             if inflater.eof:
-                return
+                break
+    return items, inflated
 
 
 def check_inflated(inflated: int, compressed: int, limits: InflateLimits) -> None:
@@ -240,17 +256,53 @@ def check_inflated(inflated: int, compressed: int, limits: InflateLimits) -> Non
             "(DICOMWEB_MAX_INFLATE_RATIO)")
 
 
+@dataclass(frozen=True)
+class FileScan:
+    """One pass over the file before pydicom parses it: its digest and its sequence items."""
+
+    sha256: str
+    size: int
+    items: int
+
+
+def scan_file(path: Path) -> FileScan:
+    digest = hashlib.sha256()
+    size = items = 0
+    tail = b""
+    with path.open("rb") as fp:
+        while chunk := fp.read(1 << 20):
+            digest.update(chunk)
+            joint = tail + chunk[:3]  # an item tag split between two reads
+            items += sum(chunk.count(tag) + joint.count(tag) for tag in ITEM_TAGS)
+            tail = chunk[-3:]
+            size += len(chunk)
+    return FileScan(digest.hexdigest(), size, items)
+
+
+def check_items(items: int, size: int) -> None:
+    if items > MAX_ITEMS:
+        raise InstanceRejected(
+            OUT_OF_RESOURCES, f"it holds {items} sequence items; the server parses at most "
+            f"{MAX_ITEMS}")
+    if items > SPARSE_ITEMS and items * MIN_BYTES_PER_ITEM > size:
+        raise not_dicom(f"{items} sequence items in {size} bytes is a flood of empty items")
+
+
 # --- parsing ------------------------------------------------------------------------------
 
 
-def read_dataset(path: Path, limits: InflateLimits) -> tuple[Dataset, PixelDataLocation | None]:
+def read_dataset(
+    path: Path, limits: InflateLimits
+) -> tuple[Dataset, PixelDataLocation | None, FileScan]:
     """Read a Part 10 file up to its Pixel Data, whose value stays on disk (pydicom would
     load it whole); values above DEFER_SIZE are read only when touched."""
     head = ensure_part10(path)
     check_dataset_start(head)
+    scan = scan_file(path)
+    check_items(scan.items, scan.size)
     deflated = is_deflated(head)
     if deflated:
-        check_inflation(path, head, limits)
+        check_items(*check_inflation(path, head, limits))
     try:
         with path.open("rb") as fp:
             # Offsets in a deflated stream are not file offsets: it is read whole.
@@ -258,14 +310,31 @@ def read_dataset(path: Path, limits: InflateLimits) -> tuple[Dataset, PixelDataL
                               defer_size=DEFER_SIZE)
             syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
             if syntax == DeflatedExplicitVRLittleEndian or deflated:
-                return ds, None
-            return ds, pixel_data_location(fp, fp.tell(), syntax)
+                return ds, None, scan
+            check_complete(ds, scan.size)
+            return ds, pixel_data_location(fp, fp.tell(), syntax), scan
     except InstanceRejected:
         raise
     except InvalidDicomError as exc:
         raise parse_failure(exc) from exc
     except Exception as exc:  # pydicom raises many types on damaged input
         raise parse_failure(exc) from exc
+
+
+def check_complete(ds: Dataset, file_size: int) -> None:
+    """pydicom reads a file cut inside a value without complaint (it warns at most): every
+    top-level value must end within the file."""
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset yields elements)
+        element = ds.get_item(tag)
+        value_tell = getattr(element, "value_tell", None)
+        length = getattr(element, "length", UNDEFINED_LENGTH)
+        if value_tell is not None and length != UNDEFINED_LENGTH and (
+            value_tell + length > file_size
+        ):
+            raise InstanceRejected(
+                CANNOT_UNDERSTAND,
+                f"truncated file: data element {format_tag(tag)} needs {value_tell + length} "
+                f"bytes, the file has {file_size}")
 
 
 UNKNOWN_VR = re.compile(r"Unknown Value Representation '([^']{0,8})' in tag (\([0-9A-Fa-f,]+\))")

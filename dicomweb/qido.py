@@ -135,7 +135,7 @@ def parse_attribute_path(name: str, *, parameter: str | None = None) -> tuple[st
     `RequestAttributesSequence.RequestedProcedureID`."""
     tags = []
     for part in name.split("."):
-        tag = attrs.parse_attribute(part)
+        tag = attrs.parse_attribute(part) if part else None  # pydicom maps "" to a tag
         if tag is None:
             message = (
                 f"{parameter}: unknown attribute {name!r}"

@@ -2,7 +2,8 @@
 
 1. check: folders writable (probed, nothing left behind), database reachable;
 2. bind the listening socket (a port in use is an error here, before any banner);
-3. create what the store keeps (schema, folders);
+3. create what the store keeps (schema, folders); then the access layer may still refuse an
+   address others reach without authentication (`access_refusal`);
 4. print the banner (`banner`), then run uvicorn on the bound socket (one process, or a supervisor
    with `workers` processes sharing it);
 5. on SIGTERM or Ctrl-C, stop accepting and give requests in flight `shutdown_grace_seconds`
@@ -52,9 +53,9 @@ def one_line(exc: BaseException) -> str:
     """The cause of a driver or OS error as one line (psycopg's messages span several)."""
     cause = getattr(exc, "orig", None) or exc
     message = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    parts = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
-    return " ".join(p if p[-1] in ".?!:;," else p + "." for p in parts[:-1]) + (
-        " " if len(parts) > 1 else "") + (parts[-1] if parts else "")
+    lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
+    ended = [line if line[-1] in ".?!:;," else line + "." for line in lines[:-1]]
+    return " ".join(ended + lines[-1:])
 
 
 def check_folder(path: Path, what: str) -> None:

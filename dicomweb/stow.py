@@ -19,6 +19,8 @@ from dicomweb.errors import (
     InstanceRejected,
     UnsupportedMediaType,
 )
+from dicomweb.http_cache import NO_STORE
+from dicomweb.ingest_pool import IngestPool
 from dicomweb.multipart import ReceivedPart, read_parts
 from dicomweb.negotiation import parse_accept
 from dicomweb.store.access import StudyWriter
@@ -53,6 +55,7 @@ def media_type_and_params(header: str) -> tuple[str, dict[str, str]]:
 async def store_instances(request: Request) -> Response:
     store: Store = request.app.state.store
     settings = request.app.state.settings
+    pool: IngestPool = request.app.state.ingest_pool
     study = request.path_params.get("study")
     writer = study_writer_of(request)
     media_type, params = media_type_and_params(request.headers.get("content-type", ""))
@@ -68,11 +71,11 @@ async def store_instances(request: Request) -> Response:
         boundary = params.get("boundary")
         if not boundary:
             raise BadRequest("multipart/related Content-Type has no boundary parameter")
-        await store_multipart(store, request, boundary, study, writer, settings.max_parts,
+        await store_multipart(store, pool, request, boundary, study, writer, settings.max_parts,
                               outcomes)
     elif media_type == DICOM:
         part = await receive_single_part(store, request)
-        outcomes += await store_parts(store, [part], study, writer)
+        outcomes += await store_parts(store, pool, [part], study, writer)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media_type or '(none)'} is not supported; use multipart/related; "
@@ -82,8 +85,8 @@ async def store_instances(request: Request) -> Response:
 
 
 async def store_multipart(
-    store: Store, request: Request, boundary: str, study: str | None, writer: StudyWriter,
-    max_parts: int, outcomes: list[StoredInstance | InstanceRejected],
+    store: Store, pool: IngestPool, request: Request, boundary: str, study: str | None,
+    writer: StudyWriter, max_parts: int, outcomes: list[StoredInstance | InstanceRejected],
 ) -> None:
     """Parts are stored in batches as they arrive, their outcomes added to `outcomes`;
     whatever ends the body early (a malformed part, a limit, a disconnect) leaves no temp
@@ -95,10 +98,10 @@ async def store_multipart(
             batch.append(part)
             if len(batch) == BATCH_SIZE:
                 taken, batch = batch, []
-                outcomes += await store_parts(store, taken, study, writer)
+                outcomes += await store_parts(store, pool, taken, study, writer)
         if batch:
             taken, batch = batch, []
-            outcomes += await store_parts(store, taken, study, writer)
+            outcomes += await store_parts(store, pool, taken, study, writer)
     finally:
         for part in batch:
             if part.path is not None:
@@ -130,10 +133,12 @@ async def receive_single_part(store: Store, request: Request) -> ReceivedPart:
 
 
 async def store_parts(
-    store: Store, parts: list[ReceivedPart], study: str | None, writer: StudyWriter
+    store: Store, pool: IngestPool, parts: list[ReceivedPart], study: str | None,
+    writer: StudyWriter,
 ) -> list[StoredInstance | InstanceRejected]:
     """Store a batch of received parts (all consumed); parts that are not application/dicom
-    or could not be written are rejected, in their order."""
+    or could not be written are rejected, in their order. The parts are parsed in the ingest
+    processes while this event loop goes on receiving and answering."""
     outcomes: list[StoredInstance | InstanceRejected | None] = []
     dicom_parts: list[ReceivedPart] = []
     for part in parts:
@@ -150,9 +155,14 @@ async def store_parts(
             dicom_parts.append(part)
             outcomes.append(None)
     if dicom_parts:
-        stored = await run_in_threadpool(
-            store.store_files, [p.path for p in dicom_parts], expected_study=study, writer=writer
-        )
+        paths = [p.path for p in dicom_parts if p.path is not None]
+        try:
+            parsed = await pool.parse(paths, study, store.inflate_limits)
+        except BaseException:
+            for path in paths:
+                store.blobs.discard(path)
+            raise
+        stored = await run_in_threadpool(store.store_parsed, paths, parsed, writer=writer)
         for part, outcome in zip(dicom_parts, stored, strict=True):
             if isinstance(outcome, InstanceRejected):
                 log.warning("STOW part rejected (0x%04X): %s", outcome.reason, outcome.message)
@@ -211,4 +221,5 @@ def stow_response(
         status = 202
     else:
         status = 200
-    return Response(orjson.dumps(body), status_code=status, media_type="application/dicom+json")
+    return Response(orjson.dumps(body), status_code=status, media_type="application/dicom+json",
+                    headers={"Cache-Control": NO_STORE})

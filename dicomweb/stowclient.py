@@ -89,7 +89,8 @@ class MultipartBody(io.RawIOBase):
         self.segments.append(f"--{self.boundary}--\r\n".encode())
         self.length = sum(len(s) if isinstance(s, bytes) else s.size for s in self.segments)
         self._chunks = self._iterate()
-        self._pending = b""
+        self._chunk = b""
+        self._offset = 0
 
     @property
     def content_type(self) -> str:
@@ -115,15 +116,21 @@ class MultipartBody(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._pending) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._pending += chunk
-        if size < 0:
-            size = len(self._pending)
-        out, self._pending = self._pending[:size], self._pending[size:]
-        return out
+        """Up to `size` bytes (http.client asks 16 KiB at a time): sliced from the current
+        1 MiB chunk, never re-copying what is left of it."""
+        out: list[bytes] = []
+        wanted = self.length if size < 0 else size
+        while wanted > 0:
+            if self._offset >= len(self._chunk):
+                next_chunk = next(self._chunks, None)
+                if next_chunk is None:
+                    break
+                self._chunk, self._offset = next_chunk, 0
+            piece = self._chunk[self._offset:self._offset + wanted]
+            self._offset += len(piece)
+            wanted -= len(piece)
+            out.append(piece)
+        return b"".join(out)
 
 
 class ServerUnusable(Exception):
@@ -170,7 +177,9 @@ class StowClient:
                                         timeout=TIMEOUT_S)
         except requests.RequestException as exc:
             raise ServerUnusable(f"cannot reach {self.url}: {reason_of(exc)}") from None
-        if response.status_code in (401, 403) or response.status_code >= 500:
+        # 403 is no refusal: a key that may store but not search still imports (every file is
+        # then sent, the server answering those it has as duplicates).
+        if response.status_code == 401 or response.status_code >= 500:
             raise ServerUnusable(f"{self.url}: {http_failure(response)}")
         if response.status_code == 404:
             raise ServerUnusable(f"{self.url}: HTTP 404: not a DICOMweb root (no /studies)")

@@ -58,7 +58,7 @@ def service_base_url(request: Request, settings: Settings) -> str:
     if settings.public_root:
         return settings.public_root
     headers = request.headers
-    scheme = valid_scheme(request.url.scheme) or "http"
+    scheme = valid_scheme(request.scope.get("scheme")) or "http"  # not request.url: parses
     host = valid_host(headers.get("host")) or server_address(request)
     prefix = ""
     if request.scope.get("state", {}).get(TRUSTED_KEY):

@@ -13,9 +13,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dicomweb import multipart, sources, transcoding
+from dicomweb import archive, compression, http_cache, multipart, sources, transcoding
 from dicomweb.dicomjson import ROOT_TOKEN_BYTES
 from dicomweb.errors import BadRequest, NotAcceptable, NotFound, ServiceUnavailable
+from dicomweb.locations import (
+    INLINE_READ_BYTES,
+    LocationCache,
+    direct_representation,
+    hot_location,
+    inline_size,
+)
+from dicomweb.locations import read_frames as hot_read_frames
 from dicomweb.negotiation import (
     DEFLATED,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -62,8 +70,10 @@ async def retrieve_instances(request: Request) -> Response:
     """Study, series or instance as multipart/related; type="application/dicom"."""
     study, series, sop = path_uids(request)
     store = store_of(request)
-    locations = await run_in_threadpool(store.locate, study, series, sop)
     ranges = accept_ranges(request)
+    if ranges and ranges[0].media_type == archive.MEDIA_TYPE:
+        return await retrieve_archive(store, study, series, sop)
+    locations = await run_in_threadpool(store.locate, study, series, sop)
     representations = [
         choose_instance_representation(
             ranges,
@@ -98,6 +108,22 @@ async def retrieve_instances(request: Request) -> Response:
     return StreamingResponse(
         instance_parts(bodies, locations, representations, boundary, base),
         media_type=content_type,
+    )
+
+
+async def retrieve_archive(
+    store: Store, study: str, series: str | None, sop: str | None
+) -> Response:
+    """The instances as one streamed ZIP file, stored bytes as they are; every file is
+    opened before the status line, so a DELETE meanwhile cannot cut the archive."""
+    rows = await run_in_threadpool(store.archive_rows, study, series, sop)
+    files = await run_in_threadpool(archive.open_files, store.blobs, rows)
+    name = archive.clean(series or study, "dicom")
+    return StreamingResponse(
+        archive.stream_zip(files, rows),
+        media_type=archive.MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{name}.zip"',
+                 "Cache-Control": http_cache.REVALIDATE},
     )
 
 
@@ -190,14 +216,45 @@ def instance_url(base: str, loc: InstanceLocation) -> str:
 
 
 async def retrieve_metadata(request: Request) -> Response:
-    """A concatenation of stored DICOM JSON rows; only the URI root is filled in."""
+    """A concatenation of stored DICOM JSON rows; only the URI root is filled in.
+
+    The answer is kept (compressed when the client accepts it) under its ETag, made of the
+    blob keys of its instances: a repeated request costs one query of those keys, and a
+    client that has it gets a 304."""
     if not accepts_json(accept_ranges(request)):
         raise NotAcceptable(f"metadata is available as {JSON} only")
     study, series, sop = path_uids(request)
-    rows = await run_in_threadpool(store_of(request).metadata_rows, study, series, sop)
-    body = b"[" + b",".join(rows) + b"]"
-    body = body.replace(ROOT_TOKEN_BYTES, json_text(base_url(request)))
-    return Response(body, media_type=JSON)
+    store = store_of(request)
+    base = base_url(request)
+    encoding = compression.choose_encoding(request.headers.get("accept-encoding"))
+    keys = await run_in_threadpool(store.blob_keys, study, series, sop)
+    if not keys:
+        raise NotFound(f"no instance matches study {study}" + (f", series {series}" if series
+                       else "") + (f", instance {sop}" if sop else ""))
+    etag = http_cache.etag_of(["metadata", base, encoding or "identity", *keys])
+    if http_cache.matches(request, etag):
+        return http_cache.not_modified(etag, compression.VARY)
+    bodies: http_cache.BodyCache = request.app.state.bodies
+    cached = bodies.get((etag,))
+    if cached is None:
+        cached = await run_in_threadpool(metadata_body, store, study, series, sop, base, encoding)
+        bodies.put((etag,), cached)
+    body, content_encoding = cached
+    headers = {**http_cache.validator_headers(etag), "Vary": compression.VARY}
+    if content_encoding:
+        headers["Content-Encoding"] = content_encoding
+    return Response(body, media_type=JSON, headers=headers)
+
+
+def metadata_body(
+    store: Store, study: str, series: str | None, sop: str | None, base: str,
+    encoding: str | None,
+) -> http_cache.Cached:
+    rows = store.metadata_rows(study, series, sop)
+    body = (b"[" + b",".join(rows) + b"]").replace(ROOT_TOKEN_BYTES, json_text(base))
+    if encoding and len(body) >= compression.MIN_COMPRESS_BYTES:
+        return compression.compress(body, encoding, thorough=True), encoding
+    return body, None
 
 
 # --- frames -----------------------------------------------------------------------------
@@ -222,13 +279,78 @@ async def retrieve_frames(request: Request) -> Response:
     study, series, sop = path_uids(request)
     settings = request.app.state.settings
     numbers = parse_frame_list(request.path_params["frames"], settings.max_frames_per_request)
+    cache: LocationCache = request.app.state.locations
+    if (response := await cached_frames(request, cache, (study, series, sop), numbers)):
+        return response
     ranges = accept_ranges(request)
+    store = store_of(request)
     frames, rep, loc = await run_in_threadpool(
-        locate_and_read_frames, store_of(request), study, series, sop, numbers, ranges,
+        locate_and_read_frames, store, study, series, sop, numbers, ranges,
         PixelLimits.of(request.app.state),
     )
+    blob_path = store.blobs.path(loc.blob_key)
+    entry = hot_location(blob_path, loc.transfer_syntax_uid, loc.frames)
+    if entry is not None:
+        cache.put((study, series, sop), entry)
+    etag = frames_etag(str(blob_path), numbers, rep)
+    if http_cache.matches(request, etag):
+        return http_cache.not_modified(etag, "Accept")
     url = instance_url(base_url(request), loc)
-    return frames_response(frames, rep, [f"{url}/frames/{n}" for n in numbers])
+    return validated(frames_response(frames, rep, [f"{url}/frames/{n}" for n in numbers]), etag)
+
+
+async def cached_frames(
+    request: Request, cache: LocationCache, key: tuple[str, str, str], numbers: list[int]
+) -> Response | None:
+    """Frames of a hot instance sent as stored, without the index, read before the status
+    line; None: the full path answers."""
+    entry = cache.get(key)
+    if entry is None or "accept" in request.query_params:
+        return None
+    rep = direct_representation(request.headers.get("accept"), entry.transfer_syntax_uid)
+    if rep is None or max(numbers) > len(entry.frames):
+        return None  # a conversion, or the full path says which frame is missing
+    etag = frames_etag(str(entry.blob_path), numbers, rep)
+    if http_cache.matches(request, etag) and entry.blob_path.exists():
+        return http_cache.not_modified(etag, "Accept")
+    if inline_size(entry, numbers) <= INLINE_READ_BYTES:
+        frames = hot_read_frames(entry, numbers)
+    else:
+        frames = await run_in_threadpool(hot_read_frames, entry, numbers)
+    if frames is None:
+        cache.drop(key)  # deleted or replaced since: ask the index
+        return None
+    study, series, sop = key
+    url = f"{base_url(request)}/studies/{study}/series/{series}/instances/{sop}"
+    locations = [f"{url}/frames/{n}" for n in numbers]
+    return validated(frames_body(frames, rep, locations), etag)
+
+
+def frames_body(frames: list[bytes], rep: Representation, locations: list[str]) -> Response:
+    """Frames read already, in one body (small: at most INLINE_READ_BYTES or one thread's
+    read), not streamed part by part."""
+    part_type = f"{rep.media_type}; transfer-syntax={rep.transfer_syntax}"
+    if not rep.multipart and len(frames) == 1:
+        return Response(frames[0], media_type=part_type)
+    boundary = multipart.new_boundary()
+    body = multipart.encode_parts(
+        boundary,
+        (({"Content-Type": part_type, "Content-Location": location}, frame)
+         for frame, location in zip(frames, locations, strict=True)),
+    )
+    return Response(body, media_type=multipart.multipart_content_type(rep.media_type, boundary))
+
+
+def frames_etag(blob: str, numbers: list[int], rep: Representation) -> str:
+    numbers_text = ",".join(map(str, numbers))
+    return http_cache.etag_of(
+        ["frames", blob, numbers_text, rep.media_type, rep.transfer_syntax, str(rep.multipart)]
+    )
+
+
+def validated(response: Response, etag: str, vary: str = "Accept") -> Response:
+    response.headers.update({**http_cache.validator_headers(etag), "Vary": vary})
+    return response
 
 
 def locate_and_read_frames(
@@ -317,6 +439,16 @@ async def retrieve_bulkdata(request: Request) -> Response:
         await run_in_threadpool(store.locate, study, series, sop, with_frames=True,
                                 with_bulk=True, with_metadata=True)
     )[0]
+    etag = http_cache.etag_of(["bulkdata", loc.blob_key, path, request.headers.get("accept", ""),
+                               ",".join(request.query_params.getlist("accept"))])
+    if http_cache.matches(request, etag):
+        return http_cache.not_modified(etag, "Accept")
+    return validated(await bulkdata_response(request, store, loc, path), etag)
+
+
+async def bulkdata_response(
+    request: Request, store: Store, loc: InstanceLocation, path: str
+) -> Response:
     ranges = accept_ranges(request)
     single = (
         bool(ranges)
@@ -403,4 +535,6 @@ async def delete_resource(request: Request) -> Response:
     """Not in PS3.18; as Orthanc and dcm4chee offer: index rows first, then blobs."""
     study, series, sop = path_uids(request)
     count = await run_in_threadpool(store_of(request).delete, study, series, sop)
-    return Response(orjson.dumps({"deleted_instances": count}), media_type="application/json")
+    request.app.state.locations.drop_matching(study, series, sop)
+    return Response(orjson.dumps({"deleted_instances": count}), media_type="application/json",
+                    headers={"Cache-Control": http_cache.NO_STORE})

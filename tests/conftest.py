@@ -212,6 +212,43 @@ def stored_study(server: Server) -> dict:
     }
 
 
+@dataclass
+class DimseServer:
+    """`dicomweb serve --dimse-port` with peers and destinations, and dcmtk's storescp as
+    the C-MOVE destination DEST."""
+
+    http: Server
+    port: int
+    destination: object  # dcmtk.StoreSCP
+    report_port: int  # where COMMITTER's Storage Commitment reports go
+
+
+#: Calling AE titles of the DIMSE tests and what each may do.
+DIMSE_PEERS = "TEST=read+write,READER=read,WRITER=write,LABELLED=read/trial-a,COMMITTER=write"
+
+
+@pytest.fixture(scope="session")
+def dimse_server(
+    backend: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DimseServer]:
+    import dcmtk
+
+    folder = tmp_path_factory.mktemp("dimse-" + ("sqlite" if backend is None else "postgresql"))
+    destination = dcmtk.start_storescp("DEST", free_port(), folder / "dest")
+    dimse_port, report_port, closed_port = free_port(), free_port(), free_port()
+    env = {
+        "DICOMWEB_DIMSE_DESTINATIONS": f"DEST=127.0.0.1:{destination.port},"
+        f"DOWN=127.0.0.1:{closed_port},COMMITTER=127.0.0.1:{report_port}",
+        "DICOMWEB_DIMSE_PEERS": DIMSE_PEERS,
+    }
+    running = start_server(
+        folder / "data", backend, extra=["--dimse-port", str(dimse_port)], env=env
+    )
+    yield DimseServer(running, dimse_port, destination, report_port)
+    stop_server(running)
+    destination.stop()
+
+
 @pytest.fixture(scope="session")
 def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
     """A real OpenID provider (npm's oidc-provider) on 127.0.0.1 with the clients and users of

@@ -158,7 +158,7 @@ def test_share_links_are_recorded_without_their_token(secured) -> None:
     engine = create_engine(server.database_url or
                            f"sqlite:///{server.data_dir / 'index.sqlite'}")
     with engine.connect() as connection:
-        dump = repr(connection.execute(text("SELECT * FROM audit_records")).all())
+        dump = repr(connection.execute(text("SELECT * FROM audit_trail")).all())
     engine.dispose()
     for secret in (share["token"], key, writer):
         assert secret not in dump

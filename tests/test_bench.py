@@ -60,10 +60,10 @@ def test_quick_bench_against_orthanc(tmp_path: Path) -> None:
 
     report = json.loads(json_path.read_text())
     assert set(report) >= REPORT_KEYS
-    assert report["dataset"]["uploaded_instances"] == 700 + 100
+    assert report["dataset"]["uploaded_instances"] == 700 + benchdata.RT_CT_SLICES + 100 + 4
 
     stow_rates = {(r["name"], r["clients"]): r["items_per_s"] for r in report["stow"]}
-    assert set(stow_rates) == {("stow small", 1), ("stow small", 4), ("stow mr", 1), ("stow mr", 4)}
+    assert set(stow_rates) == {("stow small", 1), ("stow small", 4), ("stow rt", 1)}
     assert all(rate and rate > 0 for rate in stow_rates.values())
 
     qido = {r["name"]: r for r in report["qido"]}
@@ -138,6 +138,14 @@ def test_bench_data_is_deterministic_and_valid() -> None:
     assert mr.pixel_array.shape == (benchdata.MR_SIZE, benchdata.MR_SIZE)
     assert len(mr.PixelData) == 256 * 256 * 2
     assert all(len(uid) <= 64 for uid in (mr.SOPInstanceUID, first[-1].sop_uid))
+
+    rt = benchdata.rt_study(3)
+    assert len(rt) == benchdata.RT_CT_SLICES + 3 + 4
+    ct = pydicom.dcmread(io.BytesIO(rt[benchdata.RT_CT_SLICES // 2].data))
+    assert (ct.Rows, ct.Columns, ct.Modality) == (512, 512, "CT")
+    assert ct.PatientID == benchdata.RT_PATIENT_ID
+    assert [pydicom.dcmread(io.BytesIO(i.data)).Modality for i in rt[-4:]] == [
+        "RTSTRUCT", "RTPLAN", "RTDOSE", "REG"]
 
 
 def test_multipart_encoding_round_trip() -> None:

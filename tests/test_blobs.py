@@ -21,6 +21,13 @@ UID_LIKE = st.from_regex(r"[0-9A-Za-z._-]{1,64}", fullmatch=True) | st.sampled_f
 )
 
 
+def new_blob_store(root: Path) -> BlobStore:
+    """A blob store with its folders (the constructor creates nothing)."""
+    blobs = BlobStore(root)
+    blobs.create_folders()
+    return blobs
+
+
 @settings(max_examples=300, deadline=None)
 @given(study=ANY_TEXT | UID_LIKE, series=ANY_TEXT | UID_LIKE, sop=ANY_TEXT | UID_LIKE)
 def test_no_uid_can_place_a_blob_outside_the_folder(
@@ -36,7 +43,7 @@ def test_no_uid_can_place_a_blob_outside_the_folder(
 
 
 def test_a_uid_of_dot_dot_is_stored_inside(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = new_blob_store(tmp_path / "blobs")
     temp = blobs.new_temp_path()
     temp.write_bytes(b"data")
     key = blobs.new_key("..", "..", "..")
@@ -49,7 +56,7 @@ def test_a_uid_of_dot_dot_is_stored_inside(tmp_path: Path) -> None:
 def test_keys_of_older_versions_stay_readable_and_escaping_ones_are_refused(
     tmp_path: Path,
 ) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = new_blob_store(tmp_path / "blobs")
     old_key = "1.2.3/4.5.6/7.8.9.abcdef012345.dcm"
     blobs.path(old_key).parent.mkdir(parents=True)
     blobs.path(old_key).write_bytes(b"old layout")
@@ -76,7 +83,7 @@ time.sleep(60)
 
 
 def test_sweep_removes_orphans_only(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = new_blob_store(tmp_path / "blobs")
     orphan = blobs.tmp_dir / "dead.part"  # no process holds its lock: its writer died
     orphan.write_bytes(b"x")
     make_old(orphan)
@@ -104,7 +111,7 @@ def test_sweep_removes_orphans_only(tmp_path: Path) -> None:
 
 
 def test_sweep_drops_locks_of_temp_files_removed_by_others(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = new_blob_store(tmp_path / "blobs")
     path = blobs.new_temp_path()
     path.unlink()
     blobs.sweep_temp_files()

@@ -32,6 +32,7 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--small-studies",
             str(SMALL_STUDIES),
             "--hard-cases",
+            "--dvh-set",
         ]
     )
     return path
@@ -116,6 +117,8 @@ def _sample_files(out_dir: Path) -> dict[str, Path]:
     }
     for path in sorted((rt / "hard_cases").glob("*.dcm")):
         files[path.stem] = path
+    for name in ("RTSTRUCT_3mm", "RTDOSE_1mm_gauss", "RTDOSE_3mm_z"):  # the DVH test set
+        files[f"dvh-{name}"] = out_dir / "dvh" / f"{name}.dcm"
     for path in sorted((out_dir / "small").rglob("*.dcm")):
         modality = pydicom.dcmread(path, stop_before_pixels=True).Modality
         files.setdefault(f"small-{modality}", path)

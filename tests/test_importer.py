@@ -57,6 +57,48 @@ def test_import_folder_zip_and_bad_files(tmp_path, backend):
         stop_server(server)
 
 
+def test_zip_bomb_and_bad_crc_members_fail_alone(tmp_path, backend):
+    good = [image(instance_number=i) for i in range(2)]
+    archive_path = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(archive_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("good0.dcm", to_bytes(good[0]))
+        archive.writestr("bomb.dcm", b"\x00" * (64 << 20))  # ~64 KB inflating 1000 times
+        archive.writestr("crc.dcm", to_bytes(image()))
+        archive.writestr("good1.dcm", to_bytes(good[1]))
+    # Damage crc.dcm's stored CRC-32 (local header and central directory) so that reading it
+    # fails at its end, as a corrupted archive does.
+    data = bytearray(archive_path.read_bytes())
+    with zipfile.ZipFile(archive_path) as archive:
+        info = archive.getinfo("crc.dcm")
+    crc = info.CRC.to_bytes(4, "little")
+    assert data.count(crc) == 2
+    data[:] = data.replace(crc, bytes(b ^ 0xFF for b in crc))
+    archive_path.write_bytes(bytes(data))
+
+    database = ["--database-url", backend] if backend else []
+    result = run_import(str(archive_path), "--data", str(tmp_path / "data"), "--no-progress",
+                        *database)
+    assert result.returncode == 1
+    assert "stored: 2, duplicates: 0, failed: 2" in result.stdout, result.stdout
+    assert "bomb.dcm: the archive member inflates more than 200 times" in result.stdout
+    assert "crc.dcm: the archive member is damaged" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert list((tmp_path / "data" / "blobs" / ".tmp").iterdir()) == []
+
+
+def test_damaged_archive_is_one_failure(tmp_path, backend):
+    with zipfile.ZipFile(tmp_path / "broken.zip", "w") as archive:
+        archive.writestr("x.dcm", to_bytes(image()))
+    data = (tmp_path / "broken.zip").read_bytes()  # its central directory entry is damaged
+    (tmp_path / "broken.zip").write_bytes(data.replace(b"PK\x01\x02", b"PK\x09\x09"))
+    (tmp_path / "a.dcm").write_bytes(to_bytes(image()))
+    database = ["--database-url", backend] if backend else []
+    result = run_import(str(tmp_path / "broken.zip"), str(tmp_path / "a.dcm"),
+                        "--data", str(tmp_path / "data"), "--no-progress", *database)
+    assert "stored: 1, duplicates: 0, failed: 1" in result.stdout, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def stored_count(server, outcome: str) -> float:
     text = requests.get(f"{server.origin}/metrics", timeout=30).text
     line = f'dicomweb_instances_stored_total{{outcome="{outcome}"}} '
@@ -151,5 +193,12 @@ def test_import_through_an_authenticated_server(tmp_path):
             env={**os.environ, "DICOMWEB_TOKEN": key})
         assert "stored: 0, duplicates: 1, failed: 0" in from_env.stdout
         assert key not in with_option.stdout + with_option.stderr + server.log()
+
+        # A key that may store but not search: nothing to skip by, everything is sent.
+        writer = create_api_key(data, "modality", "dicomweb:write")
+        (tmp_path / "b.dcm").write_bytes(to_bytes(image()))
+        write_only = run_import(str(tmp_path / "a.dcm"), str(tmp_path / "b.dcm"),
+                                "--url", server.url, "--token", writer)
+        assert "stored: 2, duplicates: 0, failed: 0" in write_only.stdout, write_only.stderr
     finally:
         stop_server(server)

@@ -57,7 +57,9 @@ def read_all(feed: Feed, blobs: BlobStore, max_parts: int = 100) -> list[tuple[d
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+    store = BlobStore(tmp_path / "blobs")
+    store.create_folders()  # the constructor creates nothing
+    return store
 
 
 def temp_files(blobs: BlobStore) -> list[Path]:

@@ -1,5 +1,5 @@
 """Decoded sizes from codestream headers, segmented palettes and the memory budget
-(dicomweb.pixels.limits, .description, .budget), without a server."""
+(dicomweb.pixels.limits, .palette, .budget), without a server."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from pydicom.pixels.processing import _expand_segmented_lut
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
 from dicomweb.pixels.budget import BudgetBusy, BudgetExceeded, MemoryBudget
-from dicomweb.pixels.description import PixelDescription, expand_segmented_lut
+from dicomweb.pixels.description import PixelDescription
 from dicomweb.pixels.limits import DecodeLimitExceeded, check_frame, codestream_shape
+from dicomweb.pixels.palette import expand_segmented_lut
 
 DESC = PixelDescription(rows=512, columns=512, bits_allocated=8, bits_stored=8, high_bit=7)
 

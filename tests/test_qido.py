@@ -315,3 +315,8 @@ def test_generated_small_studies_are_found_by_name_id_and_modality(server, tmp_p
         for modality in study["modalities"]:
             assert uid in study_uids(query(server, "/studies", f"ModalitiesInStudy={modality}"
                                            f"&00100020={quote(study['patient_id'])}"))
+
+
+def test_empty_parameter_name_is_400(server):
+    response = requests.get(f"{server.url}/studies?=*", timeout=30)
+    assert response.status_code == 400

@@ -18,7 +18,7 @@ def test_linear_gradient_box_uniform_dvh() -> None:
     grid = Grid.regular((-60, -60, -40), (2.5, 2.5, 2.5), (49, 49, 33))
     x = grid.voxel_centres()[..., 0]
     values = (10 + (x + 30) / 60 * 50).astype(np.float32)  # 10 Gy .. 60 Gy across the box
-    dvh = compute_dvh(grid, values, roi, dose_levels=[20, 35, 50])
+    dvh = compute_dvh(grid, values, roi, dose_levels=[20, 35, 50], endcap="half")
     assert dvh.total_volume_cc == pytest.approx(72.0)
     assert dvh.mean_gy == pytest.approx(35.0, rel=1e-3)
     assert dvh.min_gy == pytest.approx(10.0, abs=0.05)
@@ -71,7 +71,7 @@ def test_gaussian_over_sphere_matches_dense_integration() -> None:
 def test_roi_outside_dose_grid_is_reported() -> None:
     roi = make_roi(box_contours((0, 0, 0), (20, 20, 20), 2.0))
     grid = Grid.regular((0, 0, 0), (2, 2, 2), (6, 11, 11))  # covers x in [0, 10] only
-    dvh = compute_dvh(grid, np.full(grid.shape, 2.0, np.float32), roi)
+    dvh = compute_dvh(grid, np.full(grid.shape, 2.0, np.float32), roi, endcap="half")
     assert dvh.outside_grid_cc == pytest.approx(4.0, rel=0.05)
     assert any("outside the dose grid" in w for w in dvh.warnings)
 
@@ -92,15 +92,15 @@ def test_large_body_dvh_performance() -> None:
         ellipse[:, 2] = z
         polys.append(ellipse)
     body = make_roi(polys)
-    assert roi_volume_cc(body) == pytest.approx(math.pi * 160 * 100 * 3 * len(polys) / 1000,
-                                               rel=2e-3)
+    assert roi_volume_cc(body, endcap="half") == pytest.approx(
+        math.pi * 160 * 100 * 3 * len(polys) / 1000, rel=2e-3)
     grid = Grid.regular((-200, -150, -120), (2.5, 2.5, 2.5), (161, 121, 97))
     values = _gaussian(grid.voxel_centres(), np.zeros(3), 60.0, 60.0).astype(np.float32)
     compute_dvh(grid, values, make_roi(polys[:2]))  # warm-up
     t0 = time.perf_counter()
-    dvh = compute_dvh(grid, values, body, dose_levels=[20.0])
+    dvh = compute_dvh(grid, values, body, dose_levels=[20.0], endcap="half")
     elapsed = time.perf_counter() - t0
     print(f"\nbody {dvh.total_volume_cc:.0f} cc, {dvh.samples} samples "
           f"@ {dvh.sample_spacing_mm:.2f} mm: DVH in {elapsed:.2f} s")
-    assert dvh.total_volume_cc == pytest.approx(roi_volume_cc(body))
+    assert dvh.total_volume_cc == pytest.approx(roi_volume_cc(body, endcap="half"))
     assert elapsed < 6.0  # target < 2 s on a developer machine; generous for CI

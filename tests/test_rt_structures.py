@@ -200,15 +200,19 @@ def test_sphere_volume_and_centroid(radius: float, spacing: float, phase: float)
     center = (12.0, -30.0, 47.0)
     roi = make_roi(sphere_contours(radius, spacing, center, phase, n=360))
     exact = 4 / 3 * math.pi * radius**3 / 1000
-    assert roi_volume_cc(roi) == pytest.approx(exact, rel=0.01)
+    assert roi_volume_cc(roi, endcap="half") == pytest.approx(exact, rel=0.01)
+    # The default end cap closes the poles along the planes' area parabola: a sphere's own.
+    assert roi_volume_cc(roi) == pytest.approx(exact, rel=1e-3)
     np.testing.assert_allclose(roi_centroid(roi), center, atol=0.5)
     lo, hi = roi_bounds(roi)
     assert np.all(hi - lo <= 2 * radius + 1e-6)
 
 
 def test_box_volume_exact() -> None:
-    roi = make_roi(box_contours((-30, -20, -15), (30, 20, 15), 3.0))
-    assert roi_volume_cc(roi) == pytest.approx(72.0, rel=1e-12)
+    roi = make_roi(box_contours((-30, -20, -15), (30, 20, 15), 3.0))  # planes mid-slab
+    assert roi_volume_cc(roi, endcap="half") == pytest.approx(72.0, rel=1e-12)
+    # Flat ends: "auto" and "none" stop at the end planes, half a spacing short each side.
+    assert roi_volume_cc(roi) == roi_volume_cc(roi, endcap="none") == pytest.approx(64.8)
     np.testing.assert_allclose(roi_centroid(roi), [0, 0, 0], atol=1e-9)
 
 
@@ -220,7 +224,7 @@ def test_hollow_cylinder_even_odd() -> None:
         polys.append(circle(c, 10, np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), 720))
     roi = make_roi(polys)
     exact = math.pi * (30**2 - 10**2) * 60 / 1000
-    assert roi_volume_cc(roi) == pytest.approx(exact, rel=2e-3)
+    assert roi_volume_cc(roi, endcap="half") == pytest.approx(exact, rel=2e-3)
     np.testing.assert_allclose(roi_centroid(roi), [5, 5, 30], atol=1e-6)
     inside = points_in_roi(roi, np.array([[5, 5, 30], [25, 5, 30], [5, 5, 70]]))
     assert inside.tolist() == [False, True, False]
@@ -237,7 +241,7 @@ def test_islands_and_hole_with_island() -> None:
         polys.append(circle(np.array([50, 0, z]), 5, ex, ey, 720))
     roi = make_roi(polys)
     area = math.pi * (10**2 + 20**2 - 10**2 + 5**2)
-    assert roi_volume_cc(roi) == pytest.approx(area * 2 * 3 / 1000, rel=1e-3)
+    assert roi_volume_cc(roi, endcap="half") == pytest.approx(area * 2 * 3 / 1000, rel=1e-3)
     assert planar_stack(roi).planes[0].signs.count(-1) == 1
 
 

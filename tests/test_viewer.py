@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from dicomweb import viewer
+from dicomweb.access import ALL_SCOPES, Principal
 from dicomweb.app import create_app
 from dicomweb.cli import build_parser, settings_from
 from dicomweb.config import Settings
@@ -276,3 +277,58 @@ def test_fetch_without_npm_is_a_clear_error(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(viewer.ViewerError, match="npm was not found"):
         viewer.fetch(Settings(viewer_dir=tmp_path / "cache"), say=lambda _: None)
+
+
+OIDC = {"oidc_issuer": "http://idp.example.org/realms/x/", "oidc_audience": "dicomweb",
+        "viewer_oidc_client_id": "ohif-viewer"}
+
+
+def test_app_config_signs_in_with_the_provider(tmp_path: Path, viewer_cache: Path) -> None:
+    """--oidc-issuer with --viewer-oidc-client-id: OHIF's oidc entry, authorization code (PKCE),
+    redirects back to this viewer; the page and its configuration need no credentials."""
+    with client_for(tmp_path, viewer_cache, **OIDC) as test_client:
+        config = config_of(test_client.get("/app-config.js"))
+        index = test_client.get("/viewer?StudyInstanceUIDs=1.2.3")
+    assert config["oidc"] == [{
+        "authority": "http://idp.example.org/realms/x",
+        "client_id": "ohif-viewer",
+        "redirect_uri": "http://testserver/callback",
+        "post_logout_redirect_uri": "http://testserver/",
+        "response_type": "code",
+        "scope": "openid profile dicomweb:read dicomweb:write",
+        "revokeAccessTokenOnSignout": True,
+    }]
+    assert index.status_code == 200 and "src=/app-config.js>" in index.text
+
+
+def test_no_sign_in_without_a_client_id(tmp_path: Path, viewer_cache: Path) -> None:
+    settings = {**OIDC, "viewer_oidc_client_id": None}
+    with client_for(tmp_path, viewer_cache, **settings) as test_client:
+        assert "oidc" not in config_of(test_client.get("/app-config.js"))
+    with client_for(tmp_path, viewer_cache) as test_client:
+        assert "oidc" not in config_of(test_client.get("/app-config.js"))
+
+
+def test_share_link_page_loads_the_configuration_without_sign_in(
+        tmp_path: Path, viewer_cache: Path) -> None:
+    """OHIF would send a share link's visitor to the login page before reading `token`: that
+    page loads app-config.js?shared=1, which has no `oidc`."""
+    creator = Principal("oidc", "admin", ALL_SCOPES)
+    with client_for(tmp_path, viewer_cache, **OIDC) as test_client:
+        share = test_client.app.state.access.shares.create("1.2.3", creator, 600)
+        page = test_client.get(f"/viewer?StudyInstanceUIDs=1.2.3&token={share.token}")
+        forged = test_client.get("/viewer?StudyInstanceUIDs=1.2.3&token=forged")
+        shared = config_of(test_client.get("/app-config.js?shared=1"))
+    assert "src=/app-config.js>" in forged.text  # an invalid link: the sign-in page
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-cache"
+    assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+    assert "src=/app-config.js?shared=1>" in page.text
+    assert "oidc" not in shared
+    assert data_source(shared)["qidoRoot"] == "http://testserver/dicomweb"
+
+
+def test_viewer_oidc_client_id_option(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["serve", "--viewer-oidc-client-id", "ohif"])
+    assert settings_from(args, "serve").viewer_oidc_client_id == "ohif"
+    assert Settings.from_env({"DICOMWEB_VIEWER_OIDC_CLIENT_ID": "x"}).viewer_oidc_client_id == "x"

@@ -1,22 +1,22 @@
-"""The hash chain: appending records in one serialized order, and checking it.
+"""The hash chain: appending records in one serialized order, indexing them, and checking them.
 
-Each record's hash is SHA-256 over its canonical content (every column but `hash`, its
-subjects in order, and `prev_hash`, the hash of the record before it). Appends from every
-worker and host take one lock first (PostgreSQL: a transaction-scoped advisory lock; SQLite:
-BEGIN IMMEDIATE, the database's write lock), read the head, and write gapless sequence numbers,
-so the chain has one order. Changing, inserting or deleting a row afterwards breaks it where the
-change was made, and `verify` names that record.
+Each record's hash is SHA-256 over its canonical content (every column but `hash`, including
+`prev_hash`, the hash of the record before it). Appends from every worker and host take one
+lock first (PostgreSQL: a transaction-scoped advisory lock; SQLite: BEGIN IMMEDIATE, the
+database's write lock), read the head, and write gapless sequence numbers, so the chain has one
+order. Changing, inserting or deleting a row afterwards breaks it where the change was made,
+and `verify` names that record.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, event, select, text
+from sqlalchemy import Connection, Engine, event, select
 
 from dicomweb.audit import tables
 from dicomweb.audit.events import AuditEvent, Subject
@@ -27,44 +27,53 @@ GENESIS = "0" * 64
 HEAD_ID = 1
 #: Any 64-bit constant other than the schema lock's: held while one transaction appends.
 PG_CHAIN_LOCK = 0x41554454
-RECORDS, SUBJECTS, HEAD = tables.records, tables.subjects, tables.head
+RECORDS, INDEX, HEAD = tables.records, tables.index, tables.head
 STUDIES, PATIENTS = Study.__table__, Patient.__table__  # type: ignore[attr-defined]
+RECORD_COLUMNS = tuple(str(c.name) for c in RECORDS.columns)
 #: Columns of a record covered by its hash (all but `hash`).
-HASHED_COLUMNS = tuple(str(c.name) for c in RECORDS.columns if c.name != "hash")
-SUBJECT_COLUMNS = ("study_instance_uid", "patient_id", "issuer_of_patient_id",
-                   "series_instance_uids", "sop_instance_uids")
+HASHED_COLUMNS = tuple(name for name in RECORD_COLUMNS if name != "hash")
+INDEX_COLUMNS = ("seq", "item", "study_instance_uid", "patient_id")
 LOOKUP_CHUNK = 500
+INSERT_CHUNK = 200  # rows per INSERT: 200 x 17 columns stays under SQLite's 32766 variables
+INDEX_BATCH = 5000  # records indexed per transaction
 
 
-def record_hash(record: dict[str, Any], subjects: Sequence[dict[str, Any]]) -> str:
-    """SHA-256 of the canonical form: sorted keys, subjects in their stored order."""
+def record_hash(record: dict[str, Any]) -> str:
+    """SHA-256 of the canonical form: the hashed columns, keys sorted, compact JSON."""
     body = {name: record[name] for name in HASHED_COLUMNS}
-    body["subjects"] = [[subject[name] for name in SUBJECT_COLUMNS] for subject in subjects]
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def studies_json(subjects: Sequence[Subject]) -> str:
+    return orjson.dumps([
+        {"study": s.study, "patient_id": (s.patient or (None, None))[0],
+         "issuer": (s.patient or (None, None))[1], "series": s.series,
+         "instances": s.instances}
+        for s in subjects
+    ]).decode()
+
+
+def record_row(seq: int, prev_hash: str, event: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": seq, "event_time": event.event_time, "request_id": event.request_id,
+        "action": event.action, "operation": event.operation, "status": event.status,
+        "user_kind": event.user_kind, "who": event.who, "client_id": event.client_id,
+        "client_address": event.client_address, "method": event.method, "path": event.path,
+        "query": event.query, "studies": studies_json(event.subjects), "prev_hash": prev_hash,
+    }
+
+
 def chain_engine(url: str) -> Engine:
-    """An engine whose transactions hold the chain lock from their first statement."""
+    """The engine of appends; on SQLite the driver opens no transaction itself (each append
+    issues BEGIN IMMEDIATE, taking the write lock before it reads the head)."""
     engine = make_engine(url)
     if engine.dialect.name == "sqlite":
-        # pysqlite would open a deferred transaction at the first write, after our read of the
-        # head; take over BEGIN and make it IMMEDIATE (the SQLAlchemy pysqlite recipe).
         event.listen(engine, "connect", _sqlite_autocommit)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
 
 
 def _sqlite_autocommit(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     dbapi_connection.isolation_level = None
-
-
-def _sqlite_begin_immediate(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def lock_chain(connection: Connection) -> None:
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_CHAIN_LOCK})
 
 
 def resolve_patients(connection: Connection, subjects: Iterable[Subject]) -> None:
@@ -87,55 +96,135 @@ def resolve_patients(connection: Connection, subjects: Iterable[Subject]) -> Non
         subject.patient = found.get(subject.study, (None, None))
 
 
-def subject_rows(seq: int, subjects: Sequence[Subject]) -> list[dict[str, Any]]:
-    rows = []
-    for item, subject in enumerate(subjects):
-        patient_id, issuer = subject.patient or (None, None)
-        rows.append({
-            "seq": seq, "item": item, "study_instance_uid": subject.study,
-            "patient_id": patient_id, "issuer_of_patient_id": issuer,
-            "series_instance_uids": orjson.dumps(subject.series).decode(),
-            "sop_instance_uids": orjson.dumps(subject.instances).decode(),
-        })
-    return rows
+class Appender:
+    """Appends with the driver directly, on one kept connection (one writer thread uses it):
+    the statements never change, and building them through SQLAlchemy for every group would
+    cost more than SQLite's commit itself."""
 
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.raw: Any = None
+        self.postgres = engine.dialect.name == "postgresql"
+        self.mark = "%s" if self.postgres else "?"
+        self.read_head = f"SELECT seq, hash, indexed_seq FROM {HEAD.name} WHERE id = {HEAD_ID}"
+        self.create_head = (f"INSERT INTO {HEAD.name} (id, seq, hash, indexed_seq) "
+                            f"VALUES ({HEAD_ID}, 0, '{GENESIS}', 0)")
 
-def record_row(seq: int, prev_hash: str, event: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": seq, "event_time": event.event_time, "request_id": event.request_id,
-        "action": event.action, "operation": event.operation, "status": event.status,
-        "user_kind": event.user_kind, "who": event.who, "client_id": event.client_id,
-        "client_address": event.client_address, "method": event.method, "path": event.path,
-        "query": event.query, "prev_hash": prev_hash,
-    }
+    def insert(self, cursor: Any, table: str, columns: Sequence[str],
+               rows: Sequence[tuple[Any, ...]]) -> None:
+        """Multi-row INSERTs of at most INSERT_CHUNK rows (one round trip each)."""
+        names = ", ".join(f'"{name}"' for name in columns)
+        one = f"({', '.join([self.mark] * len(columns))})"
+        for start in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[start:start + INSERT_CHUNK]
+            cursor.execute(f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(chunk))}",
+                           [value for row in chunk for value in row])
 
+    def lookup(self, cursor: Any, uids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        found = {}
+        for start in range(0, len(uids), LOOKUP_CHUNK):
+            chunk = uids[start:start + LOOKUP_CHUNK]
+            cursor.execute(
+                "SELECT s.study_instance_uid, p.patient_id, p.issuer_of_patient_id "
+                "FROM studies s JOIN patients p ON s.patient_key = p.patient_key "
+                f"WHERE s.study_instance_uid IN ({', '.join([self.mark] * len(chunk))})", chunk)
+            found.update((uid, (patient, issuer)) for uid, patient, issuer in cursor.fetchall())
+        return found
 
-def append(engine: Engine, events: Sequence[AuditEvent]) -> list[int]:
-    """Append `events` (subjects already resolved) in one transaction; their sequence numbers."""
-    with engine.begin() as connection:
-        lock_chain(connection)
-        current = connection.execute(
-            select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == HEAD_ID)).first()
+    def transaction(self, work: Callable[[Any], Any]) -> Any:
+        """`work(cursor)` in one transaction holding the chain lock."""
+        if self.raw is None:
+            self.raw = self.engine.raw_connection()
+        raw = self.raw
+        try:
+            cursor = raw.cursor()
+            if self.postgres:
+                # Committed means visible to every worker; like SQLite's WAL mode, a crash of
+                # the database host (not of this server) may lose the last fraction of a second:
+                # the price of not waiting for a disk flush on every request.
+                cursor.execute("SET LOCAL synchronous_commit = off")
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (PG_CHAIN_LOCK,))
+            else:
+                cursor.execute("BEGIN IMMEDIATE")
+            result = work(cursor)
+            if self.postgres:
+                raw.commit()
+            else:
+                cursor.execute("COMMIT")
+            cursor.close()
+            return result
+        except BaseException:
+            self.raw = None  # a new connection next time: this one may be broken
+            raw.invalidate()
+            raise
+
+    def head(self, cursor: Any) -> tuple[int, str, int]:
+        cursor.execute(self.read_head)
+        current = cursor.fetchone()
         if current is None:
-            connection.execute(HEAD.insert().values(id=HEAD_ID, seq=0, hash=GENESIS))
-            seq, prev_hash = 0, GENESIS
-        else:
-            seq, prev_hash = current
-        records, subjects, numbers = [], [], []
-        for item in events:
-            seq += 1
-            record = record_row(seq, prev_hash, item)
-            rows = subject_rows(seq, item.subjects)
-            record["hash"] = prev_hash = record_hash(record, rows)
-            records.append(record)
-            subjects.extend(rows)
-            numbers.append(seq)
-        connection.execute(RECORDS.insert(), records)
-        if subjects:
-            connection.execute(SUBJECTS.insert(), subjects)
-        connection.execute(
-            HEAD.update().where(HEAD.c.id == HEAD_ID).values(seq=seq, hash=prev_hash))
-    return numbers
+            cursor.execute(self.create_head)
+            return 0, GENESIS, 0
+        return current
+
+    def append(self, events: Sequence[AuditEvent],
+               known: Callable[[Sequence[Subject]], list[str]],
+               learned: Callable[[dict[str, tuple[str | None, str | None]]], None]
+               ) -> list[int]:
+        """Append `events` in one transaction; their sequence numbers. `known(subjects)`
+        resolves what it can and returns the study UIDs left to look up in the index;
+        `learned(found)` is told what the index answered."""
+        subjects = [subject for item in events for subject in item.subjects]
+
+        def work(cursor: Any) -> list[int]:
+            missing = known(subjects)
+            if missing:
+                found = self.lookup(cursor, missing)
+                learned(found)
+                for subject in subjects:
+                    if subject.patient is None:
+                        subject.patient = found.get(subject.study, (None, None))
+            seq, prev_hash, _ = self.head(cursor)
+            rows, numbers = [], []
+            for item in events:
+                seq += 1
+                record = record_row(seq, prev_hash, item)
+                record["hash"] = prev_hash = record_hash(record)
+                rows.append(tuple(record[name] for name in RECORD_COLUMNS))
+                numbers.append(seq)
+            self.insert(cursor, RECORDS.name, RECORD_COLUMNS, rows)
+            cursor.execute(f"UPDATE {HEAD.name} SET seq = {self.mark}, hash = {self.mark} "
+                           f"WHERE id = {HEAD_ID}", (seq, prev_hash))
+            return numbers
+
+        return self.transaction(work)
+
+    def index(self) -> int:
+        """Add the studies of records not indexed yet to audit_index (at most INDEX_BATCH
+        records, in one transaction: B-tree pages are written once per batch, not once per
+        request). Returns how many records it indexed."""
+
+        def work(cursor: Any) -> int:
+            _, _, indexed = self.head(cursor)
+            cursor.execute(f"SELECT seq, studies FROM {RECORDS.name} WHERE seq > {self.mark} "
+                           f"ORDER BY seq LIMIT {INDEX_BATCH}", (indexed,))
+            found = cursor.fetchall()
+            if not found:
+                return 0
+            rows = [(seq, item, study["study"], study["patient_id"])
+                    for seq, studies in found
+                    for item, study in enumerate(orjson.loads(studies))]
+            self.insert(cursor, INDEX.name, INDEX_COLUMNS, rows)
+            cursor.execute(f"UPDATE {HEAD.name} SET indexed_seq = {self.mark} "
+                           f"WHERE id = {HEAD_ID}", (found[-1][0],))
+            return len(found)
+
+        return self.transaction(work)
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
+        self.engine.dispose()
 
 
 # --- verification ------------------------------------------------------------------------
@@ -154,51 +243,36 @@ class Verdict:
         return self.problem is None
 
 
-def _records_with_subjects(engine: Engine) -> Iterator[tuple[dict[str, Any], list[dict]]]:
-    """Every record in chain order with its subjects, streamed (two cursors walked together)."""
-    with engine.connect() as records_connection, engine.connect() as subjects_connection:
-        records = records_connection.execution_options(stream_results=True, yield_per=2000)
-        subjects = subjects_connection.execution_options(stream_results=True, yield_per=2000)
-        record_rows = records.execute(select(RECORDS).order_by(RECORDS.c.seq)).mappings()
-        subject_iter = iter(subjects.execute(
-            select(SUBJECTS).order_by(SUBJECTS.c.seq, SUBJECTS.c.item)).mappings())
-        pending = next(subject_iter, None)
-        for record in record_rows:
-            mine = []
-            while pending is not None and pending["seq"] <= record["seq"]:
-                if pending["seq"] == record["seq"]:
-                    mine.append(dict(pending))
-                pending = next(subject_iter, None)
-            yield dict(record), mine
-
-
 def verify(engine: Engine) -> Verdict:
     """Walk the chain from the first record; name the first altered, inserted or missing one."""
     with engine.connect() as connection:
         head = connection.execute(
             select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == HEAD_ID)).first()
-    head_seq, head_hash = head if head is not None else (0, GENESIS)
-    count, prev_seq, prev_hash = 0, 0, GENESIS
+        head_seq, head_hash = head if head is not None else (0, GENESIS)
+        count, prev_seq, prev_hash = 0, 0, GENESIS
 
-    def broken(problem: str, seq: int) -> Verdict:
-        return Verdict(count, head_seq, head_hash, problem, seq)
+        def broken(problem: str, seq: int) -> Verdict:
+            return Verdict(count, head_seq, head_hash, problem, seq)
 
-    for record, subjects in _records_with_subjects(engine):
-        seq = record["seq"]
-        if head is None:
-            return broken("the chain head (table audit_head) was deleted", seq)
-        if seq > head_seq:
-            return broken(f"record {seq} was inserted: the last record written is "
-                          f"{head_seq}", seq)
-        if seq != prev_seq + 1:
-            return broken(f"{_span(prev_seq + 1, seq - 1)} missing (deleted): the chain goes "
-                          f"from record {prev_seq} to record {seq}", prev_seq + 1)
-        if record_hash(record, subjects) != record["hash"]:
-            return broken(f"record {seq} was altered: its content does not match its hash", seq)
-        if record["prev_hash"] != prev_hash:
-            return broken(f"record {seq} does not follow record {prev_seq}: record {seq} was "
-                          f"inserted, or record {prev_seq} was replaced", seq)
-        count, prev_seq, prev_hash = count + 1, seq, record["hash"]
+        rows = connection.execution_options(stream_results=True, yield_per=2000).execute(
+            select(RECORDS).order_by(RECORDS.c.seq)).mappings()
+        for record in rows:
+            seq = record["seq"]
+            if head is None:
+                return broken("the chain head (table audit_chain) was deleted", seq)
+            if seq > head_seq:
+                return broken(f"record {seq} was inserted: the last record written is "
+                              f"{head_seq}", seq)
+            if seq != prev_seq + 1:
+                return broken(f"{_span(prev_seq + 1, seq - 1)} missing (deleted): the chain "
+                              f"goes from record {prev_seq} to record {seq}", prev_seq + 1)
+            if record_hash(dict(record)) != record["hash"]:
+                return broken(f"record {seq} was altered: its content does not match its hash",
+                              seq)
+            if record["prev_hash"] != prev_hash:
+                return broken(f"record {seq} does not follow record {prev_seq}: record {seq} "
+                              f"was inserted, or record {prev_seq} was replaced", seq)
+            count, prev_seq, prev_hash = count + 1, seq, record["hash"]
     if prev_seq < head_seq:
         return broken(f"{_span(prev_seq + 1, head_seq)} missing (deleted): the last record "
                       f"written is {head_seq}", prev_seq + 1)

@@ -73,7 +73,8 @@ def _uid(value: str | None) -> str | None:
 
 
 def utc_timestamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now, UTC, to the microsecond: "2025-01-31T12:00:00.000000Z"."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 @dataclass

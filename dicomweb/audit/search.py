@@ -8,13 +8,14 @@ from datetime import datetime, time, timezone
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, func, or_, select
 
 from dicomweb.audit import tables
+from dicomweb.audit.chain import HEAD_ID
 from dicomweb.audit.events import ACTIONS
 from dicomweb.errors import BadRequest
 
-RECORDS, SUBJECTS = tables.records, tables.subjects
+RECORDS, INDEX, HEAD = tables.records, tables.index, tables.head
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -82,15 +83,22 @@ def _count(value: str | None, name: str, default: int, low: int, high: int | Non
 
 
 def search(engine: Engine, query: AuditQuery) -> list[dict[str, Any]]:
-    """Matching records, newest first, each with its studies."""
+    """Matching records, newest first. Patient and study come from audit_index for indexed
+    records, and from the records' own studies for the few written since the last batch."""
     statement = select(RECORDS).order_by(RECORDS.c.seq.desc())
     if query.patient or query.study:
-        matching = select(SUBJECTS.c.seq)
+        indexed = select(HEAD.c.indexed_seq).where(HEAD.c.id == HEAD_ID).scalar_subquery()
+        matching = select(INDEX.c.seq)
+        tail = RECORDS.c.seq > func.coalesce(indexed, 0)
         if query.patient:
-            matching = matching.where(SUBJECTS.c.patient_id == query.patient)
+            matching = matching.where(INDEX.c.patient_id == query.patient)
+            tail &= RECORDS.c.studies.contains(orjson.dumps({"patient_id": query.patient})
+                                               .decode()[1:-1])
         if query.study:
-            matching = matching.where(SUBJECTS.c.study_instance_uid == query.study)
-        statement = statement.where(RECORDS.c.seq.in_(matching))
+            matching = matching.where(INDEX.c.study_instance_uid == query.study)
+            tail &= RECORDS.c.studies.contains(orjson.dumps({"study": query.study})
+                                               .decode()[1:-1])
+        statement = statement.where(or_(RECORDS.c.seq.in_(matching), tail))
     if query.user:
         statement = statement.where(
             or_(RECORDS.c.who == query.user, RECORDS.c.client_id == query.user))
@@ -102,28 +110,31 @@ def search(engine: Engine, query: AuditQuery) -> list[dict[str, Any]]:
         statement = statement.where(RECORDS.c.event_time <= query.until)
     statement = statement.limit(query.limit).offset(query.offset)
     with engine.connect() as connection:
-        rows = [dict(row) for row in connection.execute(statement).mappings()]
-        studies: dict[int, list[dict[str, Any]]] = {row["seq"]: [] for row in rows}
-        if rows:
-            for subject in connection.execute(
-                select(SUBJECTS).where(SUBJECTS.c.seq.in_(list(studies)))
-                .order_by(SUBJECTS.c.seq, SUBJECTS.c.item)
-            ).mappings():
-                studies[subject["seq"]].append(study_json(subject))
-    return [record_json(row, studies[row["seq"]]) for row in rows]
+        rows = connection.execute(statement).mappings().all()
+    records = [record_json(row) for row in rows]
+    # A tail match is a substring match: keep only records naming both in one study.
+    return [r for r in records if matches(r, query)]
 
 
-def study_json(subject: Any) -> dict[str, Any]:
+def matches(record: dict[str, Any], query: AuditQuery) -> bool:
+    if not (query.patient or query.study):
+        return True
+    return any((not query.patient or s["patient_id"] == query.patient)
+               and (not query.study or s["study_instance_uid"] == query.study)
+               for s in record["studies"])
+
+
+def study_json(study: dict[str, Any]) -> dict[str, Any]:
     return {
-        "study_instance_uid": subject["study_instance_uid"],
-        "patient_id": subject["patient_id"],
-        "issuer_of_patient_id": subject["issuer_of_patient_id"],
-        "series_instance_uids": orjson.loads(subject["series_instance_uids"]),
-        "sop_instance_uids": orjson.loads(subject["sop_instance_uids"]),
+        "study_instance_uid": study["study"],
+        "patient_id": study["patient_id"],
+        "issuer_of_patient_id": study["issuer"],
+        "series_instance_uids": study["series"],
+        "sop_instance_uids": study["instances"],
     }
 
 
-def record_json(row: dict[str, Any], studies: list[dict[str, Any]]) -> dict[str, Any]:
+def record_json(row: Any) -> dict[str, Any]:
     return {
         "seq": row["seq"],
         "time": row["event_time"],
@@ -138,7 +149,7 @@ def record_json(row: dict[str, Any], studies: list[dict[str, Any]]) -> dict[str,
         "method": row["method"],
         "path": row["path"],
         "query": row["query"],
-        "studies": studies,
+        "studies": [study_json(study) for study in orjson.loads(row["studies"])],
         "prev_hash": row["prev_hash"],
         "hash": row["hash"],
     }

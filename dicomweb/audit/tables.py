@@ -1,10 +1,12 @@
 """The audit trail's tables (SQLAlchemy Core, on their own MetaData: the store creates them
 because the app factory registers them, not because the store knows them).
 
-One `audit_records` row per audited request, in chain order (`seq` is gapless: each append
-takes the chain lock, reads the head and writes head + 1, ...). One `audit_subjects` row per
-study the request touched, with the patient as the index knew it. `audit_head` holds the last
-sequence number and hash, so a truncated tail shows too.
+`audit_trail`: one row per audited request, in chain order (`seq` is gapless: each append
+takes the chain lock, reads the head and writes head + 1, ...), holding everything the record
+says, its studies and patients included, under its hash. `audit_index`: one row per study a
+record names, for searching by patient and study; it is derived from the records, in batches
+(a record's own write stays one row), and is not part of the chain. `audit_chain`: the last
+sequence number and hash (so a truncated tail shows too) and how far the index has come.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ UID = 64
 HASH = 64  # hex SHA-256
 
 records = Table(
-    "audit_records",
+    "audit_trail",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     #: ISO 8601 UTC with microseconds ("2025-01-31T12:00:00.000000Z"): sorts as text.
@@ -36,34 +38,35 @@ records = Table(
     Column("client_address", String(64), nullable=True),
     Column("method", String(8), nullable=False),
     Column("path", Text, nullable=False),
-    #: The query string with credentials redacted.
+    #: The query string with credentials removed.
     Column("query", Text, nullable=False),
+    #: JSON list of {"study", "patient_id", "issuer", "series": [...], "instances": [...]}:
+    #: the studies touched (for STOW the stored instances, for QIDO the studies found), with
+    #: the patient as the index knew it.
+    Column("studies", Text, nullable=False),
     Column("prev_hash", String(HASH), nullable=False),
     Column("hash", String(HASH), nullable=False),
-    Index("ix_audit_records_time", "event_time"),
-    Index("ix_audit_records_who", "who"),
-    Index("ix_audit_records_action", "action"),
+    Index("ix_audit_trail_time", "event_time"),
+    Index("ix_audit_trail_who", "who"),
 )
 
-subjects = Table(
-    "audit_subjects",
+index = Table(
+    "audit_index",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("item", Integer, primary_key=True, autoincrement=False),
     Column("study_instance_uid", String(UID), nullable=False),
     Column("patient_id", Text, nullable=True),
-    Column("issuer_of_patient_id", Text, nullable=True),
-    #: JSON lists of the series and SOP instances of this study the request named or stored.
-    Column("series_instance_uids", Text, nullable=False),
-    Column("sop_instance_uids", Text, nullable=False),
-    Index("ix_audit_subjects_study", "study_instance_uid"),
-    Index("ix_audit_subjects_patient", "patient_id"),
+    Index("ix_audit_index_study", "study_instance_uid"),
+    Index("ix_audit_index_patient", "patient_id"),
 )
 
 head = Table(
-    "audit_head",
+    "audit_chain",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(HASH), nullable=False),
+    #: Records up to this one are in audit_index.
+    Column("indexed_seq", BigInteger, nullable=False, default=0),
 )

@@ -1,18 +1,20 @@
 """Group commit: one writer thread per process appends the records of concurrent requests in
 one transaction, so a burst of N requests costs about one commit, not N.
 
-Each request submits its event and waits on a future; the writer takes everything queued, writes
-it, and resolves every future of the group with its sequence number (or the error).
+Each request submits its event with an asyncio future of its event loop and awaits it; the
+writer takes everything queued, writes it, and settles the group's futures with their sequence
+numbers (or the error) in one call per event loop, so a group wakes its loop once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -23,6 +25,7 @@ Item = TypeVar("Item")
 #: Groups larger than this are split (bounded transaction size and memory).
 MAX_GROUP = 512
 ATTEMPTS = 3
+Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
 
 
 class AuditUnavailable(RuntimeError):
@@ -30,19 +33,29 @@ class AuditUnavailable(RuntimeError):
 
 
 class GroupWriter(Generic[Item]):
-    def __init__(self, write: Callable[[Sequence[Item]], list[int]], name: str = "audit-writer"):
+    """`write(items)` for each group; `idle()` at most every `idle_seconds` between groups (for
+    work that may lag, such as indexing what was written)."""
+
+    def __init__(self, write: Callable[[Sequence[Item]], list[int]],
+                 idle: Callable[[], object] = lambda: None, idle_seconds: float = 1.0,
+                 name: str = "audit-writer"):
         self.write = write
+        self.idle = idle
+        self.idle_seconds = idle_seconds
+        self.last_idle = time.monotonic()
         self.name = name
-        self.queue: queue.SimpleQueue[tuple[Item, Future[int]] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[Item, Waiter] | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.start_lock = threading.Lock()
 
-    def submit(self, item: Item) -> Future[int]:
-        future: Future[int] = Future()
-        self.queue.put((item, future))
+    async def append(self, item: Item) -> int:
+        """Queue `item`; returns its sequence number once its group is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self.queue.put((item, (loop, future)))
         if self.thread is None or not self.thread.is_alive():
             self._start()
-        return future
+        return await future
 
     def _start(self) -> None:
         with self.start_lock:
@@ -59,9 +72,14 @@ class GroupWriter(Generic[Item]):
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self.queue.get()
+            if time.monotonic() - self.last_idle >= self.idle_seconds:
+                self._idle()
+            try:
+                first = self.queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                continue
             if first is None:
-                return
+                break
             group = [first]
             while len(group) < MAX_GROUP:
                 try:
@@ -73,8 +91,17 @@ class GroupWriter(Generic[Item]):
                     break
                 group.append(following)
             self._write_group(group)
+        self._idle()  # closing: index what was written
 
-    def _write_group(self, group: list[tuple[Item, Future[int]]]) -> None:
+    def _idle(self) -> None:
+        self.last_idle = time.monotonic()
+        try:
+            self.idle()
+        except Exception as exc:  # it runs again later; the records themselves are written
+            log.warning("audit idle work failed: %s: %s", type(exc).__name__,
+                        getattr(exc, "orig", None) or exc)
+
+    def _write_group(self, group: list[tuple[Item, Waiter]]) -> None:
         items = [item for item, _ in group]
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -87,11 +114,29 @@ class GroupWriter(Generic[Item]):
                             exc_info=not isinstance(exc, DBAPIError))
                 if attempt == ATTEMPTS or not isinstance(exc, DBAPIError):
                     error = AuditUnavailable(f"the audit trail could not be written: {reason}")
-                    for _, future in group:
-                        future.set_exception(error)
+                    settle(group, [error] * len(group))
                     return
                 time.sleep(0.05 * attempt)
             else:
-                for (_, future), number in zip(group, numbers, strict=True):
-                    future.set_result(number)
+                settle(group, numbers)
                 return
+
+
+def settle(group: list[tuple[Item, Waiter]], outcomes: Sequence[int | Exception]) -> None:
+    """Each waiter's outcome, handed to its event loop: one wake-up per loop per group."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], object]]] = {}
+    for (_, (loop, future)), outcome in zip(group, outcomes, strict=True):
+        by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[int], object]]) -> None:
+    for future, outcome in pairs:
+        if future.done():  # the request was cancelled (client gone)
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)  # type: ignore[arg-type]

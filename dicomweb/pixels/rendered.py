@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomweb import http_cache
 from dicomweb.errors import NotFound
 from dicomweb.rt import overlay
 from dicomweb.store.repository import InstanceLocation, Store
@@ -142,31 +143,61 @@ def representative(
     return full, ((full.number_of_frames or 1) + 1) // 2
 
 
-def render_resource(store: Store, params: dict[str, str], options: RenderOptions,
-                    volumes: Volumes | None = None, request: Request | None = None) -> bytes:
+def render_target(store: Store, params: dict[str, str]) -> tuple[InstanceLocation, int]:
+    """The instance and frame number a rendered/thumbnail URL shows."""
     study, series, sop = params["study"], params.get("series"), params.get("instance")
     if sop is None:
-        loc, number = representative(store, study, series)
-    else:
-        loc = store.locate(study, series, sop, with_frames=True, with_metadata=True,
-                           with_bulk=True)[0]
-        number = 1
-        if "frames" in params:
-            from dicomweb.wado import parse_frame_list
+        return representative(store, study, series)
+    loc = store.locate(study, series, sop, with_frames=True, with_metadata=True,
+                       with_bulk=True)[0]
+    number = 1
+    if "frames" in params:
+        from dicomweb.wado import parse_frame_list
 
-            number = parse_frame_list(params["frames"])[0]
+        number = parse_frame_list(params["frames"])[0]
+    return loc, number
+
+
+def render_resource(store: Store, params: dict[str, str], options: RenderOptions,
+                    volumes: Volumes | None = None, request: Request | None = None) -> bytes:
+    loc, number = render_target(store, params)
     return render_instance_frame(store, loc, number, options, volumes, request)
+
+
+def rendered_etag(loc: InstanceLocation, number: int, options: RenderOptions) -> str | None:
+    """The image depends on the instance's stored version, the frame and the options only;
+    with overlays it depends on other instances too: no validator then."""
+    if options.overlays is not None:
+        return None
+    return http_cache.etag_of(["rendered", loc.blob_key, str(number), repr(options)])
 
 
 def rendered_endpoint(store: Store, *, thumbnail: bool,
                       volumes: Volumes | None = None) -> Callable[[Request], Any]:
     async def rendered(request: Request) -> Response:
+        """Rendered images are kept under their ETag: OHIF asks for the same thumbnails
+        and images again and again; a client holding one gets a 304."""
         options = rendered_options(request, thumbnail=thumbnail)
-        body = await run_in_threadpool(
-            render_resource, request.app.state.store, dict(request.path_params), options,
-            volumes, request,
-        )
-        return Response(body, media_type=options.media_type)
+        app_store = request.app.state.store
+        loc, number = await run_in_threadpool(render_target, app_store, dict(request.path_params))
+        etag = rendered_etag(loc, number, options)
+        if etag is None:
+            body = await run_in_threadpool(
+                render_instance_frame, app_store, loc, number, options, volumes, request
+            )
+            return Response(body, media_type=options.media_type)
+        if http_cache.matches(request, etag):
+            return http_cache.not_modified(etag, "Accept")
+        bodies: http_cache.BodyCache = request.app.state.bodies
+        cached = bodies.get((etag,))
+        if cached is None:
+            body = await run_in_threadpool(
+                render_instance_frame, app_store, loc, number, options, volumes, request
+            )
+            cached = (body, None)
+            bodies.put((etag,), cached)
+        headers = {**http_cache.validator_headers(etag), "Vary": "Accept"}
+        return Response(cached[0], media_type=options.media_type, headers=headers)
 
     rendered.__name__ = "retrieve_thumbnail" if thumbnail else "retrieve_rendered"
     return rendered

@@ -89,18 +89,20 @@ def numbers(
     count: int | None = None,
 ) -> np.ndarray | None:
     """A multi-valued numeric attribute as a float64 array (``count`` values if given)."""
-    value = ds.get(keyword)
-    if value is None or value == "":
-        if warnings is not None:
-            warnings.append(f"{ctx}{keyword} is missing")
-        return None
-    try:
-        seq = list(value) if _is_multi(value) else [value]
-        arr = np.asarray([float(v) for v in seq], dtype=np.float64)
-    except (TypeError, ValueError):
-        if warnings is not None:
-            warnings.append(f"{ctx}{keyword} is not numeric")
-        return None
+    arr = _raw_decimals(ds, keyword)
+    if arr is None:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            if warnings is not None:
+                warnings.append(f"{ctx}{keyword} is missing")
+            return None
+        try:
+            seq = list(value) if _is_multi(value) else [value]
+            arr = np.asarray([float(v) for v in seq], dtype=np.float64)
+        except (TypeError, ValueError):
+            if warnings is not None:
+                warnings.append(f"{ctx}{keyword} is not numeric")
+            return None
     if count is not None and arr.size != count:
         if warnings is not None:
             warnings.append(f"{ctx}{keyword} has {arr.size} values, expected {count}")
@@ -110,6 +112,24 @@ def numbers(
             warnings.append(f"{ctx}{keyword} has non-finite values")
         return None
     return arr
+
+
+def _raw_decimals(ds: Dataset, keyword: str) -> np.ndarray | None:
+    """A DS/IS value parsed by numpy from its raw bytes (PS3.5 6.2: backslash-separated
+    decimal strings), skipping pydicom's per-value DSfloat objects: ContourData of a large
+    structure set holds millions of values. None when not raw or not plainly numeric (the
+    caller's pydicom path then decides, with its warnings)."""
+    elem = ds.get_item(keyword)
+    value = getattr(elem, "value", None)
+    if not isinstance(value, bytes) or getattr(elem, "VR", None) not in ("DS", "IS"):
+        return None
+    text = value.decode("ascii", "replace").strip(" \x00")
+    if not text:
+        return None
+    try:
+        return np.array(text.split("\\"), dtype=np.float64)
+    except ValueError:
+        return None
 
 
 def _is_multi(value: Any) -> bool:

@@ -26,16 +26,18 @@ def index_hook(connection: Connection, ingested: IngestedInstance) -> list[str]:
     if rt_kind_of(ingested.sop_class_uid, ingested.series_row["modality"]) is None:
         return []
     try:
-        dataset = dcmread(ingested.dataset.filename, defer_size=RT_DEFER_SIZE)
+        dataset = dcmread(ingested.file_path, defer_size=RT_DEFER_SIZE)
     except Exception as exc:  # stored already; its RT content just cannot be read
-        return [f"RT content not indexed: {exc}"]
+        log.warning("RT read of %s failed: %r", ingested.sop_instance_uid, exc)
+        return ["RT content not indexed: the file cannot be read again"]
     session = Session(bind=connection)
     try:
         warnings = index_rt_instance(session, dataset)
     except Exception as exc:
         session.expunge_all()  # nothing was flushed: the instance is indexed without RT rows
         log.warning("RT parse of %s failed: %s", ingested.sop_instance_uid, exc)
-        return [f"RT content not indexed: {type(exc).__name__}: {exc}"]
+        return ["RT content not indexed: its RT data cannot be parsed (the reason is in the "
+                "server log)"]
     session.flush()
     return warnings
 

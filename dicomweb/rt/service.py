@@ -27,6 +27,7 @@ from . import _dicom as d
 from .dose import DoseGrid, dose_values
 from .errors import InvalidGeometry, NoRegistrationPath, RtError
 from .grid import Grid
+from .interpolation import DoseSampler
 from .registration import DeformableItem, Registration, RegistrationItem, transform
 from .structures import Contour, ContourGeometricType, Roi
 from .tables import (
@@ -188,27 +189,33 @@ def dose_grid_object(row: RtDoseRow) -> DoseGrid:
 
 
 class DoseCache:
-    """Thread-safe LRU of decoded dose grids (float32), bounded by their total bytes."""
+    """Thread-safe LRU of decoded dose grids (float32, with the interpolation terms derived
+    from them), bounded by their total bytes."""
 
     def __init__(self, max_bytes: int = 512 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], DoseSampler] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_or_load(self, key: tuple[str, str], loader: Any) -> np.ndarray:
+    def get_or_load(self, key: tuple[str, str], loader: Any) -> DoseSampler:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         values = loader()
         values.setflags(write=False)
+        sampler = DoseSampler(values)
         with self._lock:
-            self._items[key] = values
+            sampler = self._items.setdefault(key, sampler)
             self._items.move_to_end(key)
-            while sum(v.nbytes for v in self._items.values()) > self.max_bytes and \
-                    len(self._items) > 1:
-                self._items.popitem(last=False)
-        return values
+            self.trim()
+        return sampler
+
+    def trim(self) -> None:
+        """Drop the least recently used grids beyond ``max_bytes`` (derived terms count)."""
+        while sum(v.nbytes for v in self._items.values()) > self.max_bytes and \
+                len(self._items) > 1:
+            self._items.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
@@ -220,6 +227,12 @@ DOSE_CACHE = DoseCache()
 
 def load_dose(store: Store, loc: InstanceLocation) -> tuple[DoseGrid, np.ndarray]:
     """Geometry (from the index) and values in the Dose Units (from the stored file)."""
+    dose, sampler = load_dose_sampler(store, loc)
+    return dose, sampler.values
+
+
+def load_dose_sampler(store: Store, loc: InstanceLocation) -> tuple[DoseGrid, DoseSampler]:
+    """As :func:`load_dose`, the values inside their (cached) :class:`DoseSampler`."""
     row = dose_row(store.engine, loc.sop_instance_uid)
     dose = dose_grid_object(row)
     if dose.grid is None:
@@ -234,11 +247,11 @@ def load_dose(store: Store, loc: InstanceLocation) -> tuple[DoseGrid, np.ndarray
             raise Unprocessable(str(exc)) from exc
 
     # The blob key changes whenever the stored file does, so it versions the cache entry.
-    values = DOSE_CACHE.get_or_load((loc.sop_instance_uid, loc.blob_key), read)
-    if values.shape != dose.grid.shape:
-        raise Unprocessable(f"RT Dose pixel data {values.shape} does not match its grid "
-                            f"{dose.grid.shape}")
-    return dose, values
+    sampler = DOSE_CACHE.get_or_load((loc.sop_instance_uid, loc.blob_key), read)
+    if sampler.values.shape != dose.grid.shape:
+        raise Unprocessable(f"RT Dose pixel data {sampler.values.shape} does not match its "
+                            f"grid {dose.grid.shape}")
+    return dose, sampler
 
 
 # ------------------------------------------------------------------------------------------

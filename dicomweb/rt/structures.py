@@ -365,6 +365,55 @@ def points_in_polygons(polygons: list[np.ndarray] | tuple[np.ndarray, ...],
     return inside
 
 
+def points_in_polygons_banded(polygons: list[np.ndarray] | tuple[np.ndarray, ...],
+                              pts: np.ndarray, band: float) -> np.ndarray:
+    """:func:`points_in_polygons` for many points: each point is tested only against the
+    edges crossing its horizontal band of height ``band`` (a few, not all of them)."""
+    pts = np.asarray(pts, dtype=np.float64)
+    inside = np.zeros(pts.shape[0], dtype=bool)
+    if not polygons or pts.shape[0] == 0 or band <= 0:
+        return inside
+    a = np.concatenate(list(polygons))
+    b = np.concatenate([np.roll(p, -1, axis=0) for p in polygons])
+    keep = a[:, 1] != b[:, 1]
+    a, b = a[keep], b[keep]
+    y0 = float(pts[:, 1].min())
+    bands = int((float(pts[:, 1].max()) - y0) // band) + 1
+    first = np.floor((np.minimum(a[:, 1], b[:, 1]) - y0) / band)
+    last = np.floor((np.maximum(a[:, 1], b[:, 1]) - y0) / band)
+    useful = (last >= 0) & (first < bands)
+    a, b = a[useful], b[useful]
+    first = np.clip(first[useful], 0, bands - 1).astype(np.intp)
+    last = np.clip(last[useful], 0, bands - 1).astype(np.intp)
+    if a.shape[0] == 0:
+        return inside
+    counts = last - first + 1
+    edge = np.repeat(np.arange(a.shape[0]), counts)
+    offset = np.arange(edge.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    where = first[edge] + offset
+    order = np.argsort(where, kind="stable")
+    edge, where = edge[order], where[order]
+    per_band = np.bincount(where, minlength=bands)
+    width = int(per_band.max())
+    table = np.full((bands, width), -1, dtype=np.intp)
+    slot = np.arange(edge.size) - np.repeat(np.cumsum(per_band) - per_band, per_band)
+    table[where, slot] = edge
+    point_band = np.clip(((pts[:, 1] - y0) // band).astype(np.intp), 0, bands - 1)
+    chunk = max(1, 4_000_000 // width)
+    for start in range(0, pts.shape[0], chunk):
+        p = pts[start:start + chunk]
+        idx = table[point_band[start:start + chunk]]
+        valid = idx >= 0
+        ea, eb = a[idx], b[idx]
+        py, px = p[:, 1:2], p[:, 0:1]
+        straddle = valid & ((ea[..., 1] > py) != (eb[..., 1] > py))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (py - ea[..., 1]) / (eb[..., 1] - ea[..., 1])
+        xcross = ea[..., 0] + t * (eb[..., 0] - ea[..., 0])
+        inside[start:start + chunk] = np.count_nonzero(straddle & (xcross > px), axis=1) % 2 == 1
+    return inside
+
+
 def lattice_mask(polygons: list[np.ndarray] | tuple[np.ndarray, ...],
                  nrows: int, ncols: int) -> np.ndarray:
     """Even-odd scanline fill of polygons given in continuous (column, row) lattice units.
@@ -476,17 +525,23 @@ def _make_plane(group: list[tuple[float, np.ndarray]], n: np.ndarray, u: np.ndar
 # ----------------------------------------------------------------------------------------
 # ROI measures
 # ----------------------------------------------------------------------------------------
-def roi_volume_cc(roi: Roi, slice_thickness: float | None = None) -> float:
-    """Volume (cm³) of the CLOSED_PLANAR contours: sum of plane areas × slab thickness.
+def roi_volume_cc(roi: Roi, slice_thickness: float | None = None,
+                  endcap: str = "auto") -> float:
+    """Volume (cm³) of the CLOSED_PLANAR contours under the slab model of :mod:`.slabs`
+    (the DVH's: scaled slabs between planes, ``endcap`` beyond the end planes).
 
     ``slice_thickness`` is only used for a single-plane ROI (otherwise volume 0).
     POINT and OPEN ROIs have volume 0.
     """
+    from .slabs import pieces_volume_mm3, slab_pieces  # slabs builds on this module
+
     stack = planar_stack(roi)
     if stack is None:
         return 0.0
     t = stack.thickness(slice_thickness)
-    return float(sum(p.area_mm2 for p in stack.planes) * t / 1000.0)
+    if t <= 0:
+        return 0.0
+    return pieces_volume_mm3(slab_pieces(stack, t, endcap)) / 1000.0
 
 
 def roi_centroid(roi: Roi) -> np.ndarray | None:

@@ -25,7 +25,7 @@ from dicomweb.errors import (
     InstanceRejected,
     NotFound,
 )
-from dicomweb.ingest import IngestedInstance, ingest_file
+from dicomweb.ingest import IngestedInstance, parse_part
 from dicomweb.part10 import InflateLimits
 from dicomweb.store.access import (
     ANY_WRITER,
@@ -85,6 +85,24 @@ class InstanceLocation:
         return orjson.loads(self.frames_json) if self.frames_json else None
 
 
+@dataclass(frozen=True)
+class ArchiveRow:
+    """One instance of a ZIP download, with the values its file name is made of."""
+
+    blob_key: str
+    sop_instance_uid: str
+    instance_number: int | None
+    series_instance_uid: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    study_instance_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    study_description: str
+
+
 @lru_cache(maxsize=16)
 def insert_ignoring_duplicates(dialect: str, table_name: str) -> Any:
     """INSERT … ON CONFLICT DO NOTHING, built once per table: a row another instance or
@@ -99,6 +117,12 @@ def insert_ignoring_duplicates(dialect: str, table_name: str) -> Any:
 
 TABLES_BY_NAME = {t.name: t for t in (PATIENTS, STUDIES, SERIES, INSTANCES)}
 INSTANCE_INSERT = INSTANCES.insert()
+# Built once, their IN lists bound per call: a batch (or a DIMSE C-STORE of one instance)
+# pays no statement construction.
+EXISTING_SOPS = select(INSTANCES.c.sop_instance_uid).where(
+    INSTANCES.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
+)
+FORGET_PENDING = delete(PENDING).where(PENDING.c.blob_key.in_(bindparam("keys", expanding=True)))
 
 
 class Store:
@@ -148,7 +172,29 @@ class Store:
         self, temp_paths: list[Path], *, expected_study: str | None = None,
         writer: StudyWriter = ANY_WRITER,
     ) -> list[StoredInstance | InstanceRejected]:
-        """A batch of complete Part 10 files (one STOW request's parts; all consumed).
+        """A batch of complete Part 10 files (one STOW request's parts; all consumed), parsed
+        in this thread."""
+        try:
+            parsed = [self.parse(path, expected_study) for path in temp_paths]
+        except BaseException:
+            for path in temp_paths:
+                path.unlink(missing_ok=True)
+            raise
+        return self.store_parsed(temp_paths, parsed, writer=writer)
+
+    def parse(self, path: Path, expected_study: str | None) -> IngestedInstance | InstanceRejected:
+        """One part parsed in this thread; any failure is that part's rejection."""
+        try:
+            return parse_part(path, expected_study, self.inflate_limits)
+        except Exception as exc:  # that part's failure, not the batch's
+            return rejection_for(exc)
+
+    def store_parsed(
+        self, temp_paths: list[Path], parsed_parts: list[IngestedInstance | InstanceRejected],
+        *, writer: StudyWriter = ANY_WRITER,
+    ) -> list[StoredInstance | InstanceRejected]:
+        """Store a batch whose files are parsed already (`ingest.parse_part`, maybe in another
+        process); the files are consumed.
 
         Each instance is still whole or absent, but the batch shares one duplicate query, one
         journal transaction, concurrent fdatasyncs and one index transaction. If that
@@ -158,16 +204,13 @@ class Store:
         outcomes: list[StoredInstance | InstanceRejected | None] = [None] * len(temp_paths)
         try:
             parsed: list[tuple[int, IngestedInstance, Path]] = []
-            for position, path in enumerate(temp_paths):
-                try:
-                    ingested = ingest_file(
-                        path, expected_study=expected_study, limits=self.inflate_limits
-                    )
+            for position, (path, ingested) in enumerate(
+                zip(temp_paths, parsed_parts, strict=True)
+            ):
+                if isinstance(ingested, InstanceRejected):
+                    outcomes[position] = ingested
+                else:
                     parsed.append((position, ingested, path))
-                except InstanceRejected as rejected:
-                    outcomes[position] = rejected
-                except Exception as exc:  # that part's failure, not the batch's
-                    outcomes[position] = rejection_for(exc)
             parsed = self._writable(parsed, outcomes, writer)
             labels = writer.labels
             stored = self._existing_many([ingested.sop_instance_uid for _, ingested, _ in parsed])
@@ -246,7 +289,7 @@ class Store:
                 self._forget_pending(key)
             raise
         for _, ingested, _, key in fresh:
-            ingested.dataset.filename = str(self.blobs.path(key))
+            self._moved(ingested, key)
         try:
             warnings = self._index_many(
                 [(ingested, key) for _, ingested, _, key in fresh], labels)
@@ -292,9 +335,14 @@ class Store:
         except BaseException:
             self._forget_pending(key)
             raise
-        # Values read lazily from now on come from the blob, not the consumed temp file.
-        ingested.dataset.filename = str(self.blobs.path(key))
+        self._moved(ingested, key)
         return self._finish(ingested, key, replacing, labels)
+
+    def _moved(self, ingested: IngestedInstance, key: str) -> None:
+        # Values read lazily from now on come from the blob, not the consumed temp file.
+        ingested.file_path = self.blobs.path(key)
+        if ingested.dataset is not None:
+            ingested.dataset.filename = str(ingested.file_path)
 
     def _finish(
         self, ingested: IngestedInstance, key: str, replacing: str | None,
@@ -386,10 +434,8 @@ class Store:
         found: set[str] = set()
         with self.engine.connect() as connection:
             for chunk in chunks(sop_instance_uids, 500):
-                statement = select(INSTANCES.c.sop_instance_uid).where(
-                    INSTANCES.c.sop_instance_uid.in_(chunk)
-                )
-                found.update(uid for (uid,) in connection.execute(statement))
+                rows = connection.execute(EXISTING_SOPS, {"uids": list(chunk)})
+                found.update(uid for (uid,) in rows)
         return found
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, str] | None:
@@ -424,6 +470,11 @@ class Store:
                 warnings.extend(hook(connection, ingested))
         return warnings
 
+    def index_existing(self, items: list[tuple[IngestedInstance, str]]) -> None:
+        """Bulk loading: index parsed instances whose blobs are already in place under the
+        given keys, in one transaction (the benchmark fills large stores with it)."""
+        self._index_many(items)
+
     def _index_many(
         self, items: list[tuple[IngestedInstance, str]], labels: frozenset[str] = frozenset()
     ) -> list[list[str]]:
@@ -445,7 +496,7 @@ class Store:
             )
             label_studies(connection, sorted({i.study_instance_uid for i, _ in items}), labels)
             connection.execute(
-                delete(PENDING).where(PENDING.c.blob_key.in_([key for _, key in items]))
+                FORGET_PENDING, {"keys": [key for _, key in items]}
             )
             for ingested, _ in items:
                 found: list[str] = []
@@ -478,28 +529,44 @@ class Store:
         return len(found)
 
     def _delete_instance_rows(self, connection: Connection, sop_uids: list[str]) -> None:
+        """Remove instances, then those of their series, studies and patients left empty.
+        Only the parents of these instances are examined: the cost does not grow with the
+        store."""
         for hook in self.delete_hooks:
             hook(connection, sop_uids)
+        series: set[str] = set()
+        studies: set[str] = set()
         for chunk in chunks(sop_uids, 500):
+            parents = select(INSTANCES.c.series_instance_uid, INSTANCES.c.study_instance_uid)
+            for series_uid, study_uid in connection.execute(
+                parents.where(INSTANCES.c.sop_instance_uid.in_(chunk))
+            ):
+                series.add(series_uid)
+                studies.add(study_uid)
             connection.execute(delete(INSTANCES).where(INSTANCES.c.sop_instance_uid.in_(chunk)))
-        connection.execute(
-            delete(SERIES).where(
-                ~exists().where(INSTANCES.c.series_instance_uid == SERIES.c.series_instance_uid)
-            )
-        )
-        connection.execute(
-            delete(STUDIES).where(
-                ~exists().where(SERIES.c.study_instance_uid == STUDIES.c.study_instance_uid)
-            )
-        )
-        connection.execute(
-            delete(PATIENTS).where(~exists().where(STUDIES.c.patient_key == PATIENTS.c.patient_key))
-        )
-        connection.execute(
-            delete(STUDY_LABELS).where(
-                ~exists().where(STUDIES.c.study_instance_uid == STUDY_LABELS.c.study_instance_uid)
-            )
-        )
+        patients: set[str] = set()
+        for chunk in chunks(sorted(studies), 500):
+            patients.update(key for (key,) in connection.execute(
+                select(STUDIES.c.patient_key).where(STUDIES.c.study_instance_uid.in_(chunk))))
+        for chunk in chunks(sorted(series), 500):
+            connection.execute(delete(SERIES).where(
+                SERIES.c.series_instance_uid.in_(chunk),
+                ~exists().where(INSTANCES.c.series_instance_uid == SERIES.c.series_instance_uid),
+            ))
+        for chunk in chunks(sorted(studies), 500):
+            connection.execute(delete(STUDY_LABELS).where(
+                STUDY_LABELS.c.study_instance_uid.in_(chunk),
+                ~exists().where(SERIES.c.study_instance_uid == STUDY_LABELS.c.study_instance_uid),
+            ))
+            connection.execute(delete(STUDIES).where(
+                STUDIES.c.study_instance_uid.in_(chunk),
+                ~exists().where(SERIES.c.study_instance_uid == STUDIES.c.study_instance_uid),
+            ))
+        for chunk in chunks(sorted(patients), 500):
+            connection.execute(delete(PATIENTS).where(
+                PATIENTS.c.patient_key.in_(chunk),
+                ~exists().where(STUDIES.c.patient_key == PATIENTS.c.patient_key),
+            ))
 
     # --- reads --------------------------------------------------------------------------
 
@@ -529,6 +596,43 @@ class Store:
             raise NotFound(f"no instance matches {_describe(study, series, sop)}")
         return [InstanceLocation(*row) for row in rows]
 
+    def blob_keys(self, study: str, series: str | None = None, sop: str | None = None) -> list[str]:
+        """Blob keys of a study/series/instance, in `locate` order: its content version (each
+        stored version of an instance has its own key). [] if nothing matches."""
+        statement = blob_keys_statement(series is not None, sop is not None)
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement, {"study": study, "series": series, "sop": sop})
+            return [key for (key,) in rows]
+
+    def archive_rows(
+        self, study: str, series: str | None = None, sop: str | None = None
+    ) -> list[ArchiveRow]:
+        """What a ZIP download needs to name each file, in `locate` order; NotFound if none."""
+        condition = INSTANCES.c.study_instance_uid == study
+        if series is not None:
+            condition &= INSTANCES.c.series_instance_uid == series
+        if sop is not None:
+            condition &= INSTANCES.c.sop_instance_uid == sop
+        statement = (
+            select(
+                INSTANCES.c.blob_key, INSTANCES.c.sop_instance_uid, INSTANCES.c.instance_number,
+                SERIES.c.series_instance_uid, SERIES.c.modality, SERIES.c.series_number,
+                SERIES.c.series_description, STUDIES.c.study_instance_uid,
+                STUDIES.c.patient_id, STUDIES.c.patient_name, STUDIES.c.study_date,
+                STUDIES.c.study_description,
+            )
+            .join(SERIES, SERIES.c.series_instance_uid == INSTANCES.c.series_instance_uid)
+            .join(STUDIES, STUDIES.c.study_instance_uid == INSTANCES.c.study_instance_uid)
+            .where(condition)
+            .order_by(SERIES.c.series_number, INSTANCES.c.series_instance_uid,
+                      INSTANCES.c.instance_number, INSTANCES.c.sop_instance_uid)
+        )
+        with self.engine.connect() as connection:
+            rows = [ArchiveRow(*row) for row in connection.execute(statement)]
+        if not rows:
+            raise NotFound(f"no instance matches {_describe(study, series, sop)}")
+        return rows
+
     def metadata_rows(
         self, study: str, series: str | None = None, sop: str | None = None
     ) -> list[bytes]:
@@ -556,6 +660,22 @@ def locate_statement(
         INSTANCES.c.metadata_json if with_metadata else _null(),
     ]
     statement = select(*columns).where(INSTANCES.c.study_instance_uid == bindparam("study"))
+    if by_series:
+        statement = statement.where(INSTANCES.c.series_instance_uid == bindparam("series"))
+    if by_sop:
+        statement = statement.where(INSTANCES.c.sop_instance_uid == bindparam("sop"))
+    return statement.order_by(
+        INSTANCES.c.series_instance_uid,
+        INSTANCES.c.instance_number,
+        INSTANCES.c.sop_instance_uid,
+    )
+
+
+@lru_cache(maxsize=8)
+def blob_keys_statement(by_series: bool, by_sop: bool) -> Any:
+    statement = select(INSTANCES.c.blob_key).where(
+        INSTANCES.c.study_instance_uid == bindparam("study")
+    )
     if by_series:
         statement = statement.where(INSTANCES.c.series_instance_uid == bindparam("series"))
     if by_sop:

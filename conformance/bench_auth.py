@@ -1,0 +1,348 @@
+"""What authentication and the audit trail cost: QIDO and frame latency with them on versus off,
+measured in one run on the same data.
+
+    python -m conformance.bench_auth [--rounds 3] [--requests 300] [--json out.json]
+                                     [--database-url postgresql+psycopg://…]
+
+Starts `dicomweb serve` itself (127.0.0.1, one worker, otherwise the defaults a user gets) on
+one data folder, once per configuration and round, the configurations interleaved so that the
+drift of a shared machine hits them alike:
+
+* ``off``: no authentication, ``--audit off``;
+* ``audit``: no authentication, the audit trail on (the default);
+* ``oidc``: OpenID Connect bearer tokens and the audit trail. The issuer is a small local one
+  (discovery and JWKS over HTTP, RS256 tokens minted here with PyJWT): the server verifies them
+  exactly as a real provider's;
+* ``apikey``: an API key (`dicomweb apikey create`) and the audit trail.
+
+Each configuration: sequential latency (p50, p95 over ``--requests`` requests after a warm-up)
+of OHIF's study-list QIDO (50 studies listed), of a PatientID QIDO (one study) and of one 128 KiB
+frame (OHIF's Accept), with the server process's CPU time per request (from /proc: on a busy
+machine the steadiest figure); and frames/s of 6 concurrent clients. The report gives medians
+over the rounds, each configuration's ratio to ``off``, and the machine's load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from conformance import benchdata
+from conformance.bench import (
+    FRAME_ACCEPT,
+    Sample,
+    encode_multipart,
+    make_session,
+    percentile_ms,
+    run_for_duration,
+    summarise,
+)
+from conformance.compare import free_port
+
+CONFIGURATIONS = ("off", "audit", "oidc", "apikey")
+STUDIES = 50
+MR_SLICES = 24
+AUDIENCE = "urn:dicomweb:bench"
+STUDY_LIST = ("studies?limit=101&offset=0&fuzzymatching=true"
+              "&includefield=00081030%2C00080060%2C00080090%2C00100030")
+PATIENT_SEARCH = f"studies?PatientID={benchdata.patient_id(7)}"
+CONCURRENT_CLIENTS = 6
+CONCURRENT_SECONDS = 5.0
+WARM_UP = 20
+TIMEOUT = 60
+
+
+# --- a local OpenID issuer -------------------------------------------------------------------
+class LocalIssuer:
+    """Discovery and JWKS on 127.0.0.1, and RS256 access tokens signed with its key."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        documents = {
+            "/.well-known/openid-configuration": {"issuer": self.url,
+                                                  "jwks_uri": f"{self.url}/jwks"},
+            "/jwks": {"keys": [{**jwk, "kid": "bench", "alg": "RS256", "use": "sig"}]},
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.dumps(documents.get(self.path, {})).encode()
+                self.send_response(200 if self.path in documents else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self) -> str:
+        now = int(time.time())
+        claims = {"iss": self.url, "aud": AUDIENCE, "sub": "bench-user", "azp": "bench",
+                  "iat": now, "exp": now + 3600, "scope": "dicomweb:read dicomweb:write"}
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "bench"})
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+# --- servers -------------------------------------------------------------------------------
+@dataclass
+class Options:
+    rounds: int
+    requests: int
+    data_dir: Path
+    database_url: str | None
+
+
+def dicomweb(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+    return subprocess.run([sys.executable, "-m", "dicomweb.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env, check=True)
+
+
+def store_options(options: Options) -> list[str]:
+    found = ["--data", str(options.data_dir)]
+    return found + (["--database-url", options.database_url] if options.database_url else [])
+
+
+@dataclass
+class Running:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux /proc): unlike latency,
+        it barely depends on what else the machine runs."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def serving(options: Options, extra: list[str]) -> Iterator[Running]:
+    """`dicomweb serve` (one process) with `extra` options, stopped by PID on exit."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicomweb.cli", "serve", "--port", str(port),
+         "--log-level", "warning", *store_options(options), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.time() > deadline or process.poll() is not None:
+                raise RuntimeError(f"dicomweb serve {' '.join(extra)} did not start")
+            time.sleep(0.2)
+        yield Running(f"http://127.0.0.1:{port}/dicomweb", process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def upload(url: str) -> None:
+    """The 50 small studies and the MR series, unless a previous run stored them."""
+    session = make_session()
+    listed = session.get(f"{url}/{STUDY_LIST}", timeout=TIMEOUT)
+    if listed.status_code == 200 and len(listed.json()) >= STUDIES + 1:
+        return
+    batches = [inst for i in range(STUDIES) for inst in benchdata.small_study(i)]
+    batches += [benchdata.mr_slice(k, MR_SLICES) for k in range(MR_SLICES)]
+    for start in range(0, len(batches), 32):
+        body, content_type = encode_multipart(
+            [inst.data for inst in batches[start:start + 32]], "application/dicom")
+        response = session.post(f"{url}/studies", data=body, timeout=TIMEOUT,
+                                headers={"Content-Type": content_type})
+        if response.status_code != 200:
+            raise RuntimeError(f"STOW failed: {response.status_code} {response.text[:300]}")
+
+
+def frame_path(k: int) -> str:
+    uid = f"{benchdata.mr_series_uid()}.{k % MR_SLICES + 1}"
+    return (f"studies/{benchdata.mr_study_uid()}/series/{benchdata.mr_series_uid()}"
+            f"/instances/{uid}/frames/1")
+
+
+# --- measurements --------------------------------------------------------------------------
+def latencies(url: str, headers: dict[str, str], paths: list[str], accept: str,
+              count: int) -> list[float]:
+    session = make_session(1)
+    session.headers.update(headers)
+    timings = []
+    for k in range(WARM_UP + count):
+        started = time.perf_counter()
+        response = session.get(f"{url}/{paths[k % len(paths)]}", timeout=TIMEOUT,
+                               headers={"Accept": accept})
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {paths[k % len(paths)]}: {response.status_code} "
+                               f"{response.text[:200]}")
+        if k >= WARM_UP:
+            timings.append(elapsed)
+    return timings
+
+
+def frames_per_second(url: str, headers: dict[str, str]) -> float:
+    def request_once(session: requests.Session, k: int) -> Sample:
+        started = time.perf_counter()
+        response = session.get(f"{url}/{frame_path(k)}", timeout=TIMEOUT,
+                               headers={"Accept": FRAME_ACCEPT})
+        return Sample(time.perf_counter() - started, response.status_code == 200, 1,
+                      len(response.content))
+
+    samples, wall = run_for_duration(request_once, CONCURRENT_CLIENTS, CONCURRENT_SECONDS,
+                                     session_headers=headers)
+    result = summarise("frames", CONCURRENT_CLIENTS, samples, wall)
+    if result.errors:
+        raise RuntimeError(f"{result.errors} frame requests failed")
+    return result.items_per_s or 0.0
+
+
+def measure(server: Running, headers: dict[str, str], count: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for name, paths, accept in (
+        ("qido_study_list", [STUDY_LIST], "application/dicom+json"),
+        ("qido_patient", [PATIENT_SEARCH], "application/dicom+json"),
+        ("frame", [frame_path(k) for k in range(MR_SLICES)], FRAME_ACCEPT),
+    ):
+        before = server.cpu_seconds()
+        timings = latencies(server.url, headers, paths, accept, count)
+        cpu = server.cpu_seconds() - before
+        figures[f"{name}_p50_ms"] = percentile_ms(timings, 50) or 0.0
+        figures[f"{name}_p95_ms"] = percentile_ms(timings, 95) or 0.0
+        figures[f"{name}_cpu_ms"] = round(cpu * 1000 / (WARM_UP + count), 3)
+    figures["frames_per_s_6_clients"] = frames_per_second(server.url, headers)
+    return figures
+
+
+def run_configuration(name: str, options: Options, issuer: LocalIssuer) -> dict[str, float]:
+    if name == "off":
+        with serving(options, ["--audit", "off"]) as server:
+            upload(server.url)
+            return measure(server, {}, options.requests)
+    if name == "audit":
+        with serving(options, []) as server:
+            return measure(server, {}, options.requests)
+    if name == "oidc":
+        oidc = ["--oidc-issuer", issuer.url, "--oidc-audience", AUDIENCE]
+        with serving(options, oidc) as server:
+            return measure(server, {"Authorization": f"Bearer {issuer.token()}"},
+                           options.requests)
+    # An API key exists only during its own configuration: with one, anonymous calls are 401.
+    created = dicomweb("apikey", "create", "--name", "bench", "--scopes",
+                       "dicomweb:read dicomweb:write", *store_options(options))
+    key = created.stdout.split()[0]
+    try:
+        with serving(options, []) as server:
+            return measure(server, {"Authorization": f"Bearer {key}"}, options.requests)
+    finally:
+        dicomweb("apikey", "revoke", "bench", *store_options(options))
+
+
+def run_auth_bench(options: Options, say: Any = print) -> dict[str, Any]:
+    issuer = LocalIssuer()
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGURATIONS}
+    load: list[float] = []
+    try:
+        for number in range(1, options.rounds + 1):
+            for name in CONFIGURATIONS:
+                load.append(os.getloadavg()[0])
+                rounds[name].append(run_configuration(name, options, issuer))
+                say(f"round {number}/{options.rounds} {name}: {rounds[name][-1]}")
+    finally:
+        issuer.stop()
+    medians = {name: {metric: round(statistics.median(r[metric] for r in runs), 3)
+                      for metric in runs[0]} for name, runs in rounds.items()}
+    ratios = {name: {metric: round(value / medians["off"][metric], 3)
+                     for metric, value in figures.items() if medians["off"][metric]}
+              for name, figures in medians.items()}
+    return {
+        "database": "postgresql" if options.database_url else "sqlite",
+        "rounds": options.rounds, "requests": options.requests, "cpus": os.cpu_count(),
+        "load_average_1min": {"min": min(load), "median": statistics.median(load),
+                              "max": max(load)},
+        "medians": medians, "ratio_to_off": ratios, "per_round": rounds,
+    }
+
+
+ROWS = (
+    ("QIDO study list (50 studies) p50", "qido_study_list_p50_ms", "ms"),
+    ("QIDO study list p95", "qido_study_list_p95_ms", "ms"),
+    ("QIDO PatientID (1 study) p50", "qido_patient_p50_ms", "ms"),
+    ("QIDO PatientID p95", "qido_patient_p95_ms", "ms"),
+    ("frame 128 KiB p50", "frame_p50_ms", "ms"),
+    ("frame 128 KiB p95", "frame_p95_ms", "ms"),
+    ("frames/s, 6 clients", "frames_per_s_6_clients", "/s"),
+    ("server CPU per study list", "qido_study_list_cpu_ms", "ms"),
+    ("server CPU per PatientID QIDO", "qido_patient_cpu_ms", "ms"),
+    ("server CPU per frame", "frame_cpu_ms", "ms"),
+)
+
+
+def render_table(report: dict[str, Any]) -> str:
+    medians, ratios = report["medians"], report["ratio_to_off"]
+    width = max(len(label) for label, _, _ in ROWS)
+    header = f"{'measure':<{width}}  " + "  ".join(f"{name:>16}" for name in CONFIGURATIONS)
+    lines = [header, "-" * len(header)]
+    for label, metric, unit in ROWS:
+        cells = []
+        for name in CONFIGURATIONS:
+            value = medians[name][metric]
+            cell = f"{value:.2f} {unit}" if name == "off" else \
+                f"{value:.2f} ({ratios[name][metric]:.2f}x)"
+            cells.append(f"{cell:>16}")
+        lines.append(f"{label:<{width}}  " + "  ".join(cells))
+    load = report["load_average_1min"]
+    lines.append(f"{report['database']}, medians of {report['rounds']} rounds; 1-min load "
+                 f"average {load['min']:.1f}–{load['max']:.1f} on {report['cpus']} CPUs")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=300,
+                        help="timed requests per latency measure")
+    parser.add_argument("--data", type=Path, help="data folder (default: a temporary one)")
+    parser.add_argument("--database-url", help="PostgreSQL instead of the embedded SQLite")
+    parser.add_argument("--json", type=Path, help="also write the report to this file")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-auth-") as temporary:
+        options = Options(args.rounds, args.requests, args.data or Path(temporary),
+                          args.database_url)
+        report = run_auth_bench(options, say=lambda text: print(text, file=sys.stderr))
+    print(render_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

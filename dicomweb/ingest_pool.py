@@ -1,0 +1,183 @@
+"""Parsing STOW parts in worker processes, so one server process uses every core.
+
+Parsing a DICOM file and building its DICOM JSON is pure Python and holds the GIL: in one
+process it took half of STOW's time and stopped the event loop from receiving the next parts
+and answering reads. Here a pool of processes (one per core by default) parses the received
+files while the event loop goes on; the parent process keeps the index transaction, the blob
+moves and every read, so a single server process still owns all its caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from dicomweb.errors import PROCESSING_FAILURE, InstanceRejected
+from dicomweb.ingest import IngestedInstance, parse_part
+from dicomweb.part10 import InflateLimits
+from dicomweb.store.repository import rejection_for
+
+log = logging.getLogger(__name__)
+
+Parsed = IngestedInstance | InstanceRejected
+#: InstanceRejected as plain values: exceptions with keyword arguments do not pickle whole.
+_Rejection = tuple[int, str, str | None, str | None]
+
+
+def _parse_in_worker(
+    paths: list[str], expected_study: str | None, limits: InflateLimits
+) -> list[IngestedInstance | _Rejection]:
+    out: list[IngestedInstance | _Rejection] = []
+    for path in paths:
+        try:
+            parsed = parse_part(Path(path), expected_study, limits)
+        except Exception as exc:  # that part's failure, not the batch's
+            parsed = rejection_for(exc)
+        if isinstance(parsed, InstanceRejected):
+            out.append(
+                (parsed.reason, parsed.message, parsed.sop_class_uid, parsed.sop_instance_uid)
+            )
+        else:
+            parsed.dataset = None  # re-read from the blob when needed; not worth pickling
+            out.append(parsed)
+    return out
+
+
+def _warm_up() -> int:
+    return os.getpid()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker start-up: leave when the server process is gone (even killed with SIGKILL, when
+    nothing tells the pool), instead of lingering as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _rejection(value: IngestedInstance | _Rejection) -> Parsed:
+    if isinstance(value, tuple):
+        reason, message, sop_class, sop_instance = value
+        return InstanceRejected(
+            reason, message, sop_class_uid=sop_class, sop_instance_uid=sop_instance
+        )
+    return value
+
+
+def pool_size(configured: int, workers: int = 1) -> int:
+    """0 means the cores this process may run on, shared between the server's workers."""
+    if configured > 0:
+        return configured
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+class IngestPool:
+    """`parse(paths)` in worker processes (in a thread of this process when `processes` is 0)."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._executor: Executor | None = None
+        self._warming: list[Future[int]] = []
+        self._closed = False
+
+    def start(self) -> None:
+        if self.processes <= 0 or self._executor is not None:
+            return
+        # spawn, not fork: the server process has threads (thread pool, uvloop) by now.
+        context = multiprocessing.get_context("spawn")
+        self._executor = ProcessPoolExecutor(
+            self.processes, mp_context=context, initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
+        # Start the workers (and import pydicom there) now, in the background; until they are
+        # ready, parts are parsed in a thread here, so the first upload never waits for them.
+        self._warming = [self._executor.submit(_warm_up) for _ in range(self.processes)]
+
+    @property
+    def ready(self) -> bool:
+        """True once every worker process has started."""
+        return self._executor is not None and all(f.done() for f in self._warming)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    async def parse(
+        self, paths: list[Path], expected_study: str | None,
+        limits: InflateLimits = InflateLimits(),
+    ) -> list[Parsed]:
+        """The parts of one batch, split evenly over the workers; order is kept."""
+        if self._executor is None and not self._closed:
+            self.start()  # on the first upload: a server that only answers reads spawns nothing
+        executor = self._executor
+        loop = asyncio.get_running_loop()
+        if executor is None or not self.ready:
+            return await loop.run_in_executor(None, parse_here, paths, expected_study, limits)
+        size = -(-len(paths) // self.processes)
+        chunks = [[str(p) for p in paths[i : i + size]] for i in range(0, len(paths), size)]
+        try:
+            results = await asyncio.gather(
+                *(loop.run_in_executor(executor, _parse_in_worker, c, expected_study, limits)
+                  for c in chunks)
+            )
+        except BrokenProcessPool:
+            return await self._parse_after_crash(paths, expected_study, limits)
+        return [_rejection(value) for chunk in results for value in chunk]
+
+    async def _parse_after_crash(
+        self, paths: list[Path], expected_study: str | None, limits: InflateLimits
+    ) -> list[Parsed]:
+        """A worker died (killed, out of memory) on one of these parts: start a new pool and
+        parse them one at a time, so only a part that kills its worker again is rejected."""
+        log.error("an ingest worker process died; restarting the pool")
+        loop = asyncio.get_running_loop()
+        out: list[Parsed] = []
+        for path in paths:
+            self._restart()
+            try:
+                (value,) = await loop.run_in_executor(
+                    self._executor, _parse_in_worker, [str(path)], expected_study, limits
+                )
+                out.append(_rejection(value))
+            except BrokenProcessPool:
+                out.append(InstanceRejected(
+                    PROCESSING_FAILURE, "the instance could not be parsed (the parser process "
+                    "was stopped, e.g. out of memory)"))
+        return out
+
+    def _restart(self) -> None:
+        if self._executor is not None and not getattr(self._executor, "_broken", False):
+            return
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+        self.start()
+
+
+def parse_here(
+    paths: list[Path], expected_study: str | None, limits: InflateLimits
+) -> list[Parsed]:
+    out: list[Parsed] = []
+    for path in paths:
+        try:
+            out.append(parse_part(path, expected_study, limits))
+        except Exception as exc:  # that part's failure, not the batch's
+            out.append(rejection_for(exc))
+    return out

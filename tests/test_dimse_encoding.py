@@ -1,0 +1,72 @@
+"""The direct command set and File Meta encoders write what pydicom writes."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import dimse_primitives, dsutils
+from pynetdicom.dimse_messages import C_FIND_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dsutils import create_file_meta
+
+from dicomweb.dimse import encoding
+
+encode = encoding.command_set_encoder(dsutils.encode)
+CT = "1.2.840.10008.5.1.4.1.1.2"
+SOP = "1.2.826.0.1.3680043.10.1311.77.1.5000001.1.1"
+
+
+def messages():
+    store = dimse_primitives.C_STORE()
+    store.MessageID, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID = 7, CT, SOP
+    store.Priority, store.MoveOriginatorApplicationEntityTitle = 2, "MOVER"
+    store.MoveOriginatorMessageID = 3
+    request = C_STORE_RQ()
+    request.primitive_to_message(store)
+    response = dimse_primitives.C_STORE()
+    response.MessageIDBeingRespondedTo, response.Status = 7, 0xA900
+    response.AffectedSOPClassUID, response.AffectedSOPInstanceUID = CT, SOP + "1"
+    response.ErrorComment = "odd comment"
+    store_rsp = C_STORE_RSP()
+    store_rsp.primitive_to_message(response)
+    move = dimse_primitives.C_MOVE()
+    move.MessageIDBeingRespondedTo, move.Status = 1, 0xFF00
+    move.NumberOfRemainingSuboperations, move.NumberOfCompletedSuboperations = 4, 1
+    move.NumberOfFailedSuboperations, move.NumberOfWarningSuboperations = 0, 0
+    move_rsp = C_MOVE_RSP()
+    move_rsp.primitive_to_message(move)
+    find = dimse_primitives.C_FIND()
+    find.MessageIDBeingRespondedTo, find.Status = 2, 0xA900
+    find.OffendingElement = [0x00080020]
+    find_rsp = C_FIND_RSP()
+    find_rsp.primitive_to_message(find)
+    return [request, store_rsp, move_rsp, find_rsp]
+
+
+@pytest.mark.parametrize("message", messages(), ids=lambda m: type(m).__name__)
+def test_command_sets_as_pydicom_writes_them(message) -> None:
+    assert encode(message.command_set, True, True) == dsutils.encode(message.command_set, True,
+                                                                     True)
+
+
+def test_other_datasets_go_through_pydicom() -> None:
+    ds = Dataset()
+    ds.PatientName = "Doe^John"
+    assert encode(ds, True, True) == dsutils.encode(ds, True, True)
+    assert encode(ds, False, True) == dsutils.encode(ds, False, True)
+
+
+@pytest.mark.parametrize("sop", [SOP, SOP + "1"])  # even and odd lengths
+def test_file_meta_as_pydicom_writes_it(sop: str) -> None:
+    expected = BytesIO()
+    write_file_meta_info(expected, create_file_meta(
+        sop_class_uid=CT, sop_instance_uid=sop, transfer_syntax="1.2.840.10008.1.2.1",
+        implementation_uid="1.2.826.0.1.3680043.10.1452.1",
+        implementation_version="DICOMWEB_PY_01"))
+    ours = encoding.file_meta(sop_class_uid=CT, sop_instance_uid=sop,
+                              transfer_syntax="1.2.840.10008.1.2.1",
+                              implementation_uid="1.2.826.0.1.3680043.10.1452.1",
+                              implementation_version="DICOMWEB_PY_01")
+    assert ours == expected.getvalue()
