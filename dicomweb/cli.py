@@ -79,17 +79,17 @@ def serve(args: argparse.Namespace) -> int:
         dimse.check(settings)  # a DIMSE setting that cannot work stops serve before anything
         with serving.metrics_folder():
             serving.check_store(settings)
+            # Before binding: an address others can reach is never bound without
+            # authentication (the fix it suggests, `dicomweb apikey create`, makes the store).
+            if refusal := serving.access_refusal(settings):
+                print(f"error: {refusal}", file=sys.stderr)
+                return 2
             if settings.viewer and (code := ensure_viewer(settings)):
                 return code
             with serving.bind_socket(settings.host, settings.port) as sock:
                 # Workers are separate processes: they rebuild settings from these variables.
                 os.environ.update(settings.to_env())
                 serving.create_store(settings)
-                # After the store exists: the fix it suggests (`dicomweb apikey create`)
-                # writes there.
-                if refusal := serving.access_refusal(settings):
-                    print(f"error: {refusal}", file=sys.stderr)
-                    return 2
                 logging.basicConfig(level=settings.log_level.upper(),
                                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
                 dimse_service = dimse.start(settings)  # own process, listening before the banner

@@ -236,3 +236,20 @@ def test_admins_manage_labels(auth_server, world, callers) -> None:
     assert admin.request("DELETE", f"{url}/studies/{study}").status_code == 200
     assert admin.stow(auth_server, [factory.image(study=study)]).status_code == 200
     assert admin.get(f"{url}/studies/{study}/labels").json()["labels"] == []
+
+
+def test_the_rt_graph_shows_no_hidden_study(auth_server, world, callers) -> None:
+    """C's structure set (label B) outlines A's CT (label A): the link to A's images is in C's
+    graph only for callers who see A; for the others those images are "not stored", as if
+    they were unknown."""
+    url = f"{auth_server.url}/studies/{world.c.study}/rt"
+
+    def linked_series(caller: str) -> set[str]:
+        graph = callers[caller].get(url).json()
+        return {link["to"].get("series_instance_uid") for link in graph["links"]}
+
+    assert world.a.series["ct"] in linked_series("admin")
+    assert world.a.series["ct"] in linked_series("reader-ab")
+    assert world.a.series["ct"] not in linked_series("reader-b")
+    missing = callers["reader-b"].get(url).json()["missing"]
+    assert any(item["reference"] == "contour_image" for item in missing)

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from dicomweb.access import apikeys
 from dicomweb.access.authenticate import is_loopback
 from dicomweb.config import Settings
@@ -83,8 +85,11 @@ def startup_refusal(settings: Settings, store: Store) -> str | None:
     """Why `serve` must not start (one line saying how to fix it), or None."""
     if is_loopback(settings.host) or settings.allow_anonymous or settings.oidc_issuer:
         return None
-    if apikeys.any_key(store.engine):
-        return None
+    try:
+        if apikeys.any_key(store.engine):
+            return None
+    except SQLAlchemyError:  # no store or no key table yet: no key either
+        pass
     return (f"refusing to serve {settings.host} without authentication: set --oidc-issuer "
             "(with --oidc-audience), or create a key with `dicomweb apikey create --name NAME "
             "--scopes dicomweb:read`, or pass --allow-anonymous to serve everyone")

@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from dicomweb.errors import NotFound
+from dicomweb.store.access import EVERY_STUDY, StudyFilter
 from dicomweb.store.tables import Instance, Series
 
 from .tables import (
@@ -56,7 +57,9 @@ def _loads(value: Any) -> Any:
     return orjson.loads(value) if value else None
 
 
-def study_graph(engine: Engine, study: str) -> dict:
+def study_graph(engine: Engine, study: str, access: StudyFilter = EVERY_STUDY) -> dict:
+    """The study's RT graph; referenced images in other studies count only when `access`
+    lets the caller see those studies."""
     with Session(engine) as session:
         series_rows = session.exec(select(Series).where(Series.study_instance_uid == study)
                                    .order_by(Series.series_number)).all()
@@ -87,7 +90,8 @@ def study_graph(engine: Engine, study: str) -> dict:
         for chunk in _chunks(all_refs):
             for sop, series in session.exec(
                     select(Instance.sop_instance_uid, Instance.series_instance_uid)
-                    .where(Instance.sop_instance_uid.in_(chunk))).all():  # type: ignore[attr-defined]
+                    .where(Instance.sop_instance_uid.in_(chunk))  # type: ignore[attr-defined]
+                    .where(access.clause(Instance.study_instance_uid))).all():
                 outside[sop] = series
 
     series_of = {sop: series for sop, series, _ in instances}
