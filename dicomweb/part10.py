@@ -30,6 +30,7 @@ from pydicom.values import converters
 
 from dicomweb.dicomjson import UNDEFINED_LENGTH
 from dicomweb.errors import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, InstanceRejected
+from dicomweb.structure import check_structure, may_exceed
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,8 @@ def read_dataset(
     deflated = is_deflated(head)
     if deflated:
         check_items(*check_inflation(path, head, limits))
+    if deflated or may_exceed(scan.items, scan.size):
+        check_structure(path)
     try:
         with path.open("rb") as fp:
             # Offsets in a deflated stream are not file offsets: it is read whole.
