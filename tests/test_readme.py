@@ -112,3 +112,33 @@ def run_examples(server, tmp_path: Path) -> None:
     # At least this study (the PostgreSQL database is shared by the session's tests).
     assert re.match(r"[1-9]\d* study; 1 instance; 32768 bytes in frame 1$", result.stdout)
     requests.delete(f"{server.url}/studies/{study}", timeout=30)
+
+
+#: Settings that bound what one request may cost, beyond those whose name says "max".
+BOUNDING_SETTINGS = {"pixel_memory_bytes", "pixel_wait_seconds", "volume_cache_bytes",
+                     "shutdown_grace_seconds"}
+
+
+def test_every_limit_is_in_the_limits_table() -> None:
+    """Each bounding setting's variable, and each fixed bound's value, is a row of the table
+    with what a client gets beyond it."""
+    from dicomweb import multipart, part10, structure
+    from dicomweb.config import Settings, env_name
+    from dicomweb.pixels import mpr, palette, params
+
+    rows = [line for line in section("Limits").splitlines() if line.startswith("| ")]
+    assert len(rows) > 20
+    names = [f.name for f in Settings.__dataclass_fields__.values()
+             if "max" in f.name or f.name in BOUNDING_SETTINGS]
+    for name in names:
+        variable = env_name(name)
+        assert any(f"`{variable}`" in row and row.rstrip(" |").split("|")[-1].strip()
+                   for row in rows), f"{variable} is not in the Limits table"
+    fixed = [multipart.MAX_HEADER_BYTES // 1024, multipart.MAX_PREAMBLE_BYTES // 1024,
+             part10.MAX_TOP_LEVEL_ELEMENTS, part10.MAX_TAG_DESCENTS, part10.MAX_ITEMS,
+             structure.MAX_SEQUENCE_DEPTH, structure.MAX_NESTED_ELEMENTS,
+             params.MAX_VIEWPORT, mpr.MAX_OUTPUT_SIZE, params.MAX_ISODOSE_LEVELS,
+             palette.MAX_SEGMENT_DEPTH]
+    fixed_rows = " ".join(row for row in rows if "(fixed)" in row)
+    for value in fixed:
+        assert re.search(rf"\b{value}\b", fixed_rows), f"fixed limit {value} not in the table"
