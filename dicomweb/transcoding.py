@@ -4,6 +4,7 @@ frames, and the rare reads that must parse a file (deflated data, unlocatable fr
 from __future__ import annotations
 
 import dataclasses
+import logging
 from io import BytesIO
 
 import numpy as np
@@ -35,6 +36,8 @@ from dicomweb.pixels.transcode import (
 )
 from dicomweb.pixels.transcode import can_transcode as library_can_transcode
 from dicomweb.pixels.transcode import transcode_instance as library_transcode_instance
+
+log = logging.getLogger(__name__)
 
 SWAP_WIDTH = {
     "OW": 2,
@@ -113,16 +116,24 @@ def convert_frames(
                 options["jls_error"] = DEFAULT_JLS_ERROR
             out.append(encode_frame(decoded.pixels, target, encode_desc, **options))
             done[number] = out[-1]
-    except (PixelError, ValueError) as exc:
+    except PixelError as exc:  # worded by the pixel library
         raise NotAcceptable(f"cannot convert frames from {source} to {target}: {exc}") from exc
+    except ValueError as exc:  # a library's own text: to the log, not to the client
+        log.info("frame conversion %s -> %s failed: %r", source, target, exc)
+        raise NotAcceptable(f"cannot convert frames from {source} to {target}: the frame "
+                            "does not match what its attributes describe") from exc
     return out
 
 
 def transcode_instance(data: bytes, target: str, max_bytes: int) -> bytes:
     try:
         return library_transcode_instance(data, target, max_decoded_bytes=max_bytes)
-    except ValueError as exc:  # UnsupportedTransferSyntax, limits and decoding failures
+    except PixelError as exc:  # UnsupportedTransferSyntax, limits and decoding failures
         raise NotAcceptable(f"cannot transcode to {target}: {exc}") from exc
+    except ValueError as exc:
+        log.info("transcoding to %s failed: %r", target, exc)
+        raise NotAcceptable(f"cannot transcode to {target}: the instance's pixel data does "
+                            "not match what its attributes describe") from exc
 
 
 #: Memory a whole-instance transcode holds, per byte of the file (its bytes, the parsed
