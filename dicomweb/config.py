@@ -9,6 +9,8 @@ option and what it accepts, so `dicomweb serve` can say it and stop.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import types
 import typing
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "DICOMWEB_"
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -27,9 +30,12 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, help: str, *, option: str | None = None,
-            commands: tuple[str, ...] = ("serve",)) -> Any:
-    """A Settings field: `option` is its command-line flag on `commands` (None: env only)."""
-    return field(default=default, metadata={"help": help, "option": option, "commands": commands})
+            commands: tuple[str, ...] = ("serve",), minimum: float | None = None,
+            maximum: float | None = None) -> Any:
+    """A Settings field: `option` is its command-line flag on `commands` (None: env only);
+    a number outside `minimum`..`maximum` is refused at start-up."""
+    return field(default=default, metadata={"help": help, "option": option, "commands": commands,
+                                            "minimum": minimum, "maximum": maximum})
 
 
 STORE_COMMANDS = ("serve", "import", "apikey", "audit")
@@ -62,8 +68,8 @@ class Settings:
     blob_dir: Path | None = setting(None, "folder of the stored DICOM files (default DATA/blobs)",
                                     option="--blob-dir", commands=STORE_COMMANDS)
     host: str = setting("127.0.0.1", "listening address", option="--host")
-    port: int = setting(8042, "listening port", option="--port")
-    workers: int = setting(1, "uvicorn worker processes", option="--workers")
+    port: int = setting(8042, "listening port", option="--port", minimum=1, maximum=65535)
+    workers: int = setting(1, "uvicorn worker processes", option="--workers", minimum=1)
     #: Path under which the DICOMweb service is mounted.
     root_path: str = setting("/dicomweb", "path of the DICOMweb service", option="--root-path")
     #: Absolute URL of the service as clients see it (reverse proxies); None means derive it
@@ -74,7 +80,7 @@ class Settings:
     #: Origins allowed by CORS; "*" allows any origin (without credentials).
     cors_origins: tuple[str, ...] = setting(("*",), "comma-separated origins allowed by CORS")
     #: Upper bound of a QIDO page; larger `limit` values are cut to it with a Warning header.
-    qido_max_results: int = setting(10000, "largest QIDO page")
+    qido_max_results: int = setting(10000, "largest QIDO page", minimum=1)
     #: What STOW does with a SOP Instance UID already stored with different bytes:
     #: "reject" (keep the stored one, fail with 0x0111) or "overwrite".
     duplicates: Literal["reject", "overwrite"] = setting(
@@ -82,33 +88,39 @@ class Settings:
     #: Largest decoded pixel data one request may decode (a frame to render or convert, an
     #: instance to transcode, a volume for MPR), from the attributes and the codestream header.
     max_decoded_bytes: int = setting(DEFAULT_MAX_DECODED_BYTES,
-                                     "largest decoded pixel data of one request in bytes")
+                                     "largest decoded pixel data of one request in bytes",
+                                     minimum=1)
     #: Memory all concurrent pixel work (render, transcode, MPR, RT rasters) may hold at once,
     #: shared by the worker processes; requests wait for their share, then get 503.
     pixel_memory_bytes: int = setting(DEFAULT_PIXEL_MEMORY_BYTES,
-                                      "memory for concurrent pixel work in bytes (all workers)")
+                                      "memory for concurrent pixel work in bytes (all workers)",
+                                      minimum=1)
     #: Seconds a pixel request waits for memory before it is answered 503 with Retry-After.
-    pixel_wait_seconds: float = setting(10.0, "seconds a pixel request waits for memory")
+    pixel_wait_seconds: float = setting(10.0, "seconds a pixel request waits for memory", minimum=0)
     #: Most frame numbers in one /frames request.
-    max_frames_per_request: int = setting(1000, "most frame numbers in one frames request")
+    max_frames_per_request: int = setting(1000, "most frame numbers in one frames request",
+                                          minimum=1)
     #: Bytes of decoded volumes kept in memory for MPR.
-    volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)")
+    volume_cache_bytes: int = setting(1 << 30, "memory for decoded volumes (MPR)", minimum=0)
     #: Processes parsing STOW parts beside each server process; 0 means the cores divided
     #: between the workers.
     ingest_processes: int = setting(0, "processes parsing uploaded instances (0: one per core)",
-                                    option="--ingest-processes")
+                                    option="--ingest-processes", minimum=0)
     #: Memory for answers kept under their ETag (series metadata, rendered images).
     response_cache_bytes: int = setting(256 << 20, "memory for cached metadata and rendered "
-                                        "images, in bytes")
+                                        "images, in bytes", minimum=0)
     #: Largest request body (a STOW request, all parts) and largest zip member `import` takes.
-    max_upload_bytes: int = setting(4 << 30, "largest request body / archive member in bytes")
+    max_upload_bytes: int = setting(4 << 30, "largest request body / archive member in bytes",
+                                    minimum=1)
     #: Most parts in one multipart STOW request.
-    max_parts: int = setting(10000, "most parts in one STOW request")
+    max_parts: int = setting(10000, "most parts in one STOW request", minimum=1)
     #: Largest inflated Deflated Explicit VR Little Endian dataset (it is inflated in memory).
-    max_inflated_bytes: int = setting(256 << 20, "largest inflated deflated dataset in bytes")
+    max_inflated_bytes: int = setting(256 << 20, "largest inflated deflated dataset in bytes",
+                                      minimum=1)
     #: Largest inflated/compressed size ratio of a deflated dataset or a zip member, checked
     #: once it is past 16 MiB (zip bombs reach ~1000).
-    max_inflate_ratio: int = setting(200, "largest inflate ratio of deflated data and archives")
+    max_inflate_ratio: int = setting(200, "largest inflate ratio of deflated data and archives",
+                                     minimum=1)
     #: Peers whose Forwarded / X-Forwarded-* headers are believed (comma list of addresses or
     #: networks, "*" for any), as uvicorn's and gunicorn's --forwarded-allow-ips.
     forwarded_allow_ips: tuple[str, ...] = setting(
@@ -118,7 +130,7 @@ class Settings:
     #: they are cancelled; below the 30 s an orchestrator waits before it kills.
     shutdown_grace_seconds: int = setting(
         25, "seconds requests in flight get to finish after SIGTERM",
-        option="--shutdown-grace-seconds")
+        option="--shutdown-grace-seconds", minimum=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
         "info", "log level", option="--log-level")
     #: Serve the OHIF viewer at the root of the server (`dicomweb serve --viewer`).
@@ -179,7 +191,7 @@ class Settings:
     #: Port of the DICOM Upper Layer (DIMSE) service beside DICOMweb; None means off.
     dimse_port: int | None = setting(
         None, "port of the DIMSE service (C-ECHO/STORE/FIND/MOVE/GET); off when unset",
-        option="--dimse-port")
+        option="--dimse-port", minimum=1, maximum=65535)
     ae_title: str = setting("DICOMWEB", "AE title of the DIMSE service", option="--ae-title")
     #: C-MOVE destinations (and Storage Commitment report addresses): `AET=host:port` each.
     dimse_destinations: tuple[str, ...] = setting(
@@ -241,6 +253,9 @@ class Settings:
         public = self.public_root.rstrip("/") if self.public_root else None
         for name, kind in field_types().items():  # values given in code are checked too
             check_choice(kind, getattr(self, name), name)
+            check_range(name, getattr(self, name))
+        check_public_root(public)
+        check_networks(self.forwarded_allow_ips)
         check_access_settings(self)
         return replace(self, root_path=root, public_root=public)
 
@@ -261,6 +276,45 @@ def check_access_settings(settings: Settings) -> None:
     if settings.credential_cache_seconds < 0:
         raise ConfigError(f"{env_name('credential_cache_seconds')}="
                           f"{settings.credential_cache_seconds}: must be 0 or more")
+
+
+@cache
+def limits_of(name: str) -> tuple[float | None, float | None]:
+    (item,) = [f for f in fields(Settings) if f.name == name]
+    return item.metadata.get("minimum"), item.metadata.get("maximum")
+
+
+def check_range(name: str, value: object) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    low, high = limits_of(name)
+    if not math.isfinite(value):
+        raise ConfigError(f"{env_name(name)}={value!r}: must be a finite number")
+    if low is not None and value < low:
+        raise ConfigError(f"{env_name(name)}={value!r}: must be at least {low:g}")
+    if high is not None and value > high:
+        raise ConfigError(f"{env_name(name)}={value!r}: must be at most {high:g}")
+
+
+def check_public_root(url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"{env_name('public_root')}={url!r}: must be an absolute http or "
+                          "https URL, e.g. https://pacs.example.org/dicomweb")
+
+
+def check_networks(entries: tuple[str, ...]) -> None:
+    """Addresses and networks must parse; other words are peer names (as uvicorn's)."""
+    for entry in entries:
+        if entry == "*" or not set(entry) <= set("0123456789abcdefABCDEF.:/"):
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"{env_name('forwarded_allow_ips')}: {entry!r} is not an address "
+                              "or network (e.g. 10.0.0.0/8)") from None
 
 
 def env_name(name: str) -> str:

@@ -32,6 +32,26 @@ def test_values_are_parsed_by_type() -> None:
                                          "overwrite"),
         ("DICOMWEB_PORT", "eighty", "DICOMWEB_PORT='eighty': must be an integer"),
         ("DICOMWEB_VIEWER", "perhaps", "DICOMWEB_VIEWER='perhaps': must be one of"),
+        # out of range: each was taken silently before (a DIMSE port of 70000 ended in a
+        # traceback from the DIMSE process)
+        ("DICOMWEB_WORKERS", "0", "DICOMWEB_WORKERS=0: must be at least 1"),
+        ("DICOMWEB_PORT", "99999", "DICOMWEB_PORT=99999: must be at most 65535"),
+        ("DICOMWEB_DIMSE_PORT", "70000", "DICOMWEB_DIMSE_PORT=70000: must be at most 65535"),
+        ("DICOMWEB_MAX_PARTS", "-1", "DICOMWEB_MAX_PARTS=-1: must be at least 1"),
+        ("DICOMWEB_MAX_UPLOAD_BYTES", "0", "DICOMWEB_MAX_UPLOAD_BYTES=0: must be at least 1"),
+        ("DICOMWEB_QIDO_MAX_RESULTS", "0", "DICOMWEB_QIDO_MAX_RESULTS=0: must be at least 1"),
+        ("DICOMWEB_MAX_INFLATE_RATIO", "0", "DICOMWEB_MAX_INFLATE_RATIO=0: must be at least 1"),
+        ("DICOMWEB_MAX_DECODED_BYTES", "-1", "DICOMWEB_MAX_DECODED_BYTES=-1: must be at least"),
+        ("DICOMWEB_MAX_FRAMES_PER_REQUEST", "0", "DICOMWEB_MAX_FRAMES_PER_REQUEST=0: must be"),
+        ("DICOMWEB_PIXEL_WAIT_SECONDS", "nan", "DICOMWEB_PIXEL_WAIT_SECONDS=nan: must be a finite"),
+        ("DICOMWEB_SHUTDOWN_GRACE_SECONDS", "-5", "DICOMWEB_SHUTDOWN_GRACE_SECONDS=-5: must be at"),
+        ("DICOMWEB_INGEST_PROCESSES", "-1", "DICOMWEB_INGEST_PROCESSES=-1: must be at least 0"),
+        ("DICOMWEB_RESPONSE_CACHE_BYTES", "-1", "DICOMWEB_RESPONSE_CACHE_BYTES=-1: must be at"),
+        ("DICOMWEB_PUBLIC_ROOT", "ftp://pacs", "DICOMWEB_PUBLIC_ROOT='ftp://pacs': must be an "
+                                               "absolute http or https URL"),
+        ("DICOMWEB_PUBLIC_ROOT", "/dicomweb", "DICOMWEB_PUBLIC_ROOT='/dicomweb': must be"),
+        ("DICOMWEB_FORWARDED_ALLOW_IPS", "10.0.0.0/33", "DICOMWEB_FORWARDED_ALLOW_IPS: "
+                                                        "'10.0.0.0/33' is not an address"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(variable: str, value: str, says: str) -> None:
@@ -52,6 +72,17 @@ def test_an_option_wins_over_the_environment_and_is_checked(
     assert serve_settings("--port", "9001").port == 9001
     with pytest.raises(ConfigError, match="--port='x': must be an integer"):
         serve_settings("--port", "x")
+
+
+def test_values_at_their_bounds_and_peer_names_are_taken() -> None:
+    settings = Settings.from_env({
+        "DICOMWEB_PORT": "65535", "DICOMWEB_WORKERS": "1", "DICOMWEB_INGEST_PROCESSES": "0",
+        "DICOMWEB_SHUTDOWN_GRACE_SECONDS": "0", "DICOMWEB_PIXEL_WAIT_SECONDS": "0",
+        "DICOMWEB_PUBLIC_ROOT": "https://pacs.example.org:8443/dicomweb/",
+        "DICOMWEB_FORWARDED_ALLOW_IPS": "10.0.0.0/8,::1,*,proxy-host",
+    })
+    assert settings.public_root == "https://pacs.example.org:8443/dicomweb"
+    assert settings.forwarded_allow_ips == ("10.0.0.0/8", "::1", "*", "proxy-host")
 
 
 def test_to_env_round_trips(tmp_path: Path) -> None:
