@@ -31,7 +31,7 @@ from dicomweb.capabilities import capabilities_route
 from dicomweb.compression import compress_json_answers, json_response
 from dicomweb.config import Settings
 from dicomweb.errors import DicomWebError, NotAcceptable
-from dicomweb.guards import InternalErrors, RequestBodyLimit
+from dicomweb.guards import InternalErrors, NoNulInUrl, RequestBodyLimit
 from dicomweb.http_cache import REVALIDATE, BodyCache
 from dicomweb.ingest_pool import IngestPool, pool_size
 from dicomweb.locations import LocationCache
@@ -295,6 +295,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         Middleware(AccessLog),
         Middleware(metrics.RequestMetrics),
         Middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes),
+        Middleware(NoNulInUrl),
         # Outside the access layer, so that what it refuses (401, 403) is recorded too.
         *([Middleware(AuditMiddleware, trail=audit_trail, root_path=settings.root_path)]
           if settings.audit == "on" else []),

@@ -65,6 +65,27 @@ def request_id_of_scope(scope: Scope) -> str:
     return str(scope.get("state", {}).get("request_id", "-"))
 
 
+class NoNulInUrl:
+    """400 for a path or query holding NUL (%00) before anything else sees it: no DICOM value
+    holds one, and PostgreSQL refuses it in text (a UID of `1.2%00` failed the audit write
+    and gave 503 on every route)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+            or b"\x00" in scope.get("query_string", b"")
+        ):
+            log.info("%s %r -> 400: NUL in the URL (request %s)", scope["method"],
+                     scope["path"], request_id_of_scope(scope))
+            await send_json_error(send, 400, {"message": "the URL holds a NUL character (%00), "
+                                              "which no DICOM value has"})
+            return
+        await self.app(scope, receive, send)
+
+
 class RequestBodyLimit:
     """No request body beyond `max_bytes`: a declared Content-Length above it gets 413 before
     a byte is read; a chunked body raises PayloadTooLarge where it crosses the limit. A 413

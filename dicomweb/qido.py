@@ -70,6 +70,9 @@ def parse_search(
         raise BadRequest("the query string is not valid UTF-8 after percent-decoding") from None
     seen: set[tuple[str, ...]] = set()
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:  # no DICOM value holds NUL (PostgreSQL refuses it)
+            raise BadRequest(f"{name.replace(chr(0), '%00')!r}: a query value may not hold NUL "
+                             "(%00)", parameter=name.replace("\x00", "%00"))
         lowered = name.lower()
         if lowered == "limit":
             search.limit = parse_count(name, value, minimum=1)

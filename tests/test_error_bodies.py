@@ -136,7 +136,8 @@ def test_malformed_urls_queries_and_uploads_give_clean_errors(server: Server) ->
             "/studies?includefield=nonsense", "/studies?PatientName=" + "*" * 5000,
             "/studies?StudyInstanceUID=" + ",".join(["1.2"] * 3000), "/studies?fuzzymatching=maybe",
             "/studies/1.2.3/series/%2e%2e/instances", "/studies/..%2f..%2fetc/metadata",
-            "/studies/1.2%00/metadata", "/studies/" + "9" * 5000, "/series?Modality=%ff%fe",
+            "/studies/1.2%00/metadata", "/studies/1.2/series/3%00/instances/4/frames/1",
+            "/studies/%00/labels", "/studies/" + "9" * 5000, "/series?Modality=%ff%fe",
             "/studies/1.2/series/3.4/instances/5.6/frames/1", "/studies/1.2/rendered?quality=500"]
     with requests.Session() as session:
         for path in gets:
