@@ -254,3 +254,43 @@ def test_orphan_temp_files_are_swept_at_start_up(tmp_path: Path, backend: str | 
         assert not orphan.exists()
     finally:
         stop_server(running)
+
+
+def test_orphans_are_swept_while_serving_and_a_live_upload_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic sweep (once a minute; here every 0.2 s) removes a temp file whose writer
+    died (its lock is free) and keeps one another worker is still writing (locked)."""
+    import fcntl
+
+    from dicomweb import app as app_module
+
+    monkeypatch.setattr(app_module, "SWEEP_INTERVAL_S", 0.2)
+    app = create_app(Settings(data_dir=tmp_path / "data").normalised())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 20
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        temp = tmp_path / "data" / "blobs" / ".tmp"
+        temp.mkdir(parents=True, exist_ok=True)
+        orphan, live = temp / "dead-writer.part", temp / "other-worker.part"
+        orphan.write_bytes(b"left by kill -9")
+        with live.open("wb") as writing:
+            fcntl.flock(writing.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            writing.write(b"still arriving")
+            past = time.time() - 60  # older than the 10 s a fresh temp file is left alone
+            for path in (orphan, live):
+                os.utime(path, (past, past))
+            deadline = time.time() + 10
+            while orphan.exists() and time.time() < deadline:
+                time.sleep(0.1)
+            assert not orphan.exists()
+            assert live.exists()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
