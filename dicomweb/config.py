@@ -121,6 +121,10 @@ class Settings:
     #: once it is past 16 MiB (zip bombs reach ~1000).
     max_inflate_ratio: int = setting(200, "largest inflate ratio of deflated data and archives",
                                      minimum=1)
+    #: Items and data elements inside sequences, all levels, one uploaded data set may hold
+    #: (pydicom holds ~1 KB each); whole-slide images with per-frame positions need ~8 a tile.
+    max_nested_elements: int = setting(250_000, "most items and elements in the sequences of "
+                                       "one uploaded data set", minimum=1)
     #: Peers whose Forwarded / X-Forwarded-* headers are believed (comma list of addresses or
     #: networks, "*" for any), as uvicorn's and gunicorn's --forwarded-allow-ips.
     forwarded_allow_ips: tuple[str, ...] = setting(

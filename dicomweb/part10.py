@@ -30,7 +30,7 @@ from pydicom.values import converters
 
 from dicomweb.dicomjson import UNDEFINED_LENGTH
 from dicomweb.errors import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, InstanceRejected
-from dicomweb.structure import check_structure, may_exceed
+from dicomweb.structure import MAX_NESTED_ELEMENTS, check_structure, may_exceed
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,13 @@ DEFLATED_UID_BYTES = DeflatedExplicitVRLittleEndian.encode()
 
 @dataclass(frozen=True)
 class InflateLimits:
-    """How far deflated data may inflate (Settings.max_inflated_bytes / max_inflate_ratio)."""
+    """How far deflated data may inflate (Settings.max_inflated_bytes / max_inflate_ratio),
+    and how much its sequences may hold."""
 
     max_bytes: int = 256 << 20
     max_ratio: int = 200
+    #: Settings.max_nested_elements: items and elements in sequences (structure.py).
+    max_nested: int = MAX_NESTED_ELEMENTS
 
 
 @dataclass(frozen=True)
@@ -304,8 +307,8 @@ def read_dataset(
     deflated = is_deflated(head)
     if deflated:
         check_items(*check_inflation(path, head, limits))
-    if deflated or may_exceed(scan.items, scan.size):
-        check_structure(path)
+    if deflated or may_exceed(scan.items, scan.size, limits.max_nested):
+        check_structure(path, limits.max_nested)
     try:
         with path.open("rb") as fp:
             # Offsets in a deflated stream are not file offsets: it is read whole.

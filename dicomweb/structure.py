@@ -30,9 +30,10 @@ from dicomweb.errors import OUT_OF_RESOURCES, InstanceRejected
 #: Sequences inside sequences: structured reports nest a dozen levels; DICOM JSON takes four
 #: JSON levels per sequence and orjson writes at most 255 (pydicom recursed out past ~400).
 MAX_SEQUENCE_DEPTH = 32
-#: Items and data elements inside sequences (the top level is bounded by part10): an
-#: enhanced multi-frame image of 3,000 frames has some 100,000; 250,000 took 5.4 s of CPU
-#: and 230 MiB to ingest (walking them to refuse one more: 0.5 s).
+#: Default of DICOMWEB_MAX_NESTED_ELEMENTS, items and data elements inside sequences (the top
+#: level is bounded by part10): an enhanced multi-frame image of 3,000 frames has some
+#: 100,000; 250,000 took 5.4 s of CPU and 230 MiB to ingest (walking them to refuse one
+#: more: 0.5 s).
 MAX_NESTED_ELEMENTS = 250_000
 
 UNDEFINED = 0xFFFFFFFF
@@ -161,8 +162,10 @@ def too_much(why: str) -> InstanceRejected:
 
 
 class Walk:
-    def __init__(self, source: Source, explicit: bool, little: bool) -> None:
+    def __init__(self, source: Source, explicit: bool, little: bool,
+                 max_nested: int = MAX_NESTED_ELEMENTS) -> None:
         self.source = source
+        self.max_nested = max_nested
         self.stack: list[Frame] = []
         self.explicit, self.little = explicit, little
         self.started = False
@@ -293,9 +296,10 @@ class Walk:
 
     def _count(self) -> None:
         self.found.nested_elements += 1
-        if self.found.nested_elements > MAX_NESTED_ELEMENTS:
-            raise too_much(f"holds more than {MAX_NESTED_ELEMENTS} data elements and items in "
-                           "sequences; the server parses at most that many")
+        if self.found.nested_elements > self.max_nested:
+            raise too_much(f"holds more than {self.max_nested} data elements and items in "
+                           "sequences; the server parses at most that many "
+                           "(DICOMWEB_MAX_NESTED_ELEMENTS)")
 
 
 def file_meta_syntax(fp: BinaryIO) -> str | None:
@@ -322,14 +326,14 @@ def file_meta_syntax(fp: BinaryIO) -> str | None:
             syntax = value.rstrip(b"\0 ").decode("ascii", "replace")
 
 
-def may_exceed(items: int, size: int) -> bool:
+def may_exceed(items: int, size: int, max_nested: int = MAX_NESTED_ELEMENTS) -> bool:
     """Whether a file of `size` bytes with `items` item tags (counted while it was hashed)
     can pass a limit: nesting needs an item per level, and every element takes 8 bytes or
     more. Most files need no walk."""
-    return items >= MAX_SEQUENCE_DEPTH or (items > 0 and items + size // 8 > MAX_NESTED_ELEMENTS)
+    return items >= MAX_SEQUENCE_DEPTH or (items > 0 and items + size // 8 > max_nested)
 
 
-def check_structure(path: Path) -> Structure:
+def check_structure(path: Path, max_nested: int = MAX_NESTED_ELEMENTS) -> Structure:
     """Raise InstanceRejected (0xA700) when the data set nests deeper or holds more in its
     sequences than the server parses; `path` is a Part 10 file."""
     with path.open("rb") as fp:
@@ -344,4 +348,4 @@ def check_structure(path: Path) -> Structure:
         else:
             source = file_source(fp)
             source.position = start
-        return Walk(source, syntax != IMPLICIT_LE, syntax != BIG_ENDIAN).run()
+        return Walk(source, syntax != IMPLICIT_LE, syntax != BIG_ENDIAN, max_nested).run()

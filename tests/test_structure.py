@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Server
+from conftest import Server, start_server, stop_server
 from factory import FAILED, image, stow_items, to_bytes
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -188,3 +188,22 @@ def test_a_flood_after_an_undefined_length_value_is_still_counted(tmp_path: Path
     raw = instance_with(garbage + items_of_one_element(MAX_NESTED_ELEMENTS // 2 + 1))
     rejected, cpu = refused(tmp_path, raw)
     assert str(MAX_NESTED_ELEMENTS) in rejected.message and cpu < 2.0
+
+
+def test_the_cap_is_a_setting(backend, tmp_path: Path) -> None:
+    """DICOMWEB_MAX_NESTED_ELEMENTS lowers (or raises, for whole-slide images) the cap."""
+    running = start_server(tmp_path / "data", backend,
+                           env={"DICOMWEB_MAX_NESTED_ELEMENTS": "1000"})
+    try:
+        def stow(count: int) -> requests.Response:
+            return requests.post(f"{running.url}/studies",
+                                 data=instance_with(items_of_one_element(count)),
+                                 headers={"Content-Type": "application/dicom"}, timeout=60)
+
+        assert stow(500).status_code == 200  # 1,000 nested: items and their elements
+        refused_answer = stow(501)
+        assert refused_answer.status_code == 409
+        (failed,) = stow_items(refused_answer.json(), FAILED)
+        assert "DICOMWEB_MAX_NESTED_ELEMENTS" in failed["00000902"]["Value"][0]
+    finally:
+        stop_server(running)

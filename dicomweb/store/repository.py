@@ -131,7 +131,8 @@ class Store:
         self.engine = make_engine(settings.effective_database_url)
         self.blobs = BlobStore(settings.effective_blob_dir)
         self.inflate_limits = InflateLimits(settings.max_inflated_bytes,
-                                            settings.max_inflate_ratio)
+                                            settings.max_inflate_ratio,
+                                            settings.max_nested_elements)
         self.index_hooks: list[IndexHook] = []
         self.delete_hooks: list[DeleteHook] = []
         #: Tables of extensions (audit, access…), created with the index's by create_schema.
