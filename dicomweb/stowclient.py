@@ -11,6 +11,7 @@ check fails everything is sent (the server answers duplicates as stored).
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import uuid
 import zipfile
@@ -23,7 +24,9 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
-from dicomweb.importer import ImportSummary, Source, sources
+from dicomweb.importer import ARCHIVE_ERRORS, ImportSummary, Source, sources
+
+log = logging.getLogger(__name__)
 
 #: At most this many files, or this many bytes, in one STOW request.
 BATCH_FILES = 32
@@ -133,6 +136,13 @@ class MultipartBody(io.RawIOBase):
         return b"".join(out)
 
 
+class DamagedMember(Exception):
+    """An archive member turned out damaged (bad CRC, bad compression) while it was sent."""
+
+
+DAMAGED_MEMBER = "the archive member is damaged (bad CRC or compression)"
+
+
 class ServerUnusable(Exception):
     """The server cannot take the import at all (unreachable, refuses the credentials)."""
 
@@ -210,6 +220,8 @@ class StowClient:
                 f"{self.url}/studies", data=body, timeout=TIMEOUT_S,
                 headers={"Content-Type": body.content_type,
                          "Accept": "application/dicom+json"})
+        except ARCHIVE_ERRORS as exc:  # found only when the member's end is read
+            raise DamagedMember(str(exc)) from exc
         except (requests.RequestException, OSError) as exc:
             return [f"not sent: {reason_of(exc)}"] * len(uploads)
         if response.status_code not in (200, 202, 409):
@@ -274,10 +286,16 @@ def send_batch(client: StowClient, batch: list[Source]) -> Sent:
     failed: list[tuple[str, str]] = []
     uploads: list[Upload] = []
     for source in batch:
+        if source.error:
+            failed.append((source.name, source.error))
+            continue
         try:
             uploads.append(Upload(source, source_size(source), read_sop_instance_uid(source)))
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
-            failed.append((source.name, str(exc)))
+        except ARCHIVE_ERRORS as exc:
+            log.info("import %s: %r", source.name, exc)
+            failed.append((source.name, DAMAGED_MEMBER))
+        except (OSError, KeyError) as exc:
+            failed.append((source.name, getattr(exc, "strerror", None) or str(exc)))
     stored_already = client.already_stored([u.sop_instance_uid for u in uploads
                                             if u.sop_instance_uid])
     to_send = [u for u in uploads if u.sop_instance_uid not in stored_already]
@@ -287,12 +305,24 @@ def send_batch(client: StowClient, batch: list[Source]) -> Sent:
     requests_to_make = [[u] for u in to_send if not u.sop_instance_uid] + list(
         size_limited(readable))
     for group in requests_to_make:
-        for upload, failure in zip(group, client.store_instances(group), strict=True):
+        for upload, failure in zip(group, store_group(client, group), strict=True):
             if failure is None:
                 stored += 1
             else:
                 failed.append((upload.source.name, failure))
     return Sent(stored, skipped, failed)
+
+
+def store_group(client: StowClient, group: list[Upload]) -> list[str | None]:
+    """One request; when a member of it proves damaged on the way, each is sent alone so
+    that only the damaged one fails (what the cut request stored is a duplicate then)."""
+    try:
+        return client.store_instances(group)
+    except DamagedMember as exc:
+        if len(group) == 1:
+            log.info("import %s: %s", group[0].source.name, exc)
+            return [DAMAGED_MEMBER]
+    return [outcome for upload in group for outcome in store_group(client, [upload])]
 
 
 def size_limited(uploads: list[Upload]) -> Iterator[list[Upload]]:

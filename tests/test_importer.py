@@ -202,3 +202,29 @@ def test_import_through_an_authenticated_server(tmp_path):
         assert "stored: 2, duplicates: 0, failed: 0" in write_only.stdout, write_only.stderr
     finally:
         stop_server(server)
+
+
+def test_a_member_found_damaged_while_sent_fails_alone_through_a_server(tmp_path, server):
+    """A bad CRC shows only when a member's end is read: for a member of more than one read
+    (1 MiB) that is in the middle of its STOW request, which formerly ended the whole import
+    with a traceback. Now the request's members are sent again one by one."""
+    good = [image(instance_number=i) for i in range(3)]
+    archive_path = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(archive_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("good0.dcm", to_bytes(good[0]))
+        archive.writestr("crc.dcm", to_bytes(image(rows=1024, columns=1024)))  # 2 MiB
+        archive.writestr("good1.dcm", to_bytes(good[1]))
+    data = bytearray(archive_path.read_bytes())
+    with zipfile.ZipFile(archive_path) as archive:
+        crc = archive.getinfo("crc.dcm").CRC.to_bytes(4, "little")
+    assert data.count(crc) == 2
+    archive_path.write_bytes(bytes(data.replace(crc, bytes(b ^ 0xFF for b in crc))))
+    (tmp_path / "good2.dcm").write_bytes(to_bytes(good[2]))
+
+    result = run_import(str(archive_path), str(tmp_path / "good2.dcm"),
+                        str(tmp_path / "missing.dcm"), "--url", server.url, "--no-progress")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "stored: 3, duplicates: 0, failed: 2" in result.stdout, result.stdout
+    assert "crc.dcm: the archive member is damaged (bad CRC or compression)" in result.stdout
+    assert "missing.dcm: does not exist" in result.stdout
