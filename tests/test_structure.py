@@ -207,3 +207,24 @@ def test_the_cap_is_a_setting(backend, tmp_path: Path) -> None:
         assert "DICOMWEB_MAX_NESTED_ELEMENTS" in failed["00000902"]["Value"][0]
     finally:
         stop_server(running)
+
+
+def test_the_dimse_uid_check_does_not_parse_a_flood_before_ingest(tmp_path: Path) -> None:
+    """C-STORE compares the command's UIDs with the data set's, read with pydicom up to
+    (0008,0018) when the head is not plain: a sequence before them (DICOMDIR's (0004,1220))
+    was parsed whole there, before the walk could bound it."""
+    from dicomweb.dimse.storage import parsed_uids
+
+    flood = (b"\x04\x00\x20\x12SQ\x00\x00" + UNDEFINED
+             + (ITEM + struct.pack("<I", len(ELEMENT)) + ELEMENT) * 200_000
+             + SEQUENCE_END + ZERO)
+    raw = to_bytes(image())
+    start = dataset_start(raw[:4096])
+    assert start is not None
+    path = tmp_path / "cstore.dcm"
+    path.write_bytes(raw[:start] + flood + raw[start:])
+    started = time.process_time()
+    parsed_uids(path)
+    assert time.process_time() - started < 1.0
+    rejected, _ = refused(tmp_path, path.read_bytes())
+    assert str(MAX_NESTED_ELEMENTS) in rejected.message

@@ -222,7 +222,9 @@ def parsed_uids(path: Path) -> tuple[str, str] | None:
     """The same with pydicom (other transfer syntaxes), reading up to (0008,0018)."""
 
     def past_uids(tag: BaseTag, vr: str | None, length: int) -> bool:
-        return tag > SOP_INSTANCE_UID
+        # pydicom reads an undefined-length value (a sequence) whole, before any limit of
+        # ingest has looked at it: stop there, ingest judges the data set.
+        return tag > SOP_INSTANCE_UID or length == 0xFFFFFFFF
 
     try:
         with path.open("rb") as fp:
