@@ -129,9 +129,16 @@ def ensure_part10(path: Path) -> bytes:
     if head[128:132] == b"DICM":
         return head
     check_bare_start(head, path.stat().st_size)
+    guard = TopLevelGuard()
+
+    def past_sop_uids(tag: int, vr: str | None, length: int) -> bool:
+        # Only the SOP UIDs and the encoding are needed here; a sequence (read whole by
+        # pydicom) waits for the structure walk that bounds it.
+        return guard(tag, vr, length) or tag > 0x00080018 or length == UNDEFINED_LENGTH
+
     try:
         with path.open("rb") as fp:
-            ds = read_partial(fp, TopLevelGuard(), defer_size=DEFER_SIZE, force=True)
+            ds = read_partial(fp, past_sop_uids, defer_size=DEFER_SIZE, force=True)
     except InstanceRejected:
         raise
     except Exception as exc:  # pydicom raises many types on damaged input

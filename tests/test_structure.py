@@ -228,3 +228,15 @@ def test_the_dimse_uid_check_does_not_parse_a_flood_before_ingest(tmp_path: Path
     assert time.process_time() - started < 1.0
     rejected, _ = refused(tmp_path, path.read_bytes())
     assert str(MAX_NESTED_ELEMENTS) in rejected.message
+
+
+def test_a_flood_in_a_bare_data_set_is_bounded_too(tmp_path: Path) -> None:
+    """A data set without the Part 10 header is read up to its SOP UIDs to make one: a
+    sequence after them was parsed whole there, before the walk."""
+    raw = to_bytes(image())
+    start = dataset_start(raw[:4096])
+    assert start is not None
+    bare = instance_with(items_of_one_element(MAX_NESTED_ELEMENTS // 2 + 1))[start:]
+    rejected, cpu = refused(tmp_path, bare)
+    assert str(MAX_NESTED_ELEMENTS) in rejected.message
+    assert cpu < 2.0, cpu
