@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from dicomweb.store.repository import Store
 
-from .api import doses, dvh, graph, plans, registrations, structures
+from .api import doses, dvh, graph, plans, registrations, structures, sums
 from .api.common import INSTANCE, STUDY, grid_headers, grid_json
 from .api.structures import run_lengths
 
@@ -21,6 +21,8 @@ def routes(store: Store) -> list[Route]:
     return [
         Route(STUDY + "/rt", graph.get_study_graph, methods=["GET"]),
         Route(STUDY + "/rt/transform", registrations.get_study_transform, methods=["GET"]),
+        Route(STUDY + "/rt/dose/sum", sums.get_dose_sum, methods=["GET"]),
+        Route(STUDY + "/rt/dose/sum/dvh", sums.get_dose_sum_dvh, methods=["GET"]),
         Route(INSTANCE + "/rt/rois", structures.get_rois, methods=["GET"]),
         Route(INSTANCE + "/rt/rois/{number}", structures.get_roi, methods=["GET"]),
         Route(INSTANCE + "/rt/rois/{number}/mask", structures.get_roi_mask, methods=["GET"]),
