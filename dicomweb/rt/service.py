@@ -28,6 +28,7 @@ from .dose import DoseGrid, dose_values
 from .errors import InvalidGeometry, NoRegistrationPath, RtError
 from .grid import Grid
 from .interpolation import DoseSampler
+from .record import RECORD_SOP_CLASSES
 from .registration import DeformableItem, Registration, RegistrationItem, transform
 from .structures import Contour, ContourGeometricType, Roi
 from .tables import (
@@ -48,12 +49,14 @@ KINDS = {
     d.RTDOSE_SOP_CLASS: "RTDOSE",
     d.SPATIAL_REGISTRATION_SOP_CLASS: "REG",
     d.DEFORMABLE_REGISTRATION_SOP_CLASS: "REG",
+    **dict.fromkeys(RECORD_SOP_CLASSES, "RTRECORD"),
 }
 KIND_NAMES = {
     "RTSTRUCT": "an RT Structure Set",
     "RTPLAN": "an RT (Ion) Plan",
     "RTDOSE": "an RT Dose",
     "REG": "a (Deformable) Spatial Registration",
+    "RTRECORD": "an RT (Ion) Beams Treatment Record",
 }
 
 
