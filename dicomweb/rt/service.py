@@ -26,6 +26,7 @@ from dicomweb.store.repository import InstanceLocation, Store
 from . import _dicom as d
 from .dose import DoseGrid, dose_values
 from .errors import InvalidGeometry, NoRegistrationPath, RtError
+from .fiducials import FIDUCIALS_SOP_CLASS
 from .grid import Grid
 from .interpolation import DoseSampler
 from .record import RECORD_SOP_CLASSES
@@ -50,6 +51,7 @@ KINDS = {
     d.SPATIAL_REGISTRATION_SOP_CLASS: "REG",
     d.DEFORMABLE_REGISTRATION_SOP_CLASS: "REG",
     **dict.fromkeys(RECORD_SOP_CLASSES, "RTRECORD"),
+    FIDUCIALS_SOP_CLASS: "FIDUCIALS",
 }
 KIND_NAMES = {
     "RTSTRUCT": "an RT Structure Set",
@@ -57,6 +59,7 @@ KIND_NAMES = {
     "RTDOSE": "an RT Dose",
     "REG": "a (Deformable) Spatial Registration",
     "RTRECORD": "an RT (Ion) Beams Treatment Record",
+    "FIDUCIALS": "a Spatial Fiducials instance",
 }
 
 

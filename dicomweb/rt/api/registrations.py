@@ -14,6 +14,7 @@ from .. import service as svc
 from ..errors import NoRegistrationPath
 from ..registration import transform
 from .common import json_response, path_of, query_params, required_param, run_rt
+from .fiducials import registration_residuals
 
 
 def _describe(source: str | None, hub: str | None) -> str:
@@ -23,7 +24,7 @@ def _describe(source: str | None, hub: str | None) -> str:
 
 
 def _registration_body(store: Store, study: str, series: str, sop: str) -> dict:
-    svc.locate_rt(store, study, series, sop, "REG")
+    loc = svc.locate_rt(store, study, series, sop, "REG")
     regs = svc.registration_objects(store.engine, [sop])
     if not regs:
         raise Unprocessable(f"Spatial Registration {sop} is stored but its RT content could not "
@@ -63,6 +64,7 @@ def _registration_body(store: Store, study: str, series: str, sop: str) -> dict:
         "convention": "p_to = matrix @ [x, y, z, 1] with p in from_frame_of_reference_uid "
                       "(PS3.3 C.20.2.1.1); matrices are row-major",
         "frames_of_reference": items,
+        "fiducial_residuals": registration_residuals(store, loc, reg),
         "warnings": reg.warnings,
     }
 
@@ -91,11 +93,15 @@ def _transform(regs: list, from_for: str, to_for: str) -> dict:
 
 def _registration_transform(store: Store, study: str, series: str, sop: str, from_for: str,
                             to_for: str) -> dict:
-    svc.locate_rt(store, study, series, sop, "REG")
+    loc = svc.locate_rt(store, study, series, sop, "REG")
     regs = svc.registration_objects(store.engine, [sop])
     if not regs:
         raise Unprocessable(f"Spatial Registration {sop} has no indexed content")
-    return _transform(regs, from_for, to_for)
+    body = _transform(regs, from_for, to_for)
+    body["fiducial_residuals"] = [r for r in registration_residuals(store, loc, regs[0])
+                                  if {r["from_frame_of_reference_uid"],
+                                      r["to_frame_of_reference_uid"]} == {from_for, to_for}]
+    return body
 
 
 async def get_registration_transform(request: Request) -> Response:
