@@ -12,7 +12,18 @@ from starlette.routing import Route
 
 from dicomweb.store.repository import Store
 
-from .api import doses, dvh, fiducials, graph, plans, records, registrations, structures, sums
+from .api import (
+    doses,
+    dvh,
+    fiducials,
+    graph,
+    images,
+    plans,
+    records,
+    registrations,
+    structures,
+    sums,
+)
 from .api.common import INSTANCE, STUDY, grid_headers, grid_json
 from .api.structures import run_lengths
 
@@ -37,6 +48,7 @@ def routes(store: Store) -> list[Route]:
         Route(INSTANCE + "/rt/plan/progress", records.get_plan_progress, methods=["GET"]),
         Route(INSTANCE + "/rt/record", records.get_record, methods=["GET"]),
         Route(INSTANCE + "/rt/fiducials", fiducials.get_fiducials, methods=["GET"]),
+        Route(INSTANCE + "/rt/image", images.get_rt_image, methods=["GET"]),
     ]
 
 

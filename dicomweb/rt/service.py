@@ -31,6 +31,7 @@ from .grid import Grid
 from .interpolation import DoseSampler
 from .record import RECORD_SOP_CLASSES
 from .registration import DeformableItem, Registration, RegistrationItem, transform
+from .rtimage import RTIMAGE_SOP_CLASS
 from .structures import Contour, ContourGeometricType, Roi
 from .tables import (
     FrameOfReferenceUidRow,
@@ -52,6 +53,7 @@ KINDS = {
     d.DEFORMABLE_REGISTRATION_SOP_CLASS: "REG",
     **dict.fromkeys(RECORD_SOP_CLASSES, "RTRECORD"),
     FIDUCIALS_SOP_CLASS: "FIDUCIALS",
+    RTIMAGE_SOP_CLASS: "RTIMAGE",
 }
 KIND_NAMES = {
     "RTSTRUCT": "an RT Structure Set",
@@ -60,6 +62,7 @@ KIND_NAMES = {
     "REG": "a (Deformable) Spatial Registration",
     "RTRECORD": "an RT (Ion) Beams Treatment Record",
     "FIDUCIALS": "a Spatial Fiducials instance",
+    "RTIMAGE": "an RT Image",
 }
 
 
