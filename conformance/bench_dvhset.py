@@ -12,7 +12,7 @@ temporary folder, then computes every DVH with
   ``interpolation=quadratic``) and with the former method (``endcap=half``,
   ``interpolation=trilinear``), in this process, from the files;
 * dicompyler-core 0.5.6 (it needs pydicom < 3): in a venv of its own, created on first use
-  (``pip install dicompyler-core==0.5.6 'pydicom<3'``), by
+  (``pip install dicompyler-core==0.5.6 'pydicom<3' scikit-image``), by
   :mod:`conformance.dicompyler_runner`, with its defaults and interpolated (in plane to a
   quarter of the dose pixel spacing, 0.75 mm on a 3 mm grid; 2 segments between planes).
 
@@ -41,7 +41,7 @@ from dicomweb.rt.dvh import compute_dvh
 from dicomweb.rt.interpolation import DoseSampler
 from dicomweb.rt.structures import parse_structure_set
 
-DICOMPYLER = "dicompyler-core==0.5.6"
+DICOMPYLER = ("dicompyler-core==0.5.6", "pydicom<3", "scikit-image")  # skimage: interpolation
 OURS = {"ours": {"endcap": "auto", "interpolation": "quadratic"},
         "ours_half_trilinear": {"endcap": "half", "interpolation": "trilinear"}}
 THEIRS = {"dicompyler_core": {},
@@ -56,10 +56,12 @@ def dicompyler_python(venv: Path) -> Path:
     """The interpreter of a venv holding dicompyler-core 0.5.6 (created when missing)."""
     python = venv / "bin" / "python"
     if not python.exists():
-        print(f"creating {venv} with {DICOMPYLER}", file=sys.stderr)
+        print(f"creating {venv} with {' '.join(DICOMPYLER)}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", DICOMPYLER, "pydicom<3"],
-                       check=True)
+    done = subprocess.run([str(python), "-c", "import dicompylercore, skimage"],
+                          capture_output=True)
+    if done.returncode:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *DICOMPYLER], check=True)
     return python
 
 
@@ -156,7 +158,10 @@ def run_dvhset_bench(*, dicompyler_venv: Path | None, quick: bool = False) -> di
         if dicompyler_venv is not None:
             python = dicompyler_python(dicompyler_venv)
             for name, options in THEIRS.items():
-                results[name] = run_dicompyler(python, jobs, options, repeats)
+                try:
+                    results[name] = run_dicompyler(python, jobs, options, repeats)
+                except RuntimeError as exc:  # keep the other tools' figures
+                    print(exc, file=sys.stderr)
     big = next(j for j in jobs if j["key"] == "big/BODY")
     report: dict[str, Any] = {"cases": len(jobs) - 1, "metrics_per_case": len(dvhset.METRICS),
                               "tolerance_pct": 100 * TOLERANCE, "repeats": repeats,
