@@ -88,11 +88,11 @@ def stow_all(server: Server, datasets: list[Dataset], batch: int = 10) -> None:
 
 
 def upload_demo_data(server: Server) -> dict:
-    """A 20-slice planning CT with its RTSTRUCT, and three small studies; returns what the
-    browser script expects to see."""
+    """A 20-slice planning CT with its RTSTRUCT, RTPLAN and RTDOSE (its Frame of Reference), and
+    three small studies; returns what the browser script expects to see."""
     rt = gen.RtStudy(seed=SEED, ct_slices=20)
     stow_all(server, gen.ct_series_datasets(rt))
-    stow_all(server, [gen.rtstruct_dataset(rt)])
+    stow_all(server, [gen.rtstruct_dataset(rt), gen.rtplan_dataset(rt), gen.rtdose_dataset(rt)])
     studies = [{"uid": str(rt.study.uid), "patientName": rt.patient.name,
                 "patientId": rt.patient.patient_id, "ct": True}]
     rng = np.random.default_rng(SEED)
@@ -105,6 +105,7 @@ def upload_demo_data(server: Server) -> dict:
     listed = requests.get(f"{server.url}/studies", timeout=30).json()
     assert len(listed) == len(studies), listed
     return {"studies": studies, "ctStudy": str(rt.study.uid),
+            "rtdoseSeries": str(rt.series_uid("rtdose")),
             "search": [
             {"text": "Müller", "expect": [studies[1]["uid"]]},  # non-ASCII, percent-encoded
             {"text": "smith", "expect": [studies[2]["uid"]]},  # fuzzy: case-insensitive
@@ -142,7 +143,8 @@ def run_browser(name: str, config: dict, timeout: float = 240) -> dict:
 
 def test_ohif_same_origin(data_server: tuple[Server, dict]) -> None:
     """Study list, search, a CT in the basic viewer (with quoted and unquoted multipart Accept),
-    and the MPR layout, with no DICOMweb request failing."""
+    its RTDOSE as a colour wash over it (a grayscale CT before, coloured pixels after, the dose
+    frames retrieved from this server), and the MPR layout, with no DICOMweb request failing."""
     server, expected = data_server
     report = run_browser("same-origin", {"url": server.origin + "/", **expected, "mpr": True})
     assert report.get("passed"), report
@@ -160,6 +162,7 @@ def test_ohif_cross_origin(data_server: tuple[Server, dict],
         assert f'"qidoRoot": "{server.url}"' in config
         report = run_browser("cross-origin", {
             "url": viewer.origin + "/", **expected, "mpr": False, "crossOrigin": True,
+            "rtdoseSeries": None,
             "dicomwebOrigin": server.origin})
         assert report.get("passed"), report
     finally:

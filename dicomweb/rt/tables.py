@@ -187,7 +187,7 @@ class FrameOfReferenceUidRow(SQLModel, table=True):
 RT_TABLES = [m.__table__ for m in (  # type: ignore[attr-defined]
     RtStructureSetRow, RtStructureRow, RtContourRow, RtPlanRow, RtFractionGroupRow, RtBeamRow,
     RtControlPointRow, RtDoseRow, SpatialRegistrationRow, TransformationMatrixRow,
-    FrameOfReferenceUidRow)]
+    FrameOfReferenceUidRow, *RECORD_ROW_MODELS)]
 RT_ROW_MODELS = tuple(t for t in (
     RtStructureSetRow, RtStructureRow, RtContourRow, RtPlanRow, RtFractionGroupRow, RtBeamRow,
     RtControlPointRow, RtDoseRow, SpatialRegistrationRow, TransformationMatrixRow,
