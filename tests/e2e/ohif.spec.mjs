@@ -282,6 +282,19 @@ async function viewStudy(page, study, name) {
   step(`${name}: the viewport shows the image`, { stats: stats.filter(showsImage)[0], accepts });
 }
 
+// The dose's volume as cornerstone built it (dimensions, spacing, origin), or null.
+async function doseVolume(page, series) {
+  return page.evaluate(series => {
+    for (const entry of window.cornerstone.cache._volumeCache.values()) {
+      const v = entry.volume || entry;
+      if ((v.imageIds || []).some(id => id.includes(`/series/${series}/`))) {
+        return { dimensions: v.dimensions, spacing: v.spacing, origin: v.origin };
+      }
+    }
+    return null;
+  }, series).catch(() => null);
+}
+
 // An RTDOSE of the study as a colour wash over its CT: OHIF (3.11+) adds it as a layer of the
 // CT viewport with its RTDOSE colour map ('Isodose'), as the viewport's data overlay menu does.
 async function showDoseWash(page, doseSeries) {
@@ -304,6 +317,7 @@ async function showDoseWash(page, doseSeries) {
   let stats = [];
   while (Date.now() < deadline) {
     stats = await canvasStats(page).catch(() => []);
+    if (!report.doseVolume) report.doseVolume = await doseVolume(page, added.series);
     if (stats.some(s => showsImage(s) && s.colourful >= 0.01)) break;
     await page.waitForTimeout(500);
   }
