@@ -83,12 +83,17 @@ def stored(server) -> dict:
     dose.StudyInstanceUID, dose.FrameOfReferenceUID = rt.study.uid, rt.for_mr
     dose.PatientName, dose.PatientID = rt.patient.name, rt.patient.patient_id
     reg = deformable_registration(rt)
-    response = server.stow(*[with_meta(ds) for ds in [*ct, dose, reg]])
+    ct_dose = dvhset.rtdose_dataset(dvhset.DvhSet(seed=SEED + 1), 3.0, "x")  # in the CT frame
+    ct_dose.StudyInstanceUID, ct_dose.FrameOfReferenceUID = rt.study.uid, rt.for_ct
+    ct_dose.PatientName, ct_dose.PatientID = rt.patient.name, rt.patient.patient_id
+    response = server.stow(*[with_meta(ds) for ds in [*ct, dose, reg, ct_dose]])
     assert response.status_code == 200, response.text
     base = f"{server.url}/studies/{rt.study.uid}/series"
     return {"rt": rt, "ct_series": ct[0].SeriesInstanceUID,
             "reg": f"{base}/{reg.SeriesInstanceUID}/instances/{reg.SOPInstanceUID}",
-            "reg_uid": reg.SOPInstanceUID,
+            "reg_uid": reg.SOPInstanceUID, "dose_uid": dose.SOPInstanceUID,
+            "ct_dose_uid": ct_dose.SOPInstanceUID,
+            "sum": f"{server.url}/studies/{rt.study.uid}/rt/dose/sum",
             "dose": f"{base}/{dose.SeriesInstanceUID}/instances/{dose.SOPInstanceUID}"}
 
 
@@ -151,3 +156,26 @@ def test_dose_resampled_through_the_deformation(stored) -> None:
     assert covered.sum() > 1000
     np.testing.assert_allclose(values[covered], 40 + q[covered][:, 0], atol=2e-3)
     assert np.isnan(values[~inside_grid(p)]).all()  # no mapping outside the grid
+
+
+def test_dose_sum_through_the_deformation(stored) -> None:
+    """A CT-frame dose (40 + x on a 3 mm grid) plus the MR-frame dose through the grid: on
+    the first dose's nodes p, 80 + p_x + to_source(p)_x where the MR dose covers them."""
+    body = requests.get(stored["sum"], timeout=120, params={
+        "doses": f"{stored['ct_dose_uid']},{stored['dose_uid']}",
+        "registration": stored["reg_uid"]}).json()
+    assert body["doses"][1]["registration"] == stored["reg_uid"]
+    g = body["grid"]
+    cols, rows, _ = g["size"]
+    z = g["origin"][2] + np.asarray(g["slice_offsets"])
+    y = g["origin"][1] + np.arange(rows) * g["spacing"][1]
+    x = g["origin"][0] + np.arange(cols) * g["spacing"][0]
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    p = np.stack([xx, yy, zz], axis=-1)
+    q = to_source(p.reshape(-1, 3)).reshape(p.shape)
+    axis = dvhset.grid_axis(2.0)
+    covered = inside_grid(p) & np.all((q >= axis[0] + 1e-3) & (q <= axis[-1] - 1e-3), axis=-1)
+    values = np.asarray(body["values"], dtype=float)
+    assert covered.sum() > 1000
+    np.testing.assert_allclose(values[covered], 80 + p[covered][:, 0] + q[covered][:, 0],
+                               atol=3e-3)

@@ -18,11 +18,12 @@ target's voxels each dose does not cover is reported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .deformable import resample_through
 from .dose import DoseGrid, resample_dose
 from .errors import RtError
 from .grid import Grid
@@ -38,11 +39,13 @@ class NotSummable(RtError):
 @dataclass(frozen=True, eq=False)
 class SumPart:
     """One dose of a sum: its geometry and values, and the 4×4 matrix mapping the target
-    grid's patient coordinates into this dose's Frame of Reference."""
+    grid's patient coordinates into this dose's Frame of Reference (or ``mapper``, a function
+    doing it point by point through a deformable registration)."""
 
     dose: DoseGrid
     values: np.ndarray
     matrix: np.ndarray
+    mapper: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _text(value: object) -> str | None:
@@ -92,7 +95,9 @@ def sum_onto(target: Grid, parts: Sequence[SumPart]) -> tuple[np.ndarray, list[f
     outside = []
     for part in parts:
         assert part.dose.grid is not None
-        values = resample_dose(part.dose.grid, part.values, target, part.matrix, fill=np.nan)
+        values = (resample_through(part.dose.grid, part.values, target, part.mapper)
+                  if part.mapper is not None else
+                  resample_dose(part.dose.grid, part.values, target, part.matrix, fill=np.nan))
         missing = np.isnan(values)
         outside.append(float(missing.mean()))
         total += np.where(missing, np.float32(0), values)

@@ -83,10 +83,15 @@ def summed(store: Store, study: str, uids: list[str], registration: str | None
         loc = svc.instance_by_sop(store, dose.sop_instance_uid or "", "RTDOSE",
                                   parameter="doses")
         _, values = svc.load_dose(store, loc)
-        matrix, reg = svc.frame_transform(
-            store.engine, registration, first.frame_of_reference_uid,
-            dose.frame_of_reference_uid, what=f"dose {dose.sop_instance_uid} in the sum")
-        parts.append(SumPart(dose, values, matrix))
+        mapper = svc.deformation_mapper(store, registration, first.frame_of_reference_uid,
+                                        dose.frame_of_reference_uid)
+        if mapper is not None:  # through the deformation grid
+            matrix, reg = np.eye(4), registration
+        else:
+            matrix, reg = svc.frame_transform(
+                store.engine, registration, first.frame_of_reference_uid,
+                dose.frame_of_reference_uid, what=f"dose {dose.sop_instance_uid} in the sum")
+        parts.append(SumPart(dose, values, matrix, mapper))
         used.append(reg)
     total, outside = sum_onto(first.grid, parts)
     result = DoseGrid(None, first.grid, first.frame_of_reference_uid, first.units,
