@@ -137,13 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="venv for dicompyler-core 0.5.6 (created when missing)")
     parser.add_argument("--no-dicompyler", action="store_true",
                         help="--dvhset without dicompyler-core (ours only)")
+    parser.add_argument("--reuse-dicompyler", type=Path, metavar="REPORT",
+                        help="--dvhset: dicompyler-core's results from an earlier --output")
     args = parser.parse_args(argv)
     if args.dvhset:
         from conformance import bench_dvhset
 
         result = bench_dvhset.run_dvhset_bench(
             dicompyler_venv=None if args.no_dicompyler else args.dicompyler_venv,
-            quick=args.quick)
+            quick=args.quick, reuse=args.reuse_dicompyler)
         text = json.dumps(result, indent=2)
         print(text)
         print(bench_dvhset.render_table(result))
