@@ -2,6 +2,9 @@
 
 ``python -m conformance.bench_rt --url http://127.0.0.1:8042/dicomweb [--quick] [--output F]``
 
+(``--dvhset``: DVH accuracy and speed against dicompyler-core on the analytic test set, in
+process, no server; see :mod:`conformance.bench_dvhset`.)
+
 Stores the generator's analytic RT study (CT, RTSTRUCT, RTPLAN, RTDOSE; its own seed, so it
 never clashes with other copies) through STOW-RS, then times, over HTTP:
 
@@ -124,13 +127,34 @@ def run_rt_bench(url: str, *, quick: bool = False) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="DICOMweb root, e.g. http://HOST:PORT/dicomweb")
-    parser.add_argument("--quick", action="store_true", help="20 CT slices, 3 repeats")
+    parser.add_argument("--url", help="DICOMweb root, e.g. http://HOST:PORT/dicomweb")
+    parser.add_argument("--quick", action="store_true",
+                        help="20 CT slices, 3 repeats (--dvhset: 2 mm contours only, 1 repeat)")
     parser.add_argument("--output", type=Path, help="also write the result as JSON here")
+    parser.add_argument("--dvhset", action="store_true",
+                        help="DVHs of the analytic test set, ours and dicompyler-core's")
+    parser.add_argument("--dicompyler-venv", type=Path, default=Path(".bench-venvs/dicompyler"),
+                        help="venv for dicompyler-core 0.5.6 (created when missing)")
+    parser.add_argument("--no-dicompyler", action="store_true",
+                        help="--dvhset without dicompyler-core (ours only)")
+    parser.add_argument("--reuse-dicompyler", type=Path, metavar="REPORT",
+                        help="--dvhset: dicompyler-core's results from an earlier --output")
     args = parser.parse_args(argv)
-    result = run_rt_bench(args.url, quick=args.quick)
-    text = json.dumps(result, indent=2)
-    print(text)
+    if args.dvhset:
+        from conformance import bench_dvhset
+
+        result = bench_dvhset.run_dvhset_bench(
+            dicompyler_venv=None if args.no_dicompyler else args.dicompyler_venv,
+            quick=args.quick, reuse=args.reuse_dicompyler)
+        text = json.dumps(result, indent=2)
+        print(text)
+        print(bench_dvhset.render_table(result))
+    elif args.url:
+        result = run_rt_bench(args.url, quick=args.quick)
+        text = json.dumps(result, indent=2)
+        print(text)
+    else:
+        parser.error("--url is required (or --dvhset)")
     if args.output:
         args.output.write_text(text + "\n")
     return 0

@@ -98,3 +98,15 @@ def test_outside_points_get_the_fill_value() -> None:
     kji = np.array([[-0.5, 3, 3], [3, 3, 20.2], [0, 0, 0], [20 + 1e-9, 20, 20]])
     got = sampler.at(kji, fill=-1.0)
     assert got[0] == got[1] == -1.0 and got[2] >= 0 and got[3] >= 0
+
+
+def test_cell_terms_are_derived_once_per_array() -> None:
+    """A cached sampler hands out copies with another interpolation (one per DVH request):
+    the cell terms a copy derives are the original's too, so the next request reuses them."""
+    values = np.random.default_rng(1).random((6, 7, 8)).astype(np.float32)
+    cached = DoseSampler(values)
+    first = cached.with_interpolation("quadratic")
+    cells = first.cells()
+    second = cached.with_interpolation("quadratic")
+    assert second.cells() is cells and cached.cells() is cells
+    assert cached.nbytes == values.nbytes + cells.nbytes

@@ -109,7 +109,9 @@ class DoseSampler:
                  = Interpolation.TRILINEAR) -> None:
         self.values = np.ascontiguousarray(values, dtype=np.float32)
         self.interpolation = Interpolation(interpolation)
-        self._cells: np.ndarray | None = None
+        # Shared (by reference) with every with_interpolation() copy, so the cell terms are
+        # derived once per array, wherever they are first needed.
+        self._derived: dict[str, np.ndarray] = {}
 
     def with_interpolation(self, interpolation: Interpolation | str) -> DoseSampler:
         """The same array (and derived terms) with another interpolation."""
@@ -120,12 +122,13 @@ class DoseSampler:
 
     @property
     def nbytes(self) -> int:
-        return self.values.nbytes + (0 if self._cells is None else self._cells.nbytes)
+        return self.values.nbytes + sum(a.nbytes for a in self._derived.values())
 
     def cells(self) -> np.ndarray:
         """(cells, 6) float32: curvature along axes 0, 1, 2, corner min, corner max,
         monotone (1.0) — cells in C order of their first corner."""
-        if self._cells is None:
+        cached = self._derived.get("cells")
+        if cached is None:
             f = self.values
             shape = tuple(n - 1 for n in f.shape)
             table = np.empty((*shape, 6), dtype=np.float32)
@@ -140,8 +143,8 @@ class DoseSampler:
             lo, hi = cell_range(f)
             table[..., 3], table[..., 4] = lo, hi
             table[..., 5] = monotone_cells(f)
-            self._cells = table.reshape(-1, 6)
-        return self._cells
+            cached = self._derived.setdefault("cells", table.reshape(-1, 6))
+        return cached
 
     def at(self, kji: np.ndarray, *, fill: float = np.nan,
            edge_tolerance: float = 1e-6) -> np.ndarray:

@@ -18,11 +18,12 @@ applied in sequence order to the point, i.e. ``ᴬM_B = Mn · … · M2 · M1`` 
 SlicerRT's reader multiplies M1 · M2 · M3 instead, which readers of the standard have flagged).
 
 Deformable registrations (C.20.3): each Deformable Registration Sequence item carries an
-optional Pre Deformation Matrix (applied first, in the source FoR), the Deformable
-Registration Grid (a displacement field) and a Post Deformation Matrix. This library parses
-the matrices and reports whether a grid is present, but does not apply grids: an item with
-a grid is excluded from :func:`transform` (a rigid approximation would be wrong); an item
-without a grid is the rigid transform ``Post · Pre``.
+optional Pre Deformation Matrix, the Deformable Registration Grid (a displacement field) and a
+Post Deformation Matrix, applied in that order to Registered RCS coordinates to give the
+Source RCS coordinate (C.20.3.1.1): the other direction from a Registration Sequence item's
+matrix. An item with a grid is excluded from :func:`transform` (a rigid approximation would be
+wrong; :mod:`.deformable` applies it point by point); an item without a grid is the matrix
+``Post · Pre`` mapping the registered FoR into the source FoR.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class RegistrationItem:
 
 @dataclass(frozen=True, eq=False)
 class DeformableItem:
-    """One Deformable Registration Sequence item (C.20.3); the grid is never applied."""
+    """One Deformable Registration Sequence item (C.20.3); its grid is applied by
+    :mod:`.deformable`, not here."""
 
     source_for_uid: str | None
     pre_matrix: np.ndarray
@@ -101,6 +103,7 @@ class DeformableItem:
 
     @property
     def rigid_part(self) -> np.ndarray:
+        """``Post · Pre``: maps the registered FoR into the source FoR (C.20.3.1.1)."""
         return self.post_matrix @ self.pre_matrix
 
 
@@ -241,7 +244,6 @@ def _parse_deformable_item(item: Dataset, w: list[str], ctx: str) -> DeformableI
     if grids:
         g = d.numbers(grids[0], "GridDimensions")
         dims = tuple(int(v) for v in g) if g is not None else None
-        w.append(f"{ctx}deformable registration grid present but not applied")
     return DeformableItem(source, pre, post, bool(grids), dims, _image_uids(item))
 
 
@@ -265,7 +267,7 @@ def _edges(regs: Iterable[Registration]) -> dict[str, list[tuple[str, np.ndarray
                 add(item.source_for_uid, hub, item.matrix)
         for ditem in reg.deformable_items:
             if ditem.source_for_uid and not ditem.has_grid:
-                add(ditem.source_for_uid, hub, ditem.rigid_part)
+                add(hub, ditem.source_for_uid, ditem.rigid_part)
     return graph
 
 

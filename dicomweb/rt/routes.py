@@ -12,7 +12,18 @@ from starlette.routing import Route
 
 from dicomweb.store.repository import Store
 
-from .api import doses, dvh, graph, plans, registrations, structures
+from .api import (
+    doses,
+    dvh,
+    fiducials,
+    graph,
+    images,
+    plans,
+    records,
+    registrations,
+    structures,
+    sums,
+)
 from .api.common import INSTANCE, STUDY, grid_headers, grid_json
 from .api.structures import run_lengths
 
@@ -21,6 +32,8 @@ def routes(store: Store) -> list[Route]:
     return [
         Route(STUDY + "/rt", graph.get_study_graph, methods=["GET"]),
         Route(STUDY + "/rt/transform", registrations.get_study_transform, methods=["GET"]),
+        Route(STUDY + "/rt/dose/sum", sums.get_dose_sum, methods=["GET"]),
+        Route(STUDY + "/rt/dose/sum/dvh", sums.get_dose_sum_dvh, methods=["GET"]),
         Route(INSTANCE + "/rt/rois", structures.get_rois, methods=["GET"]),
         Route(INSTANCE + "/rt/rois/{number}", structures.get_roi, methods=["GET"]),
         Route(INSTANCE + "/rt/rois/{number}/mask", structures.get_roi_mask, methods=["GET"]),
@@ -32,6 +45,10 @@ def routes(store: Store) -> list[Route]:
         Route(INSTANCE + "/rt/registration/transform", registrations.get_registration_transform,
               methods=["GET"]),
         Route(INSTANCE + "/rt/plan", plans.get_plan, methods=["GET"]),
+        Route(INSTANCE + "/rt/plan/progress", records.get_plan_progress, methods=["GET"]),
+        Route(INSTANCE + "/rt/record", records.get_record, methods=["GET"]),
+        Route(INSTANCE + "/rt/fiducials", fiducials.get_fiducials, methods=["GET"]),
+        Route(INSTANCE + "/rt/image", images.get_rt_image, methods=["GET"]),
     ]
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,15 @@ from dicomweb.errors import NotFound, Unprocessable
 from dicomweb.store.repository import InstanceLocation, Store
 
 from . import _dicom as d
+from .deformable import Deformation, deformations
 from .dose import DoseGrid, dose_values
 from .errors import InvalidGeometry, NoRegistrationPath, RtError
+from .fiducials import FIDUCIALS_SOP_CLASS
 from .grid import Grid
 from .interpolation import DoseSampler
+from .record import RECORD_SOP_CLASSES
 from .registration import DeformableItem, Registration, RegistrationItem, transform
+from .rtimage import RTIMAGE_SOP_CLASS
 from .structures import Contour, ContourGeometricType, Roi
 from .tables import (
     FrameOfReferenceUidRow,
@@ -48,12 +53,18 @@ KINDS = {
     d.RTDOSE_SOP_CLASS: "RTDOSE",
     d.SPATIAL_REGISTRATION_SOP_CLASS: "REG",
     d.DEFORMABLE_REGISTRATION_SOP_CLASS: "REG",
+    **dict.fromkeys(RECORD_SOP_CLASSES, "RTRECORD"),
+    FIDUCIALS_SOP_CLASS: "FIDUCIALS",
+    RTIMAGE_SOP_CLASS: "RTIMAGE",
 }
 KIND_NAMES = {
     "RTSTRUCT": "an RT Structure Set",
     "RTPLAN": "an RT (Ion) Plan",
     "RTDOSE": "an RT Dose",
     "REG": "a (Deformable) Spatial Registration",
+    "RTRECORD": "an RT (Ion) Beams Treatment Record",
+    "FIDUCIALS": "a Spatial Fiducials instance",
+    "RTIMAGE": "an RT Image",
 }
 
 
@@ -390,6 +401,32 @@ def frame_transform(engine: Engine, registration: str | None, from_for: str | No
     except NoRegistrationPath as exc:
         raise Unprocessable(f"{what}: registration {registration} does not relate "
                             f"{from_for} to {to_for} ({exc})", parameter="registration") from exc
+
+
+@lru_cache(maxsize=4)
+def _deformations_of(path: str) -> tuple[Deformation, ...]:
+    try:
+        return tuple(deformations(dcmread(path)))
+    except RtError as exc:
+        raise Unprocessable(f"deformable registration: {exc}") from exc
+
+
+def deformation_mapper(store: Store, registration: str | None, from_for: str | None,
+                       to_for: str | None) -> Callable[[np.ndarray], np.ndarray] | None:
+    """When ``registration`` is a Deformable Spatial Registration whose grid relates the two
+    Frames of Reference: the function mapping points of ``from_for`` into ``to_for`` through
+    the grid (:mod:`.deformable`); None otherwise (matrices answer)."""
+    if not registration or not from_for or not to_for or from_for == to_for:
+        return None
+    regs = registration_objects(store.engine, [registration])
+    if not regs or not any(i.has_grid for i in regs[0].deformable_items):
+        return None
+    loc = instance_by_sop(store, registration, "REG", parameter="registration")
+    for deformation in _deformations_of(str(store.blobs.path(loc.blob_key))):
+        mapper = deformation.mapper(from_for, to_for)
+        if mapper is not None:
+            return mapper
+    return None
 
 
 # ------------------------------------------------------------------------------------------

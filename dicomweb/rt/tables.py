@@ -19,6 +19,7 @@ from . import _dicom as d
 from .dose import dose_values, parse_dose
 from .errors import NotAnRtObject, RtError
 from .plan import parse_plan
+from .record import RECORD_ROW_MODELS, RECORD_SOP_CLASSES, index_record
 from .registration import parse_registration
 from .structures import parse_structure_set, roi_bounds, roi_centroid, roi_volume_cc
 
@@ -186,18 +187,18 @@ class FrameOfReferenceUidRow(SQLModel, table=True):
 RT_TABLES = [m.__table__ for m in (  # type: ignore[attr-defined]
     RtStructureSetRow, RtStructureRow, RtContourRow, RtPlanRow, RtFractionGroupRow, RtBeamRow,
     RtControlPointRow, RtDoseRow, SpatialRegistrationRow, TransformationMatrixRow,
-    FrameOfReferenceUidRow)]
+    FrameOfReferenceUidRow, *RECORD_ROW_MODELS)]
 RT_ROW_MODELS = tuple(t for t in (
     RtStructureSetRow, RtStructureRow, RtContourRow, RtPlanRow, RtFractionGroupRow, RtBeamRow,
     RtControlPointRow, RtDoseRow, SpatialRegistrationRow, TransformationMatrixRow,
-    FrameOfReferenceUidRow))
+    FrameOfReferenceUidRow, *RECORD_ROW_MODELS))
 
 
 # ----------------------------------------------------------------------------------------
 # Indexing
 # ----------------------------------------------------------------------------------------
 def rt_kind(ds: Dataset) -> str | None:
-    """'RTSTRUCT', 'RTPLAN', 'RTDOSE', 'REG' or None for non-RT datasets."""
+    """'RTSTRUCT', 'RTPLAN', 'RTDOSE', 'REG', 'RTRECORD' or None for non-RT datasets."""
     return rt_kind_of(str(ds.get("SOPClassUID", "") or ""), str(ds.get("Modality", "") or ""))
 
 
@@ -206,10 +207,12 @@ def rt_kind_of(sop_class: str, modality: str) -> str | None:
         d.RTSTRUCT_SOP_CLASS: "RTSTRUCT", d.RTPLAN_SOP_CLASS: "RTPLAN",
         d.RTIONPLAN_SOP_CLASS: "RTPLAN", d.RTDOSE_SOP_CLASS: "RTDOSE",
         d.SPATIAL_REGISTRATION_SOP_CLASS: "REG", d.DEFORMABLE_REGISTRATION_SOP_CLASS: "REG",
+        **dict.fromkeys(RECORD_SOP_CLASSES, "RTRECORD"),
     }
     if sop_class in by_class:
         return by_class[sop_class]
-    return modality if not sop_class and modality in ("RTSTRUCT", "RTPLAN", "RTDOSE") else None
+    return modality if not sop_class and modality in ("RTSTRUCT", "RTPLAN", "RTDOSE",
+                                                      "RTRECORD") else None
 
 
 def index_rt_instance(session: Session, ds: Dataset) -> list[str]:
@@ -226,7 +229,9 @@ def index_rt_instance(session: Session, ds: Dataset) -> list[str]:
         raise RtError("RT instance without SOPInstanceUID cannot be indexed")
     series = d.text(ds, "SeriesInstanceUID")
     indexer = {"RTSTRUCT": _index_structure_set, "RTPLAN": _index_plan,
-               "RTDOSE": _index_dose, "REG": _index_registration}[kind]
+               "RTDOSE": _index_dose, "REG": _index_registration}.get(kind)
+    if indexer is None:  # RTRECORD
+        return index_record(session, ds, uid, series, _json)
     return indexer(session, ds, uid, series)
 
 

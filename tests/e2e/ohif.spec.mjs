@@ -203,7 +203,7 @@ async function canvasStats(page) {
         return { error: String(error) };
       }
       const values = new Set();
-      let sum = 0, sum2 = 0, lit = 0, n = 0, jumps = 0;
+      let sum = 0, sum2 = 0, lit = 0, n = 0, jumps = 0, colourful = 0;
       const { width, height } = canvas;
       for (let y = 0; y < height; y += 5) {
         let previous = null;
@@ -211,6 +211,7 @@ async function canvasStats(page) {
           const i = 4 * (y * width + x);
           const v = Math.round(0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2]);
           values.add(v);
+          if (Math.max(data[i], data[i + 1], data[i + 2]) - Math.min(data[i], data[i + 1], data[i + 2]) > 40) colourful++;
           sum += v; sum2 += v * v; n++;
           if (v > 8) lit++;
           if (previous !== null) jumps += Math.abs(v - previous);
@@ -222,6 +223,8 @@ async function canvasStats(page) {
       return {
         width: canvas.width, height: canvas.height, distinct: values.size,
         mean: Number(mean.toFixed(1)), std: Number(std.toFixed(1)), lit: Number((lit / n).toFixed(3)),
+        // share of pixels with a hue (a grayscale CT has none; a dose colour wash does)
+        colourful: Number((colourful / n).toFixed(3)),
         // mean step between neighbouring pixels relative to the spread: ~0 for an image of
         // regions, ~1 or more for noise such as pixels decoded with the wrong syntax
         roughness: Number((jumps / n / (std || 1)).toFixed(3)),
@@ -279,6 +282,55 @@ async function viewStudy(page, study, name) {
   step(`${name}: the viewport shows the image`, { stats: stats.filter(showsImage)[0], accepts });
 }
 
+// The dose's volume as cornerstone built it (dimensions, spacing, origin), or null.
+async function doseVolume(page, series) {
+  return page.evaluate(series => {
+    for (const entry of window.cornerstone.cache._volumeCache.values()) {
+      const v = entry.volume || entry;
+      if ((v.imageIds || []).some(id => id.includes(`/series/${series}/`))) {
+        return { dimensions: v.dimensions, spacing: v.spacing, origin: v.origin };
+      }
+    }
+    return null;
+  }, series).catch(() => null);
+}
+
+// An RTDOSE of the study as a colour wash over its CT: OHIF (3.11+) adds it as a layer of the
+// CT viewport with its RTDOSE colour map ('Isodose'), as the viewport's data overlay menu does.
+async function showDoseWash(page, doseSeries) {
+  const since = report.dicomweb.length;
+  const before = (await canvasStats(page)).filter(showsImage);
+  check(before.length > 0 && before.every(s => s.colourful < 0.002),
+    `RTDOSE: the CT alone should be grayscale, got ${JSON.stringify(before)}`);
+  const added = await page.evaluate(() => {
+    const { displaySetService, viewportGridService } = window.services;
+    const sets = displaySetService.getActiveDisplaySets();
+    const dose = sets.find(d => d.Modality === 'RTDOSE');
+    if (!dose) return { error: 'no RTDOSE display set', modalities: sets.map(d => d.Modality) };
+    const { activeViewportId } = viewportGridService.getState();
+    window.commandsManager.runCommand('addDisplaySetAsLayer', {
+      viewportId: activeViewportId, displaySetInstanceUID: dose.displaySetInstanceUID });
+    return { series: dose.SeriesInstanceUID, viewportId: activeViewportId };
+  });
+  check(!added.error && added.series === doseSeries, `RTDOSE: ${JSON.stringify(added)}`);
+  const deadline = Date.now() + 60000;
+  let stats = [];
+  while (Date.now() < deadline) {
+    stats = await canvasStats(page).catch(() => []);
+    if (!report.doseVolume) report.doseVolume = await doseVolume(page, added.series);
+    if (stats.some(s => showsImage(s) && s.colourful >= 0.01)) break;
+    await page.waitForTimeout(500);
+  }
+  const washed = stats.filter(s => showsImage(s) && s.colourful >= 0.01);
+  await page.waitForTimeout(500);
+  await screenshot(page, '03b-rtdose-wash');
+  check(washed.length > 0, `RTDOSE: no colour wash over the CT: ${JSON.stringify(stats)}`);
+  const doseRequests = report.dicomweb.slice(since).filter(e => e.url.includes(doseSeries));
+  check(doseRequests.some(e => e.url.includes('/frames/') || e.url.includes('/instances/')),
+    'RTDOSE: its frames were not retrieved from this server');
+  step('RTDOSE: a colour wash over the CT', { stats: washed[0], doseRequests: doseRequests.length });
+}
+
 // --- the run --------------------------------------------------------------------------------
 let page = context.pages()[0] || await context.newPage();
 watch(page);
@@ -291,6 +343,7 @@ try {
   const ct = studies.find(s => s.uid === config.ctStudy) || studies.find(s => s.ct) || studies[0];
   await openFromList(page, ct);
   await viewStudy(page, ct, '03-viewer');
+  if (config.rtdoseSeries) await showDoseWash(page, config.rtdoseSeries);
 
   if (config.mpr !== false) {
     const since = report.dicomweb.length;

@@ -12,6 +12,7 @@ from dicomweb.errors import BadRequest, Unprocessable
 from dicomweb.store.repository import Store
 
 from .. import service as svc
+from ..deformable import resample_through
 from ..dose import dose_at_point, maximum, resample_dose
 from ..grid import Grid
 from .common import (
@@ -73,12 +74,19 @@ def _dose_values(store: Store, study: str, series: str, sop: str, target: str | 
     if target is None:
         return values, dose.grid, dose.frame_of_reference_uid, {"units": dose.units}
     grid = svc.series_grid(store, study, target)
-    matrix, used = svc.frame_transform(
-        store.engine, registration, grid.frame_of_reference_uid, dose.frame_of_reference_uid,
-        what=f"dose on series {target}")
-    out = resample_dose(dose.grid, values, grid.grid, matrix, fill=np.nan)
+    mapper = svc.deformation_mapper(store, registration, grid.frame_of_reference_uid,
+                                    dose.frame_of_reference_uid)
+    if mapper is not None:  # through the deformation grid, voxel by voxel
+        out, used, method = resample_through(dose.grid, values, grid.grid, mapper), \
+            registration, "deformable"
+    else:
+        matrix, used = svc.frame_transform(
+            store.engine, registration, grid.frame_of_reference_uid,
+            dose.frame_of_reference_uid, what=f"dose on series {target}")
+        out, method = resample_dose(dose.grid, values, grid.grid, matrix, fill=np.nan), "matrix"
     return out, grid.grid, grid.frame_of_reference_uid, {
         "units": dose.units, "series_instance_uid": target, "registration": used,
+        "mapping": method,
         "slice_sop_instance_uids": list(grid.sop_instance_uids),
         "outside_grid": "NaN (null in JSON)"}
 
@@ -95,6 +103,8 @@ async def get_dose_values(request: Request) -> Response:
     if binary:
         headers = grid_headers(grid, for_uid)
         headers["X-Dose-Units"] = str(info["units"] or "")
+        if "mapping" in info:
+            headers["X-Registration-Mapping"] = info["mapping"]
         return Response(values.astype("<f4", copy=False).tobytes(),
                         media_type="application/octet-stream", headers=headers)
     body = {**info, "grid": grid_json(grid, for_uid), "shape": list(values.shape),

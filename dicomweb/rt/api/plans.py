@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pydicom import dcmread
 from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb.errors import BadRequest, Unprocessable
-from dicomweb.store.repository import Store
+from dicomweb.store.repository import InstanceLocation, Store
 
 from .. import service as svc
+from ..ionplan import ion_beams
 from .common import json_response, path_of, query_params, run_rt
 
 
@@ -17,7 +19,7 @@ def _plan_body(store: Store, study: str, series: str, sop: str, control_points: 
 
     from ..tables import RtBeamRow, RtControlPointRow, RtFractionGroupRow, RtPlanRow
 
-    svc.locate_rt(store, study, series, sop, "RTPLAN")
+    loc = svc.locate_rt(store, study, series, sop, "RTPLAN")
     with Session(store.engine) as session:
         plan = session.exec(select(RtPlanRow).where(RtPlanRow.sop_instance_uid == sop)).first()
         if plan is None:
@@ -55,6 +57,8 @@ def _plan_body(store: Store, study: str, series: str, sop: str, control_points: 
         if control_points:
             entry["control_points"] = by_beam.get(b.beam_number, [])
         beam_list.append(entry)
+    if plan.ion:
+        _add_ion(store, loc, beam_list, control_points)
     return {
         "sop_instance_uid": sop, "label": plan.label, "name": plan.name, "date": plan.date,
         "geometry": plan.geometry, "intent": plan.intent, "ion": plan.ion,
@@ -67,6 +71,19 @@ def _plan_body(store: Store, study: str, series: str, sop: str, control_points: 
         "beams": beam_list,
         "warnings": svc.loads(plan.warnings) or [],
     }
+
+
+def _add_ion(store: Store, loc: InstanceLocation, beams: list[dict], control_points: bool
+             ) -> None:
+    """The ion-only attributes (:mod:`..ionplan`), under ``ion`` of each beam and control
+    point."""
+    ion = ion_beams(dcmread(store.blobs.path(loc.blob_key)), control_points)
+    for beam in beams:
+        extra = dict(ion.get(beam["number"], {}))
+        cps = extra.pop("control_points", [])
+        beam["ion"] = extra
+        for cp, ion_cp in zip(beam.get("control_points", []), cps, strict=False):
+            cp["ion"] = ion_cp
 
 
 async def get_plan(request: Request) -> Response:

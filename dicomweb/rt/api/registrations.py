@@ -12,8 +12,9 @@ from dicomweb.store.repository import Store
 
 from .. import service as svc
 from ..errors import NoRegistrationPath
-from ..registration import transform
-from .common import json_response, path_of, query_params, required_param, run_rt
+from ..registration import apply, transform
+from .common import float_param, json_response, path_of, query_params, required_param, run_rt
+from .fiducials import registration_residuals
 
 
 def _describe(source: str | None, hub: str | None) -> str:
@@ -23,7 +24,7 @@ def _describe(source: str | None, hub: str | None) -> str:
 
 
 def _registration_body(store: Store, study: str, series: str, sop: str) -> dict:
-    svc.locate_rt(store, study, series, sop, "REG")
+    loc = svc.locate_rt(store, study, series, sop, "REG")
     regs = svc.registration_objects(store.engine, [sop])
     if not regs:
         raise Unprocessable(f"Spatial Registration {sop} is stored but its RT content could not "
@@ -45,14 +46,16 @@ def _registration_body(store: Store, study: str, series: str, sop: str) -> dict:
     for ditem in reg.deformable_items:
         items.append({
             "frame_of_reference_uid": ditem.source_for_uid,
-            "from_frame_of_reference_uid": ditem.source_for_uid,
-            "to_frame_of_reference_uid": hub,
+            "from_frame_of_reference_uid": hub,
+            "to_frame_of_reference_uid": ditem.source_for_uid,
             "matrix": ditem.rigid_part.tolist(),
             "matrix_type": "DEFORMABLE",
             "identity": bool(np.allclose(ditem.rigid_part, np.eye(4))),
-            "direction": _describe(ditem.source_for_uid, hub) + (
-                "; its deformation grid is NOT applied (not used by transform)"
-                if ditem.has_grid else "; rigid part (post · pre matrices), no grid"),
+            "direction": f"maps points of FoR {hub} (the registration's own) to FoR "
+                         f"{ditem.source_for_uid} (PS3.3 C.20.3.1.1)" + (
+                "; post · pre matrices only: its deformation grid applies point by point "
+                "(transform with x, y, z; dose values through it)"
+                if ditem.has_grid else "; post · pre matrices, no grid"),
             "deformable": True,
             "deformable_grid": ditem.has_grid,
         })
@@ -63,6 +66,7 @@ def _registration_body(store: Store, study: str, series: str, sop: str) -> dict:
         "convention": "p_to = matrix @ [x, y, z, 1] with p in from_frame_of_reference_uid "
                       "(PS3.3 C.20.2.1.1); matrices are row-major",
         "frames_of_reference": items,
+        "fiducial_residuals": registration_residuals(store, loc, reg),
         "warnings": reg.warnings,
     }
 
@@ -90,18 +94,44 @@ def _transform(regs: list, from_for: str, to_for: str) -> dict:
 
 
 def _registration_transform(store: Store, study: str, series: str, sop: str, from_for: str,
-                            to_for: str) -> dict:
-    svc.locate_rt(store, study, series, sop, "REG")
+                            to_for: str, point: tuple[float, ...] | None) -> dict:
+    loc = svc.locate_rt(store, study, series, sop, "REG")
     regs = svc.registration_objects(store.engine, [sop])
     if not regs:
         raise Unprocessable(f"Spatial Registration {sop} has no indexed content")
-    return _transform(regs, from_for, to_for)
+    mapper = svc.deformation_mapper(store, sop, from_for, to_for)
+    if mapper is not None:
+        if point is None:
+            raise Unprocessable(f"registration {sop} relates {from_for} to {to_for} through a "
+                                "deformation grid, which no matrix represents: give x, y, z to "
+                                "map a point", parameter="x")
+        mapped = mapper(np.array([point]))[0]
+        return {"from_frame_of_reference_uid": from_for, "to_frame_of_reference_uid": to_for,
+                "point": list(point), "deformable": True,
+                "mapped": None if np.isnan(mapped).any() else mapped.tolist(),
+                "inside_grid": not bool(np.isnan(mapped).any()),
+                "direction": f"maps points from FoR {from_for} to FoR {to_for} through the "
+                             "deformation grid (PS3.3 C.20.3.1.1)",
+                "registrations": [sop], "fiducial_residuals": []}
+    body = _transform(regs, from_for, to_for)
+    if point is not None:
+        body["point"] = list(point)
+        body["mapped"] = apply(np.array(body["matrix"]), np.array(point)).tolist()
+        body["deformable"] = False
+    body["fiducial_residuals"] = [r for r in registration_residuals(store, loc, regs[0])
+                                  if {r["from_frame_of_reference_uid"],
+                                      r["to_frame_of_reference_uid"]} == {from_for, to_for}]
+    return body
 
 
 async def get_registration_transform(request: Request) -> Response:
-    params = query_params(request, {"from", "to"})
+    params = query_params(request, {"from", "to", "x", "y", "z"})
     from_for, to_for = required_param(params, "from"), required_param(params, "to")
-    return json_response(await run_rt(_registration_transform, *path_of(request), from_for, to_for))
+    point = None
+    if any(k in params for k in ("x", "y", "z")):
+        point = tuple(float_param(params, k) for k in ("x", "y", "z"))
+    return json_response(await run_rt(_registration_transform, *path_of(request), from_for,
+                                      to_for, point))
 
 
 def _study_transform(store: Store, study: str, from_for: str, to_for: str) -> dict:
