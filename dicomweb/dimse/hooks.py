@@ -7,7 +7,8 @@ dedicated DIMSE process).
   decoded and re-encoded.
 - C-GET and C-MOVE SCPs are ours (dimse/retrieve.py): pynetdicom's cannot answer A900 or
   0124 before sub-operations start, and re-encode every dataset they send.
-- Command sets and received File Meta are encoded directly (dimse/encoding.py).
+- Command sets and received File Meta are encoded directly, and the C-STORE-RQ received and
+  the C-STORE-RSP answered never become pydicom Datasets (dimse/encoding.py).
 - TCP_NODELAY on every DIMSE socket: with Nagle's algorithm each small C-STORE waits for the
   peer's delayed ACK (about 40 ms).
 - pynetdicom's two loops per association (the DUL reading the socket, the association
@@ -31,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import _config, association, dimse_messages, dsutils, dul, evt
+from pynetdicom import _config, association, dimse, dimse_messages, dsutils, dul, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import QueryRetrieveServiceClass
 
 from dicomweb.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -156,11 +159,46 @@ def install(temp_dir: Path) -> None:
     )
     dimse_messages.write_file_meta_info = encoding.write_file_meta  # type: ignore[attr-defined]
     dimse_messages.encode = encoding.command_set_encoder(dsutils.encode)  # type: ignore
+    dimse_messages.decode = encoding.command_set_decoder(dsutils.decode)  # type: ignore
+    request = dimse_messages.C_STORE_RQ
+    if not hasattr(request, "_dicomweb_original"):
+        request._dicomweb_original = request.message_to_primitive  # type: ignore[attr-defined]
+        request.message_to_primitive = store_request_to_primitive  # type: ignore[method-assign]
+        provider = dimse.DIMSEServiceProvider
+        provider._dicomweb_original = provider.send_msg  # type: ignore[attr-defined]
+        provider.send_msg = send_msg  # type: ignore[method-assign]
     dul.time = ResponsiveTime()  # type: ignore[attr-defined]
     association.time = ResponsiveTime()  # type: ignore[attr-defined]
     QueryRetrieveServiceClass._get_scp = retrieve.serve_get  # type: ignore[method-assign]
     QueryRetrieveServiceClass._move_scp = retrieve.serve_move  # type: ignore[method-assign]
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def store_request_to_primitive(message: Any) -> Any:
+    """C_STORE_RQ.message_to_primitive: a `StoreCommand` read directly, else pynetdicom's."""
+    from dicomweb.dimse import encoding
+
+    if isinstance(message.command_set, encoding.StoreCommand):
+        return encoding.store_request_primitive(message, C_STORE())
+    return dimse_messages.C_STORE_RQ._dicomweb_original(message)  # type: ignore[attr-defined]
+
+
+def send_msg(provider: Any, primitive: Any, context_id: int) -> None:
+    """DIMSEServiceProvider.send_msg: a C-STORE-RSP encoded directly into one P-DATA (when
+    nothing listens for EVT_DIMSE_SENT, which needs pynetdicom's message object)."""
+    from dicomweb.dimse import encoding
+
+    if (isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is not None
+            and not provider.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+        command = encoding.store_response_command(primitive)
+        largest = provider.maximum_pdu_size
+        if command is not None and (largest == 0 or len(command) + 6 <= largest):
+            pdata = P_DATA()
+            pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+            provider.dul.send_pdu(pdata)
+            return
+    dimse.DIMSEServiceProvider._dicomweb_original(  # type: ignore[attr-defined]
+        provider, primitive, context_id)
 
 
 def sweep_received(temp_dir: Path, older_than_s: float = 24 * 3600) -> int:
