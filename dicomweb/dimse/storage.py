@@ -112,7 +112,7 @@ class StoreQueue:
 
 def store_received(
     store: StoreQueue, path: Path, sop_class: str, sop_instance: str, principal: Principal
-) -> Dataset:
+) -> Dataset | int:
     """Store the received Part 10 file at `path` (consumed); the C-STORE response status."""
     if not principal.has(WRITE):
         path.unlink(missing_ok=True)
@@ -136,11 +136,11 @@ def store_received(
     return stored_status(outcome)
 
 
-def stored_status(outcome: StoredInstance) -> Dataset:
+def stored_status(outcome: StoredInstance) -> Dataset | int:
     # STOW's mapping: stored with problems → Warning, B000 as its WarningReason.
     if outcome.warnings:
         return status(WARNING_COERCION, "; ".join(outcome.warnings))
-    return status(SUCCESS)
+    return SUCCESS  # a bare status code: pynetdicom needs no Dataset for it
 
 
 def command_mismatch(path: Path, sop_class: str, sop_instance: str) -> str | None:
