@@ -2,7 +2,8 @@
 dedicated DIMSE process).
 
 - Received datasets are written to disk as they arrive (bounded memory), into the blob
-  store's temp folder (storing is a rename), behind File Meta naming this implementation.
+  store's temp folder (storing is a rename), behind File Meta naming this implementation;
+  a write that fails (disk full) is answered A700 instead of aborting the association.
 - Datasets sent by C-GET and C-MOVE are read from their blob and sent as stored, never
   decoded and re-encoded.
 - C-GET and C-MOVE SCPs are ours (dimse/retrieve.py): pynetdicom's cannot answer A900 or
@@ -43,6 +44,53 @@ log = logging.getLogger(__name__)
 
 #: Prefix of the temp files pynetdicom writes received datasets to (swept after a crash).
 RECEIVE_PREFIX = "dimse-"
+
+
+class ReceivedFile:
+    """The temp file pynetdicom writes a received dataset into (its NamedTemporaryFile: the
+    same `name`, `write`, `file.flush`, `close`). pynetdicom writes in its DUL thread, where
+    an OSError aborts the association; here the first failure is kept in `error`, the file
+    is emptied (giving back its room) and later writes are dropped, so that the C-STORE
+    handler answers it (dimse/storage.py: A700 for a full disk)."""
+
+    def __init__(self, temp_dir: Path) -> None:
+        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (pynetdicom closes it)
+            dir=temp_dir, prefix=RECEIVE_PREFIX, suffix=".dcm", delete=False)
+        self.name = self._file.name
+        self.file = self
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.error is None:
+            try:
+                return self._file.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, error: OSError) -> None:
+        self.error = error
+        log.warning("receiving %s failed: %s", self.name, error)
+        with contextlib.suppress(OSError):
+            self._file.truncate(0)
+            self._file.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # unflushed bytes of a failed file
+            self._file.close()
+
+
+def receive_error(request: Any) -> OSError | None:
+    """Why the dataset of a C-STORE request could not be written, if it could not."""
+    received = getattr(request, "_dataset_file", None)
+    return getattr(received, "error", None)
 
 
 def on_connection(event: evt.Event) -> None:
@@ -158,9 +206,8 @@ def install(temp_dir: Path) -> None:
     # Unknown abstract syntaxes are accepted as storage, so that a dataset of an unknown SOP
     # Class gets the C-STORE status 0122 (dimse/storage.py) rather than a bare rejection.
     _config.UNRESTRICTED_STORAGE_SERVICE = True
-    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
-        tempfile.NamedTemporaryFile, dir=temp_dir, prefix=RECEIVE_PREFIX
-    )
+    dimse_messages.NamedTemporaryFile = (  # type: ignore[attr-defined]
+        lambda **_: ReceivedFile(temp_dir))
     dimse_messages.create_file_meta = functools.partial(  # type: ignore[attr-defined]
         encoding.file_meta,
         implementation_uid=IMPLEMENTATION_CLASS_UID,

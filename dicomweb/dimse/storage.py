@@ -136,6 +136,16 @@ def store_received(
     return stored_status(outcome)
 
 
+def receive_failed(error: OSError) -> Dataset:
+    """The status of a dataset that could not be written as it arrived (STOW's mapping of
+    the same error: out of disk space is A700)."""
+    rejection = rejection_for(error)
+    code = STATUS_OF_REASON.get(rejection.reason, 0xC000)
+    metrics.record_store_outcome(None, 0, rejection.reason)
+    log.warning("C-STORE not received (0x%04X): %s", code, rejection.message)
+    return status(code, rejection.message)
+
+
 def stored_status(outcome: StoredInstance) -> Dataset | int:
     # STOW's mapping: stored with problems → Warning, B000 as its WarningReason.
     if outcome.warnings:
