@@ -38,6 +38,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import QueryRetrieveServiceClass
 
+from dicomweb.dimse import encoding
 from dicomweb.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class ResponsiveTime:
 
 def install(temp_dir: Path) -> None:
     """Configure pynetdicom for this process; `temp_dir` is on the blob filesystem."""
-    from dicomweb.dimse import encoding, retrieve
+    from dicomweb.dimse import retrieve
 
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
@@ -232,8 +233,6 @@ def install(temp_dir: Path) -> None:
 
 def store_request_to_primitive(message: Any) -> Any:
     """C_STORE_RQ.message_to_primitive: a `StoreCommand` read directly, else pynetdicom's."""
-    from dicomweb.dimse import encoding
-
     if isinstance(message.command_set, encoding.StoreCommand):
         return encoding.store_request_primitive(message, C_STORE())
     return dimse_messages.C_STORE_RQ._dicomweb_original(message)  # type: ignore[attr-defined]
@@ -242,8 +241,6 @@ def store_request_to_primitive(message: Any) -> Any:
 def send_msg(provider: Any, primitive: Any, context_id: int) -> None:
     """DIMSEServiceProvider.send_msg: a C-STORE-RSP encoded directly into one P-DATA (when
     nothing listens for EVT_DIMSE_SENT, which needs pynetdicom's message object)."""
-    from dicomweb.dimse import encoding
-
     if (isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is not None
             and not provider.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
         command = encoding.store_response_command(primitive)
