@@ -136,20 +136,24 @@ def store(peer: Peer, paths: list[Path], associations: int) -> float:
 
 
 @contextmanager
-def run_ours(folder: Path) -> Iterator[tuple[Peer, str]]:
+def run_ours(folder: Path, source: Path | None = None,
+             name: str = "ours") -> Iterator[tuple[Peer, str]]:
+    """`dicomweb serve --dimse-port` with its defaults; `source`: another checkout's code."""
     http_port, dimse_port = free_port(), free_port()
-    log = (folder / "ours.log").open("wb")
+    log = (folder / f"{name}.log").open("wb")
     env = {k: v for k, v in tool_env().items() if not k.startswith("DICOMWEB_")}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     process = subprocess.Popen(
         [sys.executable, "-m", "dicomweb.cli", "serve", "--host", "127.0.0.1", "--port",
-         str(http_port), "--data", str(folder / "ours"), "--dimse-port", str(dimse_port)],
+         str(http_port), "--data", str(folder / name), "--dimse-port", str(dimse_port)],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     url = f"http://127.0.0.1:{http_port}/dicomweb"
     try:
         wait_for(lambda: requests.get(f"http://127.0.0.1:{http_port}/readyz", timeout=2).ok,
                  process, "our server")
-        yield Peer("ours", OUR_AE, dimse_port, process.pid), url
+        yield Peer(name, OUR_AE, dimse_port, process.pid), url
     finally:
         process.terminate()
         process.wait(60)

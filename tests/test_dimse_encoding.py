@@ -70,3 +70,60 @@ def test_file_meta_as_pydicom_writes_it(sop: str) -> None:
                               implementation_uid="1.2.826.0.1.3680043.10.1452.1",
                               implementation_version="DICOMWEB_PY_01")
     assert ours == expected.getvalue()
+
+
+def store_response(**fields) -> dimse_primitives.C_STORE:
+    response = dimse_primitives.C_STORE()
+    response.MessageIDBeingRespondedTo, response.Status = 7, fields.pop("status", 0x0000)
+    for name, value in fields.items():
+        setattr(response, name, value)
+    return response
+
+
+@pytest.mark.parametrize("response", [
+    store_response(AffectedSOPClassUID=CT, AffectedSOPInstanceUID=SOP),
+    store_response(AffectedSOPClassUID=CT, AffectedSOPInstanceUID=SOP + "1", status=0xA900,
+                   ErrorComment="SOP Class UID 1.2 is not the command's"),
+    store_response(AffectedSOPClassUID=CT, AffectedSOPInstanceUID=SOP, status=0xB000,
+                   ErrorComment="even", OffendingElement=[0x00100010]),
+    store_response(status=0xC000),
+], ids=["success", "failure-comment", "warning-offending", "no-uids"])
+def test_store_responses_as_pynetdicom_encodes_them(response) -> None:
+    message = C_STORE_RSP()
+    message.primitive_to_message(response)
+    assert encoding.store_response_command(response) == dsutils.encode(message.command_set,
+                                                                        True, True)
+
+
+def test_store_request_read_as_pynetdicom_reads_it() -> None:
+    request = messages()[0]
+    data = BytesIO(dsutils.encode(request.command_set, True, True))
+    command = encoding.command_set_decoder(dsutils.decode)(data, True, True)
+    assert isinstance(command, encoding.StoreCommand)
+    ours = C_STORE_RQ()
+    ours.command_set, ours.context_id = command, 3
+    theirs = C_STORE_RQ()
+    theirs.command_set, theirs.context_id = dsutils.decode(data, True, True), 3
+    mine = encoding.store_request_primitive(ours, dimse_primitives.C_STORE())
+    expected = theirs.message_to_primitive()
+    for name in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
+                 "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID"):
+        assert getattr(mine, name) == getattr(expected, name), name
+    assert mine._context_id == expected._context_id == 3
+
+
+@pytest.mark.parametrize("message", messages()[1:], ids=lambda m: type(m).__name__)
+def test_other_command_sets_are_read_by_pydicom(message) -> None:
+    data = BytesIO(dsutils.encode(message.command_set, True, True))
+    command = encoding.command_set_decoder(dsutils.decode)(data, True, True)
+    assert isinstance(command, Dataset)
+    assert command == message.command_set
+
+
+def test_a_store_request_with_an_unexpected_element_is_read_by_pydicom() -> None:
+    request = messages()[0]
+    command_set = Dataset()
+    command_set.update(request.command_set)
+    command_set.add_new(0x00000600, "AE", "ODD")  # Move Destination: not a C-STORE field
+    data = BytesIO(dsutils.encode(command_set, True, True))
+    assert isinstance(encoding.command_set_decoder(dsutils.decode)(data, True, True), Dataset)

@@ -224,3 +224,41 @@ def test_writers_may_store(dimse_server, tmp_path, aet) -> None:
     (ds,) = a_series(1)
     (path,) = write(tmp_path, [ds])
     assert statuses(run("storescu", *peer(dimse_server.port, aet=aet), str(path))) == [0]
+
+
+def test_command_and_dataset_uids_that_differ_get_a900(dimse_server, tmp_path) -> None:
+    """PS3.7 9.1.1.1: pynetdicom takes the command's UIDs from the File Meta, so a file whose
+    File Meta names another instance than its data set sends a mismatched C-STORE."""
+    (ds,) = a_series(1)
+    (path,) = write(tmp_path, [ds])
+    other = factory.new_uid()
+    mismatched = dcmread(path)
+    mismatched.file_meta.MediaStorageSOPInstanceUID = other
+    mismatched.save_as(path)  # as it is: enforcing the format would fix the File Meta
+    done = subprocess.run(
+        [sys.executable, "-c", TRUNCATED_SENDER, str(dimse_server.port), str(path),
+         ds.SOPClassUID], capture_output=True, text=True, timeout=60, env=dcmtk.tool_env(),
+    )
+    assert "STATUS A900" in done.stdout, done.stdout + done.stderr
+    for uid in (ds.SOPInstanceUID, other):
+        found = requests.get(f"{dimse_server.http.url}/instances?SOPInstanceUID={uid}",
+                             timeout=30)
+        assert found.status_code == 204
+
+
+def test_stored_with_problems_gets_b000(dimse_server, tmp_path) -> None:
+    """An RT structure set with a contour of an ROI it does not define is stored, and its
+    parse problems come back as a Warning, as STOW's WarningReason."""
+    from conformance import generate as gen
+
+    ds = gen.rtstruct_dataset(gen.RtStudy(seed=4243, ct_slices=10, mr_slices=10))
+    ds.SOPInstanceUID, ds.SeriesInstanceUID = factory.new_uid(), factory.new_uid()
+    ds.ROIContourSequence[1].ReferencedROINumber = 77
+    (path,) = write(tmp_path, [factory.with_meta(ds)])
+    output = run("storescu", *peer(dimse_server.port), str(path))
+    assert statuses(output) == [0xB000], output
+    assert "ROI 77" in output
+    found = requests.get(
+        f"{dimse_server.http.url}/instances?SOPInstanceUID={ds.SOPInstanceUID}", timeout=30)
+    assert found.status_code == 200
+

@@ -154,6 +154,10 @@ class DimseService:
             path.unlink(missing_ok=True)
             log.warning("C-STORE of unknown SOP Class %s refused", sop_class)
             return storage.status(SOP_CLASS_NOT_SUPPORTED, f"{sop_class} is not a storage class")
+        failure = hooks.receive_error(request)
+        if failure is not None:
+            path.unlink(missing_ok=True)
+            return storage.receive_failed(failure)
         return storage.store_received(
             self.storing, path, sop_class, str(request.AffectedSOPInstanceUID), self.allowed(event)
         )

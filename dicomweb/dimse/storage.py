@@ -112,7 +112,7 @@ class StoreQueue:
 
 def store_received(
     store: StoreQueue, path: Path, sop_class: str, sop_instance: str, principal: Principal
-) -> Dataset:
+) -> Dataset | int:
     """Store the received Part 10 file at `path` (consumed); the C-STORE response status."""
     if not principal.has(WRITE):
         path.unlink(missing_ok=True)
@@ -136,11 +136,21 @@ def store_received(
     return stored_status(outcome)
 
 
-def stored_status(outcome: StoredInstance) -> Dataset:
+def receive_failed(error: OSError) -> Dataset:
+    """The status of a dataset that could not be written as it arrived (STOW's mapping of
+    the same error: out of disk space is A700)."""
+    rejection = rejection_for(error)
+    code = STATUS_OF_REASON.get(rejection.reason, 0xC000)
+    metrics.record_store_outcome(None, 0, rejection.reason)
+    log.warning("C-STORE not received (0x%04X): %s", code, rejection.message)
+    return status(code, rejection.message)
+
+
+def stored_status(outcome: StoredInstance) -> Dataset | int:
     # STOW's mapping: stored with problems → Warning, B000 as its WarningReason.
     if outcome.warnings:
         return status(WARNING_COERCION, "; ".join(outcome.warnings))
-    return status(SUCCESS)
+    return SUCCESS  # a bare status code: pynetdicom needs no Dataset for it
 
 
 def command_mismatch(path: Path, sop_class: str, sop_instance: str) -> str | None:
