@@ -132,10 +132,14 @@ class DicomJsonEncoder:
         raw = ds.get_item(0x00080005)
         if raw is None:
             return inherited if inherited is not None else SIMPLE_CHARSETS[""]
-        value = raw.value if isinstance(raw, RawDataElement) else None
-        if not isinstance(value, bytes):
+        value = raw.value
+        if isinstance(value, bytes):
+            text = value.decode("latin-1").strip(" \x00")
+        elif isinstance(value, str):  # pydicom converts it while reading the data set
+            text = value.strip()
+        else:  # several values: ISO 2022 code extensions
             return None
-        return SIMPLE_CHARSETS.get(value.decode("latin-1").strip(" \x00"))
+        return SIMPLE_CHARSETS.get(text)
 
     def add_pixel_data(self, tag: int, vr: str, offset: int, length: int) -> dict[str, Any]:
         """The top-level Pixel Data element, located by ingest without reading its value."""
