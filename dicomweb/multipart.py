@@ -26,6 +26,8 @@ class TempFiles(Protocol):
 
     def new_temp_path(self) -> Path: ...
 
+    def open_temp(self, temp_path: Path) -> BinaryIO: ...
+
     def discard(self, temp_path: Path) -> None: ...
 
 
@@ -190,7 +192,7 @@ def _headers(p: _Parser) -> bool:
     else:
         p.part = ReceivedPart(headers, path)
         try:
-            p.file = path.open("wb")
+            p.file = p.temp_files.open_temp(path)
         except OSError as exc:
             _write_failed(p, exc)
     p.state = "body"

@@ -265,17 +265,18 @@ class FileScan:
     items: int
 
 
-def scan_file(path: Path) -> FileScan:
+def scan_file(fp: BinaryIO) -> FileScan:
+    """From the start of the open file to its end."""
     digest = hashlib.sha256()
     size = items = 0
     tail = b""
-    with path.open("rb") as fp:
-        while chunk := fp.read(1 << 20):
-            digest.update(chunk)
-            joint = tail + chunk[:3]  # an item tag split between two reads
-            items += sum(chunk.count(tag) + joint.count(tag) for tag in ITEM_TAGS)
-            tail = chunk[-3:]
-            size += len(chunk)
+    fp.seek(0)
+    while chunk := fp.read(1 << 20):
+        digest.update(chunk)
+        joint = tail + chunk[:3]  # an item tag split between two reads
+        items += sum(chunk.count(tag) + joint.count(tag) for tag in ITEM_TAGS)
+        tail = chunk[-3:]
+        size += len(chunk)
     return FileScan(digest.hexdigest(), size, items)
 
 
@@ -296,15 +297,18 @@ def read_dataset(
 ) -> tuple[Dataset, PixelDataLocation | None, FileScan]:
     """Read a Part 10 file up to its Pixel Data, whose value stays on disk (pydicom would
     load it whole); values above DEFER_SIZE are read only when touched."""
-    head = ensure_part10(path)
-    check_dataset_start(head)
-    scan = scan_file(path)
-    check_items(scan.items, scan.size)
-    deflated = is_deflated(head)
-    if deflated:
-        check_items(*check_inflation(path, head, limits))
-    try:
-        with path.open("rb") as fp:
+    with path.open("rb") as fp:  # one open for the checks, the scan and the parse
+        head = fp.read(HEAD_BYTES)
+        if head[128:132] != b"DICM":
+            head = ensure_part10(path)  # gives it a header in place: fp reads the new bytes
+        check_dataset_start(head)
+        scan = scan_file(fp)
+        check_items(scan.items, scan.size)
+        deflated = is_deflated(head)
+        if deflated:
+            check_items(*check_inflation(path, head, limits))
+        try:
+            fp.seek(0)
             # Offsets in a deflated stream are not file offsets: it is read whole.
             ds = read_partial(fp, TopLevelGuard(stop_at_pixels=not deflated),
                               defer_size=DEFER_SIZE)
@@ -313,12 +317,12 @@ def read_dataset(
                 return ds, None, scan
             check_complete(ds, scan.size)
             return ds, pixel_data_location(fp, fp.tell(), syntax), scan
-    except InstanceRejected:
-        raise
-    except InvalidDicomError as exc:
-        raise parse_failure(exc) from exc
-    except Exception as exc:  # pydicom raises many types on damaged input
-        raise parse_failure(exc) from exc
+        except InstanceRejected:
+            raise
+        except InvalidDicomError as exc:
+            raise parse_failure(exc) from exc
+        except Exception as exc:  # pydicom raises many types on damaged input
+            raise parse_failure(exc) from exc
 
 
 def check_complete(ds: Dataset, file_size: int) -> None:

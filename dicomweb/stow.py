@@ -129,7 +129,7 @@ async def receive_single_part(store: Store, request: Request) -> ReceivedPart:
     path = store.blobs.new_temp_path()
     part = ReceivedPart({"content-type": DICOM}, path)
     try:
-        with path.open("wb") as fp:
+        with store.blobs.open_temp(path) as fp:
             async for chunk in request.stream():
                 fp.write(chunk)
                 part.size += len(chunk)
