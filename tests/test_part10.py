@@ -168,3 +168,29 @@ def test_many_real_items_are_taken(tmp_path: Path) -> None:
     path = tmp_path / "items.dcm"
     path.write_bytes(with_sequence_items(SMALL_ITEM, 20_000))
     assert len(ingest_file(path).dataset.ReferencedImageSequence) == 20_000
+
+
+def test_a_flood_of_big_endian_items_is_refused_too(tmp_path: Path) -> None:
+    """Little endian files are searched for little endian item tags only; a file whose File
+    Meta names explicit VR big endian is searched for big endian ones as well."""
+    from io import BytesIO
+
+    from pydicom import dcmwrite
+    from pydicom.uid import ExplicitVRBigEndian
+
+    ds = image()
+    del ds.PixelData
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    buffer = BytesIO()
+    dcmwrite(buffer, ds, implicit_vr=False, little_endian=False, enforce_file_format=True)
+    raw = buffer.getvalue()
+    at = raw.index(b"\x00\x08\x00\x20DA")
+    flood = (b"\x00\x08\x11\x40SQ\x00\x00\xff\xff\xff\xff"
+             + b"\xff\xfe\xe0\x00\x00\x00\x00\x00" * 500_000
+             + b"\xff\xfe\xe0\xdd\x00\x00\x00\x00")
+    path = tmp_path / "items-be.dcm"
+    path.write_bytes(raw[:at] + flood + raw[at:])
+    started = time.process_time()
+    rejected = rejection(path)
+    assert time.process_time() - started < 1.0
+    assert "flood of empty items" in rejected.message
