@@ -15,6 +15,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 # Values of 1 KiB and more are read only when touched, so big pixel data stays on disk.
 DEFER_SIZE = 1024
 HEAD_BYTES = 4096
+#: Files up to this size are read once and parsed from memory.
+IN_MEMORY_BYTES = 256 * 1024
 #: Groups a bare dataset (no preamble) may start with: File Meta, or the identifying group.
 BARE_START_GROUPS = (0x0002, 0x0008)
 #: Top-level tags that may come out of order before the file counts as noise (real files
@@ -279,11 +282,15 @@ def item_tags(head: bytes) -> tuple[bytes, ...]:
 
 def scan_file(fp: BinaryIO, tags: tuple[bytes, ...] = ITEM_TAGS) -> FileScan:
     """From the start of the open file to its end."""
+    fp.seek(0)
+    return scan_chunks(iter(lambda: fp.read(1 << 20), b""), tags)
+
+
+def scan_chunks(chunks: Iterable[bytes], tags: tuple[bytes, ...] = ITEM_TAGS) -> FileScan:
     digest = hashlib.sha256()
     size = items = 0
     tail = b""
-    fp.seek(0)
-    while chunk := fp.read(1 << 20):
+    for chunk in chunks:
         digest.update(chunk)
         joint = tail + chunk[:3]  # an item tag split between two reads
         items += sum(chunk.count(tag) + joint.count(tag) for tag in tags)
@@ -314,21 +321,30 @@ def read_dataset(
         if head[128:132] != b"DICM":
             head = ensure_part10(path)  # gives it a header in place: fp reads the new bytes
         check_dataset_start(head)
-        scan = scan_file(fp, item_tags(head))
+        source: BinaryIO = fp
+        if os.fstat(fp.fileno()).st_size <= IN_MEMORY_BYTES:
+            # One read; pydicom then parses from memory (a tell() per element was an lseek).
+            fp.seek(0)
+            data = fp.read()
+            source = BytesIO(data)
+            scan = scan_chunks([data] if data else [], item_tags(head))
+        else:
+            scan = scan_file(fp, item_tags(head))
         check_items(scan.items, scan.size)
         deflated = is_deflated(head)
         if deflated:
             check_items(*check_inflation(path, head, limits))
         try:
-            fp.seek(0)
+            source.seek(0)
             # Offsets in a deflated stream are not file offsets: it is read whole.
-            ds = read_partial(fp, TopLevelGuard(stop_at_pixels=not deflated),
+            ds = read_partial(source, TopLevelGuard(stop_at_pixels=not deflated),
                               defer_size=DEFER_SIZE)
+            stopped_at = source.tell()  # before anything reads a deferred value from it
             syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
             if syntax == DeflatedExplicitVRLittleEndian or deflated:
                 return ds, None, scan
             check_complete(ds, scan.size)
-            return ds, pixel_data_location(fp, fp.tell(), syntax), scan
+            return ds, pixel_data_location(source, stopped_at, syntax), scan
         except InstanceRejected:
             raise
         except InvalidDicomError as exc:
