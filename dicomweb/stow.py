@@ -39,6 +39,10 @@ BATCH_SIZE = 32
 #: stays about twice that).
 SPOOL_PART_BYTES = 256 * 1024
 SPOOL_BATCH_BYTES = 4 * 1024 * 1024
+#: A batch holding this many bytes is handed over before it is full whenever the batch before
+#: it is done: one client's large instances are then parsed while the rest of its request is
+#: still arriving (a request of small instances stays one batch: fewer transactions).
+EARLY_BATCH_BYTES = 1024 * 1024
 # DICOM JSON tags of the response (PS3.18 Table 10.5.3-2).
 RETRIEVE_URL = "00081190"
 FAILED_SOP_SEQUENCE = "00081198"
@@ -101,15 +105,18 @@ async def store_multipart(
     the body early (a malformed part, a limit, a disconnect) leaves no temp file of the parts
     received but not stored; a batch already handed over is stored whole."""
     batch: list[ReceivedPart] = []
-    spooled = 0
+    spooled = received = 0
     in_flight: asyncio.Task[list[StoredInstance | InstanceRejected]] | None = None
     try:
         async for part in read_parts(request.stream(), boundary, store.blobs,
                                      max_parts=max_parts, spool_bytes=SPOOL_PART_BYTES):
             batch.append(part)
             spooled += len(part.data) if part.data is not None else 0
-            if len(batch) == BATCH_SIZE or spooled >= SPOOL_BATCH_BYTES:
-                taken, batch, spooled = batch, [], 0
+            received += part.size
+            idle = in_flight is None or in_flight.done()
+            if (len(batch) == BATCH_SIZE or spooled >= SPOOL_BATCH_BYTES
+                    or (idle and received >= EARLY_BATCH_BYTES)):
+                taken, batch, spooled, received = batch, [], 0, 0
                 if in_flight is not None:
                     outcomes += await in_flight
                 in_flight = asyncio.ensure_future(store_parts(store, pool, taken, study, writer))
