@@ -106,11 +106,30 @@ def fast_json_value(vr: str, raw: bytes, codec: str, little_endian: bool) -> Any
         return [v.rstrip("\x00 ") for v in raw.decode(codec).split("\\")]
     if vr in SINGLE_TEXT_VRS:
         return [raw.decode(codec).rstrip("\x00 ")]
+    if vr == "PN":
+        return person_names(raw.decode(codec).rstrip("\x00 "))
     if vr == "IS":
         return [int(v) for v in raw.decode("latin-1").split("\\")]
     if vr == "DS":
         return [float(v) for v in raw.decode("latin-1").split("\\")]
     return None
+
+
+def person_names(text: str) -> list[Any]:
+    """PN values as pydicom's to_json_dict gives them (PS3.18 F.2.2): per value, its '='
+    groups as Alphabetic, Ideographic, Phonetic; [""] when there is none (no "Value")."""
+    if not text:
+        return [""]
+    names: list[Any] = []
+    for value in text.split("\\"):
+        groups = value.split("=")
+        name = {"Alphabetic": groups[0]}
+        if len(groups) > 1:
+            name["Ideographic"] = groups[1]
+        if len(groups) > 2:
+            name["Phonetic"] = groups[2]
+        names.append(name)
+    return names
 
 
 class DicomJsonEncoder:
@@ -132,10 +151,14 @@ class DicomJsonEncoder:
         raw = ds.get_item(0x00080005)
         if raw is None:
             return inherited if inherited is not None else SIMPLE_CHARSETS[""]
-        value = raw.value if isinstance(raw, RawDataElement) else None
-        if not isinstance(value, bytes):
+        value = raw.value
+        if isinstance(value, bytes):
+            text = value.decode("latin-1").strip(" \x00")
+        elif isinstance(value, str):  # pydicom converts it while reading the data set
+            text = value.strip()
+        else:  # several values: ISO 2022 code extensions
             return None
-        return SIMPLE_CHARSETS.get(value.decode("latin-1").strip(" \x00"))
+        return SIMPLE_CHARSETS.get(text)
 
     def add_pixel_data(self, tag: int, vr: str, offset: int, length: int) -> dict[str, Any]:
         """The top-level Pixel Data element, located by ingest without reading its value."""

@@ -26,6 +26,8 @@ class TempFiles(Protocol):
 
     def new_temp_path(self) -> Path: ...
 
+    def open_temp(self, temp_path: Path) -> BinaryIO: ...
+
     def discard(self, temp_path: Path) -> None: ...
 
 
@@ -35,10 +37,35 @@ class ReceivedPart:
     path: Path | None  # None once the part could not be written (`write_error` says why)
     size: int = 0
     write_error: OSError | None = None
+    #: A small part's bytes, held until `spill` writes them to a temp file (`path` is None
+    #: until then); see `read_parts(spool_bytes=…)`.
+    data: bytearray | None = None
 
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
+
+
+def spill(parts: list[ReceivedPart], temp_files: TempFiles) -> None:
+    """Write the held bytes of spooled parts to temp files (blocking: call it in a thread).
+    A part that cannot be written gets `write_error`, as when it streamed to disk."""
+    for part in parts:
+        if part.data is None:
+            continue
+        data, part.data = part.data, None
+        try:
+            path = temp_files.new_temp_path()
+        except OSError as exc:
+            part.write_error = exc
+            continue
+        try:
+            with temp_files.open_temp(path) as fp:
+                fp.write(data)
+        except OSError as exc:
+            temp_files.discard(path)
+            part.write_error = exc
+            continue
+        part.path = path
 
 
 @dataclass
@@ -50,6 +77,7 @@ class _Parser:
     delimiter: bytes  # CRLF "--" boundary (RFC 2046 5.1.1)
     temp_files: TempFiles
     max_parts: int
+    spool_bytes: int = 0  # parts up to this size are held in memory, not written here
     # The CRLF before the first delimiter belongs to it; the body may start without one.
     buffer: bytearray = field(default_factory=lambda: bytearray(CRLF))
     state: str = "preamble"  # preamble | after | headers | body | epilogue
@@ -83,11 +111,18 @@ async def read_parts(
     temp_files: TempFiles,
     *,
     max_parts: int,
+    spool_bytes: int = 0,
 ) -> AsyncIterator[ReceivedPart]:
     """Yield each part once its body is complete on disk (the caller owns the file, and
     discards it). A part that cannot be written (disk full) is yielded with `write_error`
-    set and no file."""
-    parser = _Parser(b"\r\n--" + boundary.encode("latin-1"), temp_files, max_parts)
+    set and no file.
+
+    With `spool_bytes`, a part no larger than that is yielded with its bytes in `data` and
+    no file yet: creating a file waits on the filesystem journal (for milliseconds while
+    other parts are being fdatasynced), which must not stall the event loop; the caller
+    `spill`s a batch of them in a thread. Larger parts go to their file as they arrive."""
+    parser = _Parser(b"\r\n--" + boundary.encode("latin-1"), temp_files, max_parts,
+                     spool_bytes)
     try:
         async for chunk in chunks:
             parser.buffer += chunk
@@ -183,18 +218,29 @@ def _headers(p: _Parser) -> bool:
         raise PayloadTooLarge(
             f"the request has more than {p.max_parts} parts (DICOMWEB_MAX_PARTS)"
         )
-    try:
-        path = p.temp_files.new_temp_path()
-    except OSError as exc:  # no room even for an empty file
-        p.part = ReceivedPart(headers, None, write_error=exc)
+    if p.spool_bytes > 0:
+        p.part = ReceivedPart(headers, None, data=bytearray())
     else:
-        p.part = ReceivedPart(headers, path)
-        try:
-            p.file = path.open("wb")
-        except OSError as exc:
-            _write_failed(p, exc)
+        _open_file(p, ReceivedPart(headers, None))
     p.state = "body"
     return True
+
+
+def _open_file(p: _Parser, part: ReceivedPart) -> None:
+    """The part's temp file, holding what was spooled of it so far."""
+    p.part = part
+    spooled, part.data = part.data, None
+    try:
+        part.path = p.temp_files.new_temp_path()
+    except OSError as exc:  # no room even for an empty file
+        part.write_error = exc
+        return
+    try:
+        p.file = p.temp_files.open_temp(part.path)
+        if spooled:
+            p.file.write(spooled)
+    except OSError as exc:
+        _write_failed(p, exc)
 
 
 def _body(p: _Parser) -> ReceivedPart | None:
@@ -216,7 +262,15 @@ def _body(p: _Parser) -> ReceivedPart | None:
 
 def _write(p: _Parser, end: int) -> None:
     assert p.part is not None
-    if p.file is None or end == 0:
+    if end == 0:
+        return
+    if p.part.data is not None:
+        if len(p.part.data) + end <= p.spool_bytes:
+            p.part.data += p.buffer[:end]
+            p.part.size += end
+            return
+        _open_file(p, p.part)  # too large to hold: to its file from here on
+    if p.file is None:
         return  # a part that failed to write is read to its end and dropped
     try:
         with memoryview(p.buffer) as view:

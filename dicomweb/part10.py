@@ -15,6 +15,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 # Values of 1 KiB and more are read only when touched, so big pixel data stays on disk.
 DEFER_SIZE = 1024
 HEAD_BYTES = 4096
+#: Files up to this size are read once and parsed from memory.
+IN_MEMORY_BYTES = 256 * 1024
 #: Groups a bare dataset (no preamble) may start with: File Meta, or the identifying group.
 BARE_START_GROUPS = (0x0002, 0x0008)
 #: Top-level tags that may come out of order before the file counts as noise (real files
@@ -56,6 +59,7 @@ RATIO_FLOOR_BYTES = 16 << 20
 PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}
 LONG_LENGTH_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
 DEFLATED_UID_BYTES = DeflatedExplicitVRLittleEndian.encode()
+BIG_ENDIAN_UID_BYTES = b"1.2.840.10008.1.2.2"
 
 
 @dataclass(frozen=True)
@@ -276,17 +280,33 @@ class FileScan:
     items: int
 
 
-def scan_file(path: Path) -> FileScan:
+def item_tags(head: bytes) -> tuple[bytes, ...]:
+    """The item tag encodings pydicom may meet in this file: little endian only once the File
+    Meta (all of it in `head`) names another transfer syntax than explicit VR big endian,
+    whose items pydicom would not read; both when that is not known. Half the search for
+    every file."""
+    start = dataset_start(head)
+    if start is not None and start <= len(head) and BIG_ENDIAN_UID_BYTES not in head[132:start]:
+        return ITEM_TAGS[:1]
+    return ITEM_TAGS
+
+
+def scan_file(fp: BinaryIO, tags: tuple[bytes, ...] = ITEM_TAGS) -> FileScan:
+    """From the start of the open file to its end."""
+    fp.seek(0)
+    return scan_chunks(iter(lambda: fp.read(1 << 20), b""), tags)
+
+
+def scan_chunks(chunks: Iterable[bytes], tags: tuple[bytes, ...] = ITEM_TAGS) -> FileScan:
     digest = hashlib.sha256()
     size = items = 0
     tail = b""
-    with path.open("rb") as fp:
-        while chunk := fp.read(1 << 20):
-            digest.update(chunk)
-            joint = tail + chunk[:3]  # an item tag split between two reads
-            items += sum(chunk.count(tag) + joint.count(tag) for tag in ITEM_TAGS)
-            tail = chunk[-3:]
-            size += len(chunk)
+    for chunk in chunks:
+        digest.update(chunk)
+        joint = tail + chunk[:3]  # an item tag split between two reads
+        items += sum(chunk.count(tag) + joint.count(tag) for tag in tags)
+        tail = chunk[-3:]
+        size += len(chunk)
     return FileScan(digest.hexdigest(), size, items)
 
 
@@ -307,31 +327,43 @@ def read_dataset(
 ) -> tuple[Dataset, PixelDataLocation | None, FileScan]:
     """Read a Part 10 file up to its Pixel Data, whose value stays on disk (pydicom would
     load it whole); values above DEFER_SIZE are read only when touched."""
-    head = ensure_part10(path)
-    check_dataset_start(head)
-    scan = scan_file(path)
-    check_items(scan.items, scan.size)
-    deflated = is_deflated(head)
-    if deflated:
-        check_items(*check_inflation(path, head, limits))
-    if deflated or may_exceed(scan.items, scan.size, limits.max_nested):
-        check_structure(path, limits.max_nested)
-    try:
-        with path.open("rb") as fp:
+    with path.open("rb") as fp:  # one open for the checks, the scan and the parse
+        head = fp.read(HEAD_BYTES)
+        if head[128:132] != b"DICM":
+            head = ensure_part10(path)  # gives it a header in place: fp reads the new bytes
+        check_dataset_start(head)
+        source: BinaryIO = fp
+        if os.fstat(fp.fileno()).st_size <= IN_MEMORY_BYTES:
+            # One read; pydicom then parses from memory (a tell() per element was an lseek).
+            fp.seek(0)
+            data = fp.read()
+            source = BytesIO(data)
+            scan = scan_chunks([data] if data else [], item_tags(head))
+        else:
+            scan = scan_file(fp, item_tags(head))
+        check_items(scan.items, scan.size)
+        deflated = is_deflated(head)
+        if deflated:
+            check_items(*check_inflation(path, head, limits))
+        if deflated or may_exceed(scan.items, scan.size, limits.max_nested):
+            check_structure(path, limits.max_nested)
+        try:
+            source.seek(0)
             # Offsets in a deflated stream are not file offsets: it is read whole.
-            ds = read_partial(fp, TopLevelGuard(stop_at_pixels=not deflated),
+            ds = read_partial(source, TopLevelGuard(stop_at_pixels=not deflated),
                               defer_size=DEFER_SIZE)
+            stopped_at = source.tell()  # before anything reads a deferred value from it
             syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
             if syntax == DeflatedExplicitVRLittleEndian or deflated:
                 return ds, None, scan
             check_complete(ds, scan.size)
-            return ds, pixel_data_location(fp, fp.tell(), syntax), scan
-    except InstanceRejected:
-        raise
-    except InvalidDicomError as exc:
-        raise parse_failure(exc) from exc
-    except Exception as exc:  # pydicom raises many types on damaged input
-        raise parse_failure(exc) from exc
+            return ds, pixel_data_location(source, stopped_at, syntax), scan
+        except InstanceRejected:
+            raise
+        except InvalidDicomError as exc:
+            raise parse_failure(exc) from exc
+        except Exception as exc:  # pydicom raises many types on damaged input
+            raise parse_failure(exc) from exc
 
 
 def check_complete(ds: Dataset, file_size: int) -> None:

@@ -22,7 +22,7 @@ from dicomweb.errors import (
 )
 from dicomweb.http_cache import NO_STORE
 from dicomweb.ingest_pool import IngestPool
-from dicomweb.multipart import ReceivedPart, read_parts
+from dicomweb.multipart import ReceivedPart, read_parts, spill
 from dicomweb.negotiation import parse_accept
 from dicomweb.store.access import StudyWriter
 from dicomweb.store.repository import Store, StoredInstance, rejection_for
@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 DICOM = "application/dicom"
 #: Parts stored together: one duplicate query, journal and index transaction per batch.
 BATCH_SIZE = 32
+#: Parts up to this size are held in memory until their batch is handed over, then written to
+#: temp files in a thread (`multipart.spill`), so the event loop never waits on the journal;
+#: a batch is handed over early once it holds SPOOL_BATCH_BYTES of them (memory per request
+#: stays about twice that).
+SPOOL_PART_BYTES = 256 * 1024
+SPOOL_BATCH_BYTES = 4 * 1024 * 1024
+#: A batch holding this many bytes is handed over before it is full whenever the batch before
+#: it is done: one client's large instances are then parsed while the rest of its request is
+#: still arriving (a request of small instances stays one batch: fewer transactions).
+EARLY_BATCH_BYTES = 1024 * 1024
 # DICOM JSON tags of the response (PS3.18 Table 10.5.3-2).
 RETRIEVE_URL = "00081190"
 FAILED_SOP_SEQUENCE = "00081198"
@@ -95,13 +105,18 @@ async def store_multipart(
     the body early (a malformed part, a limit, a disconnect) leaves no temp file of the parts
     received but not stored; a batch already handed over is stored whole."""
     batch: list[ReceivedPart] = []
+    spooled = received = 0
     in_flight: asyncio.Task[list[StoredInstance | InstanceRejected]] | None = None
     try:
         async for part in read_parts(request.stream(), boundary, store.blobs,
-                                     max_parts=max_parts):
+                                     max_parts=max_parts, spool_bytes=SPOOL_PART_BYTES):
             batch.append(part)
-            if len(batch) == BATCH_SIZE:
-                taken, batch = batch, []
+            spooled += len(part.data) if part.data is not None else 0
+            received += part.size
+            idle = in_flight is None or in_flight.done()
+            if (len(batch) == BATCH_SIZE or spooled >= SPOOL_BATCH_BYTES
+                    or (idle and received >= EARLY_BATCH_BYTES)):
+                taken, batch, spooled, received = batch, [], 0, 0
                 if in_flight is not None:
                     outcomes += await in_flight
                 in_flight = asyncio.ensure_future(store_parts(store, pool, taken, study, writer))
@@ -129,7 +144,7 @@ async def receive_single_part(store: Store, request: Request) -> ReceivedPart:
     path = store.blobs.new_temp_path()
     part = ReceivedPart({"content-type": DICOM}, path)
     try:
-        with path.open("wb") as fp:
+        with store.blobs.open_temp(path) as fp:
             async for chunk in request.stream():
                 fp.write(chunk)
                 part.size += len(chunk)
@@ -153,6 +168,14 @@ async def store_parts(
     """Store a batch of received parts (all consumed); parts that are not application/dicom
     or could not be written are rejected, in their order. The parts are parsed in the ingest
     processes while this event loop goes on receiving and answering."""
+    if any(part.data is not None for part in parts):
+        try:  # not abandoned when cancelled: every file it made is known here
+            await run_in_threadpool(spill, parts, store.blobs)
+        except BaseException:
+            for part in parts:
+                if part.path is not None:
+                    store.blobs.discard(part.path)
+            raise
     outcomes: list[StoredInstance | InstanceRejected | None] = []
     dicom_parts: list[ReceivedPart] = []
     for part in parts:

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import requests
@@ -71,6 +72,9 @@ class TempFiles:
 
     def new_temp_path(self) -> Path:
         return self.blobs.new_temp_path()
+
+    def open_temp(self, temp_path: Path) -> BinaryIO:
+        return self.blobs.open_temp(temp_path)
 
     def discard(self, temp_path: Path) -> None:
         self.blobs.discard(temp_path)

@@ -121,3 +121,24 @@ def test_overwrite_changes_every_validator(tmp_path, backend):
             second.PixelData)
     finally:
         stop_server(server)
+
+
+def test_no_stale_rendered_image_after_delete_and_new_version(server):
+    """A repeated rendered URL is answered from memory (HotTargets): never once the instance
+    is deleted, and the new version's image once it is stored again."""
+    study, series, sop = new_uid(), new_uid(), new_uid()
+    assert server.stow(image(study=study, series=series, sop=sop, instance_number=1)
+                       ).status_code == 200
+    url = f"{server.url}/studies/{study}/series/{series}/instances/{sop}/rendered"
+    for _ in range(3):
+        response = get(url, "image/jpeg")
+    old_etag, old_body = response.headers["etag"], response.content
+    assert get(url, "image/jpeg", **{"If-None-Match": old_etag}).status_code == 304
+    assert requests.delete(f"{server.url}/studies/{study}", timeout=30).status_code == 200
+    assert get(url, "image/jpeg").status_code == 404
+    assert get(url, "image/jpeg", **{"If-None-Match": old_etag}).status_code == 404
+    assert server.stow(image(study=study, series=series, sop=sop, instance_number=2)
+                       ).status_code == 200
+    response = get(url, "image/jpeg", **{"If-None-Match": old_etag})
+    assert response.status_code == 200 and response.headers["etag"] != old_etag
+    assert response.content != old_body

@@ -18,6 +18,7 @@ from dicomweb.multipart import (
     ReceivedPart,
     encode_parts,
     read_parts,
+    spill,
 )
 from dicomweb.store.blobs import BlobStore
 
@@ -182,3 +183,36 @@ def test_a_part_that_cannot_be_written_is_reported_and_the_rest_read(tmp_path: P
     parts = asyncio.run(run())
     assert len(parts) == 2
     assert all(p.path is None and p.write_error.errno == errno.ENOSPC for p in parts)
+
+
+def test_small_parts_are_held_in_memory_until_spilled(blobs: BlobStore) -> None:
+    """With spool_bytes, the event loop creates no file for a small part: its bytes are held
+    (whatever the chunking) and `spill` writes them; a larger part goes to its file as it
+    arrives, the bytes held before it grew past the limit included."""
+    payloads = [b"small", bytes(range(256)) * 4, b"", bytes(range(256)) * 40]
+    body = body_of(payloads)
+
+    async def run(chunk: int) -> list[ReceivedPart]:
+        feed = Feed(body[i : i + chunk] for i in range(0, len(body), chunk))
+        return [part async for part in read_parts(feed, BOUNDARY, blobs, max_parts=10,
+                                                  spool_bytes=2048)]
+
+    for chunk in (1, 7, 1000, len(body)):
+        parts = asyncio.run(run(chunk))
+        assert [p.path is None and p.data is not None for p in parts] == [True, True, True, False]
+        assert len(temp_files(blobs)) == 1  # the large part's only
+        assert [p.size for p in parts] == [len(x) for x in payloads]
+        spill(parts, blobs)
+        assert all(p.data is None and p.path is not None for p in parts)
+        assert [p.path.read_bytes() for p in parts] == payloads
+        for part in parts:
+            blobs.discard(part.path)
+        assert temp_files(blobs) == []
+
+
+def test_a_spooled_part_that_cannot_be_written_is_reported(tmp_path: Path) -> None:
+    blobs = FullDisk(tmp_path / "blobs")
+    blobs.create_folders()
+    parts = [ReceivedPart({}, None, data=bytearray(b"abc"))]
+    spill(parts, blobs)
+    assert parts[0].path is None and parts[0].write_error.errno == errno.ENOSPC

@@ -168,3 +168,58 @@ def test_many_real_items_are_taken(tmp_path: Path) -> None:
     path = tmp_path / "items.dcm"
     path.write_bytes(with_sequence_items(SMALL_ITEM, 20_000))
     assert len(ingest_file(path).dataset.ReferencedImageSequence) == 20_000
+
+
+def test_a_flood_of_big_endian_items_is_refused_too(tmp_path: Path) -> None:
+    """Little endian files are searched for little endian item tags only; a file whose File
+    Meta names explicit VR big endian is searched for big endian ones as well."""
+    from io import BytesIO
+
+    from pydicom import dcmwrite
+    from pydicom.uid import ExplicitVRBigEndian
+
+    ds = image()
+    del ds.PixelData
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    buffer = BytesIO()
+    dcmwrite(buffer, ds, implicit_vr=False, little_endian=False, enforce_file_format=True)
+    raw = buffer.getvalue()
+    at = raw.index(b"\x00\x08\x00\x20DA")
+    flood = (b"\x00\x08\x11\x40SQ\x00\x00\xff\xff\xff\xff"
+             + b"\xff\xfe\xe0\x00\x00\x00\x00\x00" * 500_000
+             + b"\xff\xfe\xe0\xdd\x00\x00\x00\x00")
+    path = tmp_path / "items-be.dcm"
+    path.write_bytes(raw[:at] + flood + raw[at:])
+    started = time.process_time()
+    rejected = rejection(path)
+    assert time.process_time() - started < 1.0
+    assert "flood of empty items" in rejected.message
+
+
+@pytest.mark.parametrize("path", PYDICOM_FILES, ids=lambda p: p.name)
+def test_small_files_parsed_from_memory_give_what_the_file_gives(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files up to IN_MEMORY_BYTES are read once and parsed from memory: the same rows, JSON,
+    frame ranges and rejections as parsing from the file."""
+    from dicomweb import part10
+    from dicomweb.ingest import parse_part
+
+    def ingested(limit: int) -> object:
+        copy = tmp_path / f"{limit}.dcm"
+        shutil.copyfile(path, copy)
+        monkeypatch.setattr(part10, "IN_MEMORY_BYTES", limit)
+        outcome = parse_part(copy)
+        if hasattr(outcome, "dataset"):
+            outcome.dataset = None
+            outcome.file_path = None
+        return outcome
+
+    from_memory, from_file = ingested(1 << 40), ingested(-1)
+    assert type(from_memory) is type(from_file)
+    if hasattr(from_file, "instance_row"):
+        assert from_memory.instance_row == from_file.instance_row
+        assert from_memory.study_row == from_file.study_row
+        assert from_memory.warnings == from_file.warnings
+    else:
+        assert (from_memory.reason, from_memory.message) == (from_file.reason, from_file.message)

@@ -227,3 +227,23 @@ def test_large_upload_is_streamed_not_held_in_memory(server, tmp_path):
     )
     assert response.status_code == 200, response.text
     assert peak_rss_mib() - before < 100
+
+
+def test_small_and_large_parts_mixed_past_a_spooled_batch_are_all_stored(server):
+    """Parts up to SPOOL_PART_BYTES are held in memory and written in a thread per batch; a
+    batch is handed over early once SPOOL_BATCH_BYTES of them are held. Parts on either side
+    of those limits, in one request, are all stored byte for byte."""
+    from dicomweb.stow import SPOOL_BATCH_BYTES, SPOOL_PART_BYTES
+
+    study = new_uid()
+    datasets = [image(study=study, rows=200, columns=250) for _ in range(24)]  # ~100 kB each
+    datasets.insert(5, image(study=study, rows=400, columns=400))  # ~320 kB: to its file
+    sizes = [len(to_bytes(ds)) for ds in datasets]
+    assert sum(s for s in sizes if s <= SPOOL_PART_BYTES) > SPOOL_BATCH_BYTES / 2
+    assert any(s > SPOOL_PART_BYTES for s in sizes)
+    response = server.stow(*(datasets + [image(study=study, rows=200, columns=250)
+                                         for _ in range(24)]))
+    assert response.status_code == 200, response.text
+    assert len(stow_items(response.json(), REFERENCED)) == 49
+    for ds in datasets[3:7]:
+        assert retrieve_bytes(server, ds) == to_bytes(ds)

@@ -8,7 +8,10 @@ Series Number), and the middle frame of that instance.
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from collections.abc import Callable
+from threading import Lock
 from typing import Any
 
 import numpy as np
@@ -172,15 +175,69 @@ def rendered_etag(loc: InstanceLocation, number: int, options: RenderOptions) ->
     return http_cache.etag_of(["rendered", loc.blob_key, str(number), repr(options)])
 
 
+#: Instance-level rendered URLs seen lately → (ETag, blob file) of what they showed.
+HOT_TARGETS = 4096
+
+
+class HotTargets:
+    """What an instance's rendered URL resolved to, so that a repeated request is answered
+    from the body cache without a thread hop and an index query. Each stored version has its
+    own blob file, removed when the instance is deleted or replaced: an entry whose file is
+    gone is stale (the index is asked again)."""
+
+    def __init__(self, max_entries: int = HOT_TARGETS) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, ...], tuple[str, str]] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, key: tuple[str, ...]) -> tuple[str, str] | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str, ...], etag: str, blob_path: str) -> None:
+        with self._lock:
+            self._entries[key] = (etag, blob_path)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def drop(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+def hot_target_key(params: dict[str, str], options: RenderOptions) -> tuple[str, ...] | None:
+    """Only an instance's URL: which instance represents a study or series can change."""
+    if "instance" not in params:
+        return None
+    return (params["study"], params.get("series", ""), params["instance"],
+            params.get("frames", ""), repr(options))
+
+
 def rendered_endpoint(store: Store, *, thumbnail: bool,
                       volumes: Volumes | None = None) -> Callable[[Request], Any]:
+    hot = HotTargets()
+
     async def rendered(request: Request) -> Response:
         """Rendered images are kept under their ETag: OHIF asks for the same thumbnails
         and images again and again; a client holding one gets a 304."""
         options = rendered_options(request, thumbnail=thumbnail)
+        params = dict(request.path_params)
+        bodies: http_cache.BodyCache = request.app.state.bodies
+        key = hot_target_key(params, options) if options.overlays is None else None
+        if key is not None and (seen := hot.get(key)) is not None:
+            etag, blob_path = seen
+            if os.path.exists(blob_path):
+                if http_cache.matches(request, etag):
+                    return http_cache.not_modified(etag, "Accept")
+                if (cached := bodies.get((etag,))) is not None:
+                    headers = {**http_cache.validator_headers(etag), "Vary": "Accept"}
+                    return Response(cached[0], media_type=options.media_type, headers=headers)
+            else:
+                hot.drop(key)
         app_store = request.app.state.store
-        loc, number = await run_in_threadpool(render_target, app_store, dict(request.path_params))
+        loc, number = await run_in_threadpool(render_target, app_store, params)
         etag = rendered_etag(loc, number, options)
+        if key is not None and etag is not None:
+            hot.put(key, etag, str(app_store.blobs.path(loc.blob_key)))
         if etag is None:
             body = await run_in_threadpool(
                 render_instance_frame, app_store, loc, number, options, volumes, request
@@ -188,7 +245,6 @@ def rendered_endpoint(store: Store, *, thumbnail: bool,
             return Response(body, media_type=options.media_type)
         if http_cache.matches(request, etag):
             return http_cache.not_modified(etag, "Accept")
-        bodies: http_cache.BodyCache = request.app.state.bodies
         cached = bodies.get((etag,))
         if cached is None:
             body = await run_in_threadpool(

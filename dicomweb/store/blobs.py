@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,33 @@ class BlobStore:
             self._temp_locks[path] = fd
         return path
 
+    def open_temp(self, temp_path: Path) -> BinaryIO:
+        """A file object writing the new temp file through its lock's descriptor (no second
+        open of the path); closing it keeps the lock."""
+        with self._temp_locks_guard:
+            fd = self._temp_locks.get(temp_path)
+        if fd is None:
+            return temp_path.open("wb")
+        return open(fd, "wb", closefd=False)  # noqa: SIM115 (the caller closes it)
+
     def discard(self, temp_path: Path) -> None:
-        """Remove a temp file (if it is still there) and drop its lock."""
-        temp_path.unlink(missing_ok=True)
-        self._unlock(temp_path)
+        """Remove a temp file (if it is still there) and drop its lock. A temp file whose
+        lock is gone was committed (renamed) or discarded already: nothing to remove (one
+        failing unlink less per stored instance); should one be left, the sweep takes it."""
+        with self._temp_locks_guard:
+            held = temp_path in self._temp_locks
+        if held:
+            temp_path.unlink(missing_ok=True)
+            self._unlock(temp_path)
+
+    def _sync_temp(self, temp_path: Path) -> None:
+        """Data on disk before the rename; through the lock's descriptor when there is one."""
+        with self._temp_locks_guard:
+            fd = self._temp_locks.get(temp_path)
+        if fd is None:
+            _sync_file(temp_path)
+        else:
+            os.fdatasync(fd)
 
     def _unlock(self, temp_path: Path) -> None:
         with self._temp_locks_guard:
@@ -97,7 +121,7 @@ class BlobStore:
 
     def commit(self, temp_path: Path, key: str) -> None:
         """Move a complete temp file into place: data on disk first, then the rename."""
-        _sync_file(temp_path)
+        self._sync_temp(temp_path)
         self._move(temp_path, key)
 
     def _move(self, temp_path: Path, key: str) -> None:
@@ -122,7 +146,7 @@ class BlobStore:
         if len(items) == 1:
             self.commit(*items[0])
             return
-        list(self._sync_pool.map(_sync_file, [path for path, _ in items]))
+        list(self._sync_pool.map(self._sync_temp, [path for path, _ in items]))
         for path, key in items:
             self._move(path, key)
 
