@@ -3,10 +3,12 @@ because the app factory registers them, not because the store knows them).
 
 `audit_trail`: one row per audited request, in chain order (`seq` is gapless: each append
 takes the chain lock, reads the head and writes head + 1, ...), holding everything the record
-says, its studies and patients included, under its hash. `audit_index`: one row per study a
-record names, for searching by patient and study; it is derived from the records, in batches
-(a record's own write stays one row), and is not part of the chain. `audit_chain`: the last
-sequence number and hash (so a truncated tail shows too) and how far the index has come.
+says, its studies and patients included, under its hash. It has no index but its key: each
+one more B-tree page every request's commit writes. `audit_search`: one row per study a record
+names (one with no study for a record naming none), with its time, user and action, for
+searching; it is derived from the records in batches, so a record's own write stays one row,
+and is not part of the chain. `audit_chain`: the last sequence number and hash (so a truncated
+tail shows too) and how far the search table has come (`indexed_seq`).
 """
 
 from __future__ import annotations
@@ -46,19 +48,26 @@ records = Table(
     Column("studies", Text, nullable=False),
     Column("prev_hash", String(HASH), nullable=False),
     Column("hash", String(HASH), nullable=False),
-    Index("ix_audit_trail_time", "event_time"),
-    Index("ix_audit_trail_who", "who"),
 )
+#: Indexes of audit_trail in databases made before audit_search: dropped on first use.
+OBSOLETE_INDEXES = ("ix_audit_trail_time", "ix_audit_trail_who")
 
 index = Table(
-    "audit_index",
+    "audit_search",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("item", Integer, primary_key=True, autoincrement=False),
-    Column("study_instance_uid", String(UID), nullable=False),
+    Column("event_time", String(32), nullable=False),
+    Column("who", String(256), nullable=False),
+    Column("client_id", String(256), nullable=True),
+    Column("action", String(16), nullable=False),
+    Column("study_instance_uid", String(UID), nullable=True),
     Column("patient_id", Text, nullable=True),
-    Index("ix_audit_index_study", "study_instance_uid"),
-    Index("ix_audit_index_patient", "patient_id"),
+    Index("ix_audit_search_study", "study_instance_uid"),
+    Index("ix_audit_search_patient", "patient_id"),
+    Index("ix_audit_search_who", "who"),
+    Index("ix_audit_search_client", "client_id"),
+    Index("ix_audit_search_time", "event_time"),
 )
 
 head = Table(
