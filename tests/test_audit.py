@@ -239,7 +239,7 @@ def test_credentials_never_recorded(audited) -> None:
     assert "PatientID=x" in record_of(engine, first.headers["X-Request-Id"])["query"]
     with engine.connect() as connection:
         dump = repr(connection.execute(text("SELECT * FROM audit_trail")).all())
-        dump += repr(connection.execute(text("SELECT * FROM audit_search")).all())
+        dump += repr(connection.execute(text("SELECT * FROM audit_index")).all())
     assert secret not in dump
     assert secret not in requests.get(f"{server.url}/audit", timeout=30).text
 

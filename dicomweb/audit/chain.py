@@ -33,8 +33,9 @@ STUDIES, PATIENTS = Study.__table__, Patient.__table__  # type: ignore[attr-defi
 RECORD_COLUMNS = tuple(str(c.name) for c in RECORDS.columns)
 #: Columns of a record covered by its hash (all but `hash`).
 HASHED_COLUMNS = tuple(name for name in RECORD_COLUMNS if name != "hash")
-INDEX_COLUMNS = ("seq", "item", "event_time", "who", "client_id", "action",
-                 "study_instance_uid", "patient_id")
+INDEX_COLUMNS = ("seq", "item", "study_instance_uid", "patient_id")
+PEOPLE = tables.people
+PEOPLE_COLUMNS = ("seq", "event_time", "who", "client_id")
 LOOKUP_CHUNK = 500
 INSERT_CHUNK = 200  # rows per INSERT: 200 x 17 columns stays under SQLite's 32766 variables
 INDEX_BATCH = 5000  # records indexed per transaction
@@ -204,14 +205,11 @@ class Appender:
             raw.invalidate()
 
     def upgrade(self) -> None:
-        """Bring a database made by an earlier version up to this one: drop audit_trail's
-        obsolete indexes, and index every record into audit_search if it is still empty."""
+        """Drop the indexes audit_trail had in databases made by earlier versions (audit_search
+        took their place; `index` fills it in for the records it misses)."""
         def work(cursor: Any) -> None:
             for name in tables.OBSOLETE_INDEXES:
                 cursor.execute(f"DROP INDEX IF EXISTS {name}")
-            cursor.execute(f"SELECT 1 FROM {INDEX.name} LIMIT 1")
-            if cursor.fetchone() is None:
-                cursor.execute(f"UPDATE {HEAD.name} SET indexed_seq = 0 WHERE id = {HEAD_ID}")
 
         self.transaction(work)
 
@@ -264,26 +262,28 @@ class Appender:
         return self.transaction(work)
 
     def index(self) -> int:
-        """Add the studies of records not indexed yet to audit_index (at most INDEX_BATCH
-        records, in one transaction: B-tree pages are written once per batch, not once per
-        request). Returns how many records it indexed."""
+        """Add records not indexed yet to audit_index (their studies) and audit_search (their
+        user and time): at most INDEX_BATCH records each, in one transaction, so B-tree pages
+        are written once per batch, not once per request. Returns how many records it read."""
 
         def work(cursor: Any) -> int:
             _, _, indexed = self.head(cursor)
-            cursor.execute(f"SELECT seq, event_time, who, client_id, action, studies "
-                           f"FROM {RECORDS.name} WHERE seq > {self.mark} "
+            cursor.execute(f"SELECT seq, studies FROM {RECORDS.name} WHERE seq > {self.mark} "
                            f"ORDER BY seq LIMIT {INDEX_BATCH}", (indexed,))
             found = cursor.fetchall()
-            if not found:
-                return 0
-            rows = [(seq, item, *who, study["study"], study["patient_id"])
-                    for seq, *who, studies in found
-                    for item, study in enumerate(orjson.loads(studies)
-                                                 or [{"study": None, "patient_id": None}])]
-            self.insert(cursor, INDEX.name, INDEX_COLUMNS, rows)
-            cursor.execute(f"UPDATE {HEAD.name} SET indexed_seq = {self.mark} "
-                           f"WHERE id = {HEAD_ID}", (found[-1][0],))
-            return len(found)
+            if found:
+                rows = [(seq, item, study["study"], study["patient_id"])
+                        for seq, studies in found
+                        for item, study in enumerate(orjson.loads(studies))]
+                self.insert(cursor, INDEX.name, INDEX_COLUMNS, rows)
+                cursor.execute(f"UPDATE {HEAD.name} SET indexed_seq = {self.mark} "
+                               f"WHERE id = {HEAD_ID}", (found[-1][0],))
+            cursor.execute(f"SELECT seq, event_time, who, client_id FROM {RECORDS.name} "
+                           f"WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM {PEOPLE.name}) "
+                           f"ORDER BY seq LIMIT {INDEX_BATCH}")
+            people = cursor.fetchall()
+            self.insert(cursor, PEOPLE.name, PEOPLE_COLUMNS, people)
+            return max(len(found), len(people))
 
         return self.transaction(work)
 
