@@ -177,8 +177,8 @@ class DimseService:
                                         str(request.AffectedSOPInstanceUID), principal, outcomes)
         stored = [(o.study_instance_uid, o.series_instance_uid, o.sop_instance_uid)
                   for o in outcomes if isinstance(o, StoredInstance)]
-        if not self.recorded(event, principal, "create", int(answer.Status),
-                             instance_subjects(stored)):
+        code = answer if isinstance(answer, int) else int(answer.Status)
+        if not self.recorded(event, principal, "create", code, instance_subjects(stored)):
             return storage.status(AUDIT_UNAVAILABLE, "the audit trail cannot be written")
         return answer
 
