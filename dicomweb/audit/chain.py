@@ -99,6 +99,20 @@ def resolve_patients(connection: Connection, subjects: Iterable[Subject]) -> Non
         subject.patient = found.get(subject.study, (None, None))
 
 
+def chained(head: tuple[int, str], events: Sequence[AuditEvent]
+            ) -> tuple[list[tuple[Any, ...]], list[int], tuple[int, str]]:
+    """The rows of `events` appended after `head`, their sequence numbers, the new head."""
+    seq, prev_hash = head
+    rows, numbers = [], []
+    for item in events:
+        seq += 1
+        record = record_row(seq, prev_hash, item)
+        record["hash"] = prev_hash = record_hash(record)
+        rows.append(tuple(record[name] for name in RECORD_COLUMNS))
+        numbers.append(seq)
+    return rows, numbers, (seq, prev_hash)
+
+
 class Busy(Exception):
     """The chain lock is held elsewhere, and this appender does not wait for it."""
 
@@ -120,6 +134,9 @@ class Appender:
                             f"VALUES ({HEAD_ID}, 0, '{GENESIS}', 0)")
         self.move_head = (f"UPDATE {HEAD.name} SET seq = {self.mark}, hash = {self.mark} "
                           f"WHERE id = {HEAD_ID}")
+        self.move_head_from = f"{self.move_head} AND seq = {self.mark} AND hash = {self.mark}"
+        #: (seq, hash) of the head this appender wrote last.
+        self.last: tuple[int, str] | None = None
         self.insert_one = self.insert_statement(RECORDS.name, RECORD_COLUMNS, 1)
 
     def insert_statement(self, table: str, columns: Sequence[str], rows: int) -> str:
@@ -247,19 +264,27 @@ class Appender:
                 for subject in subjects:
                     if subject.patient is None:
                         subject.patient = found.get(subject.study, (None, None))
-            seq, prev_hash, _ = self.head(cursor)
-            rows, numbers = [], []
-            for item in events:
-                seq += 1
-                record = record_row(seq, prev_hash, item)
-                record["hash"] = prev_hash = record_hash(record)
-                rows.append(tuple(record[name] for name in RECORD_COLUMNS))
-                numbers.append(seq)
+            # The head this connection wrote last is usually still the head: move it only if
+            # so (one statement instead of reading it first); else read it and chain again.
+            head = self.last
+            if head is not None:
+                rows, numbers, moved_to = chained(head, events)
+                cursor.execute(self.move_head_from, (*moved_to, *head))
+                if cursor.rowcount != 1:
+                    head = None
+            if head is None:
+                seq, prev_hash, _ = self.head(cursor)
+                rows, numbers, moved_to = chained((seq, prev_hash), events)
+                cursor.execute(self.move_head, moved_to)
             self.insert(cursor, RECORDS.name, RECORD_COLUMNS, rows)
-            cursor.execute(self.move_head, (seq, prev_hash))
-            return numbers
+            return numbers, moved_to
 
-        return self.transaction(work)
+        try:
+            numbers, self.last = self.transaction(work)
+        except BaseException:
+            self.last = None
+            raise
+        return numbers
 
     def index(self) -> int:
         """Add records not indexed yet to audit_index (their studies) and audit_search (their

@@ -115,10 +115,12 @@ class AuditTrail:
             self.unindexed = False
         return done
 
-    async def record(self, event: AuditEvent) -> int:
+    async def record(self, event: AuditEvent, alone: bool = True) -> int:
         """Append `event` with the others waiting now; returns once it is committed.
-        Raises AuditUnavailable when it could not be written."""
-        return await self.writer.append(event)
+        `alone`: no other audited request of this process is under way, so there is nothing
+        to gather: write at once if that needs no wait. Raises AuditUnavailable when it could
+        not be written."""
+        return await self.writer.append(event, now=alone)
 
     def record_blocking(self, event: AuditEvent) -> int:
         """`record` for threads without an event loop (DIMSE handlers): blocks until `event`

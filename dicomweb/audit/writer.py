@@ -62,11 +62,13 @@ class GroupWriter(Generic[Item]):
         self.thread: threading.Thread | None = None
         self.start_lock = threading.Lock()
 
-    async def append(self, item: Item) -> int:
-        """Append `item`; returns its sequence number once it is committed."""
+    async def append(self, item: Item, now: bool = True) -> int:
+        """Append `item`; returns its sequence number once it is committed. `now=False`: go
+        to the writer thread even if nothing is queued (other requests of this event loop are
+        under way, and their records may join the same commit)."""
         if self.thread is None or not self.thread.is_alive():
             self._start()  # also when writing now: the idle work runs there
-        number = self._try_now(item)
+        number = self._try_now(item) if now else None
         if number is not None:
             return number
         loop = asyncio.get_running_loop()
