@@ -105,6 +105,15 @@ def test_who_is_recorded_and_what_is_denied(secured) -> None:
                            headers=bearer(provider.token("reader-b")), timeout=30)
     assert (unknown.status_code, audit_of(server, provider, unknown)["action"]) == (404, "read")
 
+    # A forged token: 401, recorded as denied to nobody in particular, without the token.
+    forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJtYWxsb3J5In0."  # alg none, sub mallory
+    refused_token = requests.get(f"{server.url}/studies/{study}/metadata",
+                                 headers=bearer(forged), timeout=30)
+    assert refused_token.status_code == 401
+    record = audit_of(server, provider, refused_token)
+    assert (record["action"], record["user"], record["status"]) == ("denied", "anonymous", 401)
+    assert "mallory" not in str(record) and forged not in str(record)
+
     # No credentials: 401, anonymous; a reader deleting: 403.
     anonymous = requests.get(f"{server.url}/studies/{study}/metadata", timeout=30)
     assert anonymous.status_code == 401

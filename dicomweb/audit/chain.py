@@ -11,6 +11,7 @@ and `verify` names that record.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ RECORD_COLUMNS = tuple(str(c.name) for c in RECORDS.columns)
 #: Columns of a record covered by its hash (all but `hash`).
 HASHED_COLUMNS = tuple(name for name in RECORD_COLUMNS if name != "hash")
 INDEX_COLUMNS = ("seq", "item", "study_instance_uid", "patient_id")
+PEOPLE = tables.people
+PEOPLE_COLUMNS = ("seq", "event_time", "who", "client_id")
 LOOKUP_CHUNK = 500
 INSERT_CHUNK = 200  # rows per INSERT: 200 x 17 columns stays under SQLite's 32766 variables
 INDEX_BATCH = 5000  # records indexed per transaction
@@ -96,28 +99,60 @@ def resolve_patients(connection: Connection, subjects: Iterable[Subject]) -> Non
         subject.patient = found.get(subject.study, (None, None))
 
 
-class Appender:
-    """Appends with the driver directly, on one kept connection (one writer thread uses it):
-    the statements never change, and building them through SQLAlchemy for every group would
-    cost more than SQLite's commit itself."""
+def chained(head: tuple[int, str], events: Sequence[AuditEvent]
+            ) -> tuple[list[tuple[Any, ...]], list[int], tuple[int, str]]:
+    """The rows of `events` appended after `head`, their sequence numbers, the new head."""
+    seq, prev_hash = head
+    rows, numbers = [], []
+    for item in events:
+        seq += 1
+        record = record_row(seq, prev_hash, item)
+        record["hash"] = prev_hash = record_hash(record)
+        rows.append(tuple(record[name] for name in RECORD_COLUMNS))
+        numbers.append(seq)
+    return rows, numbers, (seq, prev_hash)
 
-    def __init__(self, engine: Engine) -> None:
+
+class Busy(Exception):
+    """The chain lock is held elsewhere, and this appender does not wait for it."""
+
+
+class Appender:
+    """Appends with the driver directly, on one kept connection (one thread at a time uses it):
+    the statements never change, and building them through SQLAlchemy for every group would
+    cost more than SQLite's commit itself. With `wait=False` (SQLite only) an append that
+    would wait for the database's write lock raises Busy instead, at once."""
+
+    def __init__(self, engine: Engine, wait: bool = True) -> None:
         self.engine = engine
+        self.wait = wait
         self.raw: Any = None
         self.postgres = engine.dialect.name == "postgresql"
         self.mark = "%s" if self.postgres else "?"
         self.read_head = f"SELECT seq, hash, indexed_seq FROM {HEAD.name} WHERE id = {HEAD_ID}"
         self.create_head = (f"INSERT INTO {HEAD.name} (id, seq, hash, indexed_seq) "
                             f"VALUES ({HEAD_ID}, 0, '{GENESIS}', 0)")
+        self.move_head = (f"UPDATE {HEAD.name} SET seq = {self.mark}, hash = {self.mark} "
+                          f"WHERE id = {HEAD_ID}")
+        self.move_head_from = f"{self.move_head} AND seq = {self.mark} AND hash = {self.mark}"
+        #: (seq, hash) of the head this appender wrote last.
+        self.last: tuple[int, str] | None = None
+        self.insert_one = self.insert_statement(RECORDS.name, RECORD_COLUMNS, 1)
+
+    def insert_statement(self, table: str, columns: Sequence[str], rows: int) -> str:
+        names = ", ".join(f'"{name}"' for name in columns)
+        one = f"({', '.join([self.mark] * len(columns))})"
+        return f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * rows)}"
 
     def insert(self, cursor: Any, table: str, columns: Sequence[str],
                rows: Sequence[tuple[Any, ...]]) -> None:
         """Multi-row INSERTs of at most INSERT_CHUNK rows (one round trip each)."""
-        names = ", ".join(f'"{name}"' for name in columns)
-        one = f"({', '.join([self.mark] * len(columns))})"
+        if len(rows) == 1 and table == RECORDS.name:
+            cursor.execute(self.insert_one, rows[0])
+            return
         for start in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[start:start + INSERT_CHUNK]
-            cursor.execute(f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(chunk))}",
+            cursor.execute(self.insert_statement(table, columns, len(chunk)),
                            [value for row in chunk for value in row])
 
     def lookup(self, cursor: Any, uids: list[str]) -> dict[str, tuple[str | None, str | None]]:
@@ -131,21 +166,44 @@ class Appender:
             found.update((uid, (patient, issuer)) for uid, patient, issuer in cursor.fetchall())
         return found
 
+    def connection(self) -> Any:
+        if self.raw is not None:
+            return self.raw
+        raw = self.engine.raw_connection()
+        cursor = raw.cursor()
+        if self.postgres:
+            # Committed means visible to every worker; like SQLite's WAL mode, a crash of the
+            # database host (not of this server) may lose the last fraction of a second: the
+            # price of not waiting for a disk flush on every request. Set once: the connection
+            # is this appender's alone.
+            cursor.execute("SET synchronous_commit = off")
+            raw.commit()
+        else:
+            # Checkpoints run in the writer's idle time (`checkpoint`), not inside a request's
+            # commit; and an appender that must not wait does not.
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
+            if not self.wait:
+                cursor.execute("PRAGMA busy_timeout = 0")
+        cursor.close()
+        self.raw = raw
+        return raw
+
     def transaction(self, work: Callable[[Any], Any]) -> Any:
         """`work(cursor)` in one transaction holding the chain lock."""
-        if self.raw is None:
-            self.raw = self.engine.raw_connection()
-        raw = self.raw
-        try:
-            cursor = raw.cursor()
-            if self.postgres:
-                # Committed means visible to every worker; like SQLite's WAL mode, a crash of
-                # the database host (not of this server) may lose the last fraction of a second:
-                # the price of not waiting for a disk flush on every request.
-                cursor.execute("SET LOCAL synchronous_commit = off")
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (PG_CHAIN_LOCK,))
-            else:
+        raw = self.connection()
+        cursor = raw.cursor()
+        if not self.postgres:
+            try:
                 cursor.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                cursor.close()
+                if not self.wait and "locked" in str(exc):
+                    raise Busy() from None  # nothing began: the connection stays usable
+                self._discard()
+                raise
+        try:
+            if self.postgres:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (PG_CHAIN_LOCK,))
             result = work(cursor)
             if self.postgres:
                 raw.commit()
@@ -154,9 +212,32 @@ class Appender:
             cursor.close()
             return result
         except BaseException:
-            self.raw = None  # a new connection next time: this one may be broken
-            raw.invalidate()
+            self._discard()
             raise
+
+    def _discard(self) -> None:
+        """A new connection next time: this one may be broken (its transaction rolls back)."""
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            raw.invalidate()
+
+    def upgrade(self) -> None:
+        """Drop the indexes audit_trail had in databases made by earlier versions (audit_search
+        took their place; `index` fills it in for the records it misses)."""
+        def work(cursor: Any) -> None:
+            for name in tables.OBSOLETE_INDEXES:
+                cursor.execute(f"DROP INDEX IF EXISTS {name}")
+
+        self.transaction(work)
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, without waiting for readers (SQLite;
+        no-op on PostgreSQL)."""
+        if not self.postgres:
+            cursor = self.connection().cursor()
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.fetchall()
+            cursor.close()
 
     def head(self, cursor: Any) -> tuple[int, str, int]:
         cursor.execute(self.read_head)
@@ -183,40 +264,51 @@ class Appender:
                 for subject in subjects:
                     if subject.patient is None:
                         subject.patient = found.get(subject.study, (None, None))
-            seq, prev_hash, _ = self.head(cursor)
-            rows, numbers = [], []
-            for item in events:
-                seq += 1
-                record = record_row(seq, prev_hash, item)
-                record["hash"] = prev_hash = record_hash(record)
-                rows.append(tuple(record[name] for name in RECORD_COLUMNS))
-                numbers.append(seq)
+            # The head this connection wrote last is usually still the head: move it only if
+            # so (one statement instead of reading it first); else read it and chain again.
+            head = self.last
+            if head is not None:
+                rows, numbers, moved_to = chained(head, events)
+                cursor.execute(self.move_head_from, (*moved_to, *head))
+                if cursor.rowcount != 1:
+                    head = None
+            if head is None:
+                seq, prev_hash, _ = self.head(cursor)
+                rows, numbers, moved_to = chained((seq, prev_hash), events)
+                cursor.execute(self.move_head, moved_to)
             self.insert(cursor, RECORDS.name, RECORD_COLUMNS, rows)
-            cursor.execute(f"UPDATE {HEAD.name} SET seq = {self.mark}, hash = {self.mark} "
-                           f"WHERE id = {HEAD_ID}", (seq, prev_hash))
-            return numbers
+            return numbers, moved_to
 
-        return self.transaction(work)
+        try:
+            numbers, self.last = self.transaction(work)
+        except BaseException:
+            self.last = None
+            raise
+        return numbers
 
     def index(self) -> int:
-        """Add the studies of records not indexed yet to audit_index (at most INDEX_BATCH
-        records, in one transaction: B-tree pages are written once per batch, not once per
-        request). Returns how many records it indexed."""
+        """Add records not indexed yet to audit_index (their studies) and audit_search (their
+        user and time): at most INDEX_BATCH records each, in one transaction, so B-tree pages
+        are written once per batch, not once per request. Returns how many records it read."""
 
         def work(cursor: Any) -> int:
             _, _, indexed = self.head(cursor)
             cursor.execute(f"SELECT seq, studies FROM {RECORDS.name} WHERE seq > {self.mark} "
                            f"ORDER BY seq LIMIT {INDEX_BATCH}", (indexed,))
             found = cursor.fetchall()
-            if not found:
-                return 0
-            rows = [(seq, item, study["study"], study["patient_id"])
-                    for seq, studies in found
-                    for item, study in enumerate(orjson.loads(studies))]
-            self.insert(cursor, INDEX.name, INDEX_COLUMNS, rows)
-            cursor.execute(f"UPDATE {HEAD.name} SET indexed_seq = {self.mark} "
-                           f"WHERE id = {HEAD_ID}", (found[-1][0],))
-            return len(found)
+            if found:
+                rows = [(seq, item, study["study"], study["patient_id"])
+                        for seq, studies in found
+                        for item, study in enumerate(orjson.loads(studies))]
+                self.insert(cursor, INDEX.name, INDEX_COLUMNS, rows)
+                cursor.execute(f"UPDATE {HEAD.name} SET indexed_seq = {self.mark} "
+                               f"WHERE id = {HEAD_ID}", (found[-1][0],))
+            cursor.execute(f"SELECT seq, event_time, who, client_id FROM {RECORDS.name} "
+                           f"WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM {PEOPLE.name}) "
+                           f"ORDER BY seq LIMIT {INDEX_BATCH}")
+            people = cursor.fetchall()
+            self.insert(cursor, PEOPLE.name, PEOPLE_COLUMNS, people)
+            return max(len(found), len(people))
 
         return self.transaction(work)
 

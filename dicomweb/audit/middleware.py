@@ -41,6 +41,8 @@ class AuditMiddleware:
         self.app = app
         self.trail = trail
         self.root_path = root_path
+        #: Audited requests of this process under way (one event loop: no lock needed).
+        self.in_flight = 0
 
     def target(self, scope: Scope) -> Target | None:
         path: str = scope["path"]
@@ -64,7 +66,8 @@ class AuditMiddleware:
         async def record(status: int) -> None:
             nonlocal recorded
             recorded = True
-            await self.trail.record(self.event(scope, target, status, subjects, started_at))
+            await self.trail.record(self.event(scope, target, status, subjects, started_at),
+                                    alone=self.in_flight == 1)
 
         async def send_recorded(message: Message) -> None:
             nonlocal refused
@@ -80,6 +83,7 @@ class AuditMiddleware:
                     return
             await send(message)
 
+        self.in_flight += 1
         try:
             await self.app(scope, receive, send_recorded)
         except Exception:
@@ -89,6 +93,8 @@ class AuditMiddleware:
                 except AuditUnavailable as exc:
                     log.error("%s %s: %s", scope["method"], scope["path"], exc)
             raise
+        finally:
+            self.in_flight -= 1
 
     def event(self, scope: Scope, target: Target, status: int, subjects: list[Subject],
               started_at: str) -> AuditEvent:

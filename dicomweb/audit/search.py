@@ -8,14 +8,14 @@ from datetime import datetime, time, timezone
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, and_, func, or_, select
 
 from dicomweb.audit import tables
 from dicomweb.audit.chain import HEAD_ID
 from dicomweb.audit.events import ACTIONS
 from dicomweb.errors import BadRequest
 
-RECORDS, INDEX, HEAD = tables.records, tables.index, tables.head
+RECORDS, INDEX, HEAD, PEOPLE = tables.records, tables.index, tables.head, tables.people
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -83,37 +83,48 @@ def _count(value: str | None, name: str, default: int, low: int, high: int | Non
 
 
 def search(engine: Engine, query: AuditQuery) -> list[dict[str, Any]]:
-    """Matching records, newest first. Patient and study come from audit_index for indexed
-    records, and from the records' own studies for the few written since the last batch."""
+    """Matching records, newest first. Indexed records are found through audit_index (patient,
+    study) and audit_search (user, time); the few written since their last batch are
+    filtered on their own columns."""
     statement = select(RECORDS).order_by(RECORDS.c.seq.desc())
+    if query.actions:
+        statement = statement.where(RECORDS.c.action.in_(query.actions))
     if query.patient or query.study:
         indexed = select(HEAD.c.indexed_seq).where(HEAD.c.id == HEAD_ID).scalar_subquery()
         matching = select(INDEX.c.seq)
-        tail = RECORDS.c.seq > func.coalesce(indexed, 0)
+        tail = [RECORDS.c.seq > func.coalesce(indexed, 0)]
         if query.patient:
             matching = matching.where(INDEX.c.patient_id == query.patient)
-            tail &= RECORDS.c.studies.contains(orjson.dumps({"patient_id": query.patient})
-                                               .decode()[1:-1])
+            tail.append(RECORDS.c.studies.contains(
+                orjson.dumps({"patient_id": query.patient}).decode()[1:-1]))
         if query.study:
             matching = matching.where(INDEX.c.study_instance_uid == query.study)
-            tail &= RECORDS.c.studies.contains(orjson.dumps({"study": query.study})
-                                               .decode()[1:-1])
-        statement = statement.where(or_(RECORDS.c.seq.in_(matching), tail))
-    if query.user:
-        statement = statement.where(
-            or_(RECORDS.c.who == query.user, RECORDS.c.client_id == query.user))
-    if query.actions:
-        statement = statement.where(RECORDS.c.action.in_(query.actions))
-    if query.since:
-        statement = statement.where(RECORDS.c.event_time >= query.since)
-    if query.until:
-        statement = statement.where(RECORDS.c.event_time <= query.until)
+            tail.append(RECORDS.c.studies.contains(
+                orjson.dumps({"study": query.study}).decode()[1:-1]))
+        statement = statement.where(or_(RECORDS.c.seq.in_(matching), and_(*tail)))
+    if query.user or query.since or query.until:
+        searched = select(func.coalesce(func.max(PEOPLE.c.seq), 0)).scalar_subquery()
+        statement = statement.where(or_(
+            RECORDS.c.seq.in_(select(PEOPLE.c.seq).where(*people_conditions(PEOPLE, query))),
+            and_(RECORDS.c.seq > searched, *people_conditions(RECORDS, query))))
     statement = statement.limit(query.limit).offset(query.offset)
     with engine.connect() as connection:
         rows = connection.execute(statement).mappings().all()
     records = [record_json(row) for row in rows]
     # A tail match is a substring match: keep only records naming both in one study.
     return [r for r in records if matches(r, query)]
+
+
+def people_conditions(table: Any, query: AuditQuery) -> list[Any]:
+    """The user and time filters, on the columns audit_trail and audit_search share."""
+    found = []
+    if query.user:
+        found.append(or_(table.c.who == query.user, table.c.client_id == query.user))
+    if query.since:
+        found.append(table.c.event_time >= query.since)
+    if query.until:
+        found.append(table.c.event_time <= query.until)
+    return found
 
 
 def matches(record: dict[str, Any], query: AuditQuery) -> bool:

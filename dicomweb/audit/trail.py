@@ -1,8 +1,15 @@
 """The audit trail of one application: its tables registered with the store, the chain
-appender, and the group-commit writer that appends every audited request."""
+appenders, and the group-commit writer that appends every audited request.
+
+On SQLite a record that finds nothing queued and the write lock free is appended at once by the
+thread that asks (`Appender(wait=False)`, a connection of its own); everything else goes
+through the writer thread, which waits for the lock and commits whatever queued meanwhile in
+one transaction. On PostgreSQL every append goes through the writer thread (a network round
+trip must not hold up the event loop)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from dicomweb.access.cache import ExpiringCache
@@ -10,6 +17,8 @@ from dicomweb.audit import chain, tables
 from dicomweb.audit.events import AuditEvent, Subject
 from dicomweb.audit.writer import GroupWriter
 from dicomweb.store.repository import Store
+
+log = logging.getLogger("dicomweb.audit")
 
 #: A study's patient as the index had it, remembered this long: frames of one study are
 #: recorded without asking the index again for each.
@@ -22,17 +31,30 @@ class AuditTrail:
         store.register_tables(tables.metadata)
         self.store = store
         self._appender: chain.Appender | None = None
-        self.unindexed = False
+        self._now_appender: chain.Appender | None = None
+        self.unindexed = self.uncheckpointed = False
+        self.upgraded = False
         self.patients: ExpiringCache[tuple[str | None, str | None]] = ExpiringCache(
             PATIENT_CACHE_SECONDS, PATIENT_CACHE_ENTRIES)
-        self.writer: GroupWriter[AuditEvent] = GroupWriter(self.append, idle=self.index)
+        sqlite = store.engine.dialect.name == "sqlite"
+        self.writer: GroupWriter[AuditEvent] = GroupWriter(
+            self.append, idle=self.idle, write_now=self.append_now if sqlite else None)
 
     @property
     def appender(self) -> chain.Appender:
+        """The writer thread's: waits for the chain lock."""
         if self._appender is None:
             url = self.store.settings.effective_database_url
             self._appender = chain.Appender(chain.chain_engine(url))
         return self._appender
+
+    @property
+    def now_appender(self) -> chain.Appender:
+        """The requests' own (SQLite): gives up at once when the write lock is taken."""
+        if self._now_appender is None:
+            url = self.store.settings.effective_database_url
+            self._now_appender = chain.Appender(chain.chain_engine(url), wait=False)
+        return self._now_appender
 
     def known(self, subjects: Sequence[Subject]) -> list[str]:
         """Resolve subjects whose study's patient is remembered; the study UIDs left."""
@@ -57,8 +79,31 @@ class AuditTrail:
 
     def append(self, events: Sequence[AuditEvent]) -> list[int]:
         numbers = self.appender.append(events, self.known, self.learned)
-        self.unindexed = True
+        self.unindexed = self.uncheckpointed = True
         return numbers
+
+    def append_now(self, event: AuditEvent) -> int | None:
+        """Append `event` in this thread if that needs no wait; None if it would."""
+        try:
+            numbers = self.now_appender.append([event], self.known, self.learned)
+        except chain.Busy:
+            return None
+        except Exception as exc:  # the writer thread tries again, and reports what stays
+            log.info("audit append in the request failed, queued: %s: %s",
+                     type(exc).__name__, getattr(exc, "orig", None) or exc)
+            return None
+        self.unindexed = self.uncheckpointed = True
+        return numbers[0]
+
+    def idle(self) -> None:
+        """The writer thread's work between groups: the search index, the WAL checkpoint."""
+        if not self.upgraded:
+            self.appender.upgrade()
+            self.upgraded = self.unindexed = True
+        self.index()
+        if self.uncheckpointed:
+            self.uncheckpointed = False
+            self.appender.checkpoint()
 
     def index(self) -> int:
         """Bring the search index up to date (a batch of records per call), when this
@@ -70,15 +115,23 @@ class AuditTrail:
             self.unindexed = False
         return done
 
-    async def record(self, event: AuditEvent) -> int:
+    async def record(self, event: AuditEvent, alone: bool = True) -> int:
         """Append `event` with the others waiting now; returns once it is committed.
-        Raises AuditUnavailable when it could not be written."""
-        return await self.writer.append(event)
+        `alone`: no other audited request of this process is under way, so there is nothing
+        to gather: write at once if that needs no wait. Raises AuditUnavailable when it could
+        not be written."""
+        return await self.writer.append(event, now=alone)
+
+    def record_blocking(self, event: AuditEvent) -> int:
+        """`record` for threads without an event loop (DIMSE handlers): blocks until `event`
+        is committed. Raises AuditUnavailable when it could not be written."""
+        return self.writer.append_blocking(event)
 
     def verify(self) -> chain.Verdict:
         return chain.verify(self.store.engine)
 
     def close(self) -> None:
         self.writer.close()
-        if self._appender is not None:
-            self._appender.close()
+        for appender in (self._appender, self._now_appender):
+            if appender is not None:
+                appender.close()

@@ -4,11 +4,17 @@ one transaction, so a burst of N requests costs about one commit, not N.
 Each request submits its event with an asyncio future of its event loop and awaits it; the
 writer takes everything queued, writes it, and settles the group's futures with their sequence
 numbers (or the error) in one call per event loop, so a group wakes its loop once.
+
+When nothing is queued, `write_now` (if given) appends the record at once in the caller's
+thread, provided it can do so without waiting for any lock: a lone request then costs one
+small transaction and no hand-off to the writer thread and back (two thread wake-ups, on a busy
+machine each a wait for a core). Anything that would wait goes to the writer thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import queue
@@ -25,7 +31,9 @@ Item = TypeVar("Item")
 #: Groups larger than this are split (bounded transaction size and memory).
 MAX_GROUP = 512
 ATTEMPTS = 3
-Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
+#: An event loop's future (settled in that loop), or a future a blocked thread waits on.
+Waiter = (tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]
+          | concurrent.futures.Future[int])
 
 
 class AuditUnavailable(RuntimeError):
@@ -34,12 +42,18 @@ class AuditUnavailable(RuntimeError):
 
 class GroupWriter(Generic[Item]):
     """`write(items)` for each group; `idle()` at most every `idle_seconds` between groups (for
-    work that may lag, such as indexing what was written)."""
+    work that may lag, such as indexing what was written); `write_now(item)`, if given, for an
+    item arriving while nothing is queued: its sequence number, or None if it would have to
+    wait (the item is then queued)."""
 
     def __init__(self, write: Callable[[Sequence[Item]], list[int]],
                  idle: Callable[[], object] = lambda: None, idle_seconds: float = 1.0,
-                 name: str = "audit-writer"):
+                 name: str = "audit-writer",
+                 write_now: Callable[[Item], int | None] | None = None):
         self.write = write
+        self.write_now = write_now
+        #: Held while `write_now` runs: it uses one connection, whichever thread calls it.
+        self.writing_now = threading.Lock()
         self.idle = idle
         self.idle_seconds = idle_seconds
         self.last_idle = time.monotonic()
@@ -48,14 +62,44 @@ class GroupWriter(Generic[Item]):
         self.thread: threading.Thread | None = None
         self.start_lock = threading.Lock()
 
-    async def append(self, item: Item) -> int:
-        """Queue `item`; returns its sequence number once its group is committed."""
+    async def append(self, item: Item, now: bool = True) -> int:
+        """Append `item`; returns its sequence number once it is committed. `now=False`: go
+        to the writer thread even if nothing is queued (other requests of this event loop are
+        under way, and their records may join the same commit)."""
+        if self.thread is None or not self.thread.is_alive():
+            self._start()  # also when writing now: the idle work runs there
+        number = self._try_now(item) if now else None
+        if number is not None:
+            return number
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self.queue.put((item, (loop, future)))
+        return await future
+
+    def append_blocking(self, item: Item, timeout: float | None = None) -> int:
+        """`append` for threads without an event loop (DIMSE handlers): blocks until `item` is
+        committed. Raises AuditUnavailable when it could not be written."""
         if self.thread is None or not self.thread.is_alive():
             self._start()
-        return await future
+        number = self._try_now(item)
+        if number is not None:
+            return number
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self.queue.put((item, future))
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise AuditUnavailable("the audit trail could not be written in time") from None
+
+    def _try_now(self, item: Item) -> int | None:
+        if self.write_now is None or not self.queue.empty():
+            return None  # join the group being gathered
+        if not self.writing_now.acquire(blocking=False):
+            return None
+        try:
+            return self.write_now(item)
+        finally:
+            self.writing_now.release()
 
     def _start(self) -> None:
         with self.start_lock:
@@ -125,11 +169,22 @@ class GroupWriter(Generic[Item]):
 def settle(group: list[tuple[Item, Waiter]], outcomes: Sequence[int | Exception]) -> None:
     """Each waiter's outcome, handed to its event loop: one wake-up per loop per group."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], object]]] = {}
-    for (_, (loop, future)), outcome in zip(group, outcomes, strict=True):
+    for (_, waiter), outcome in zip(group, outcomes, strict=True):
+        if isinstance(waiter, concurrent.futures.Future):
+            _settle_blocked(waiter, outcome)
+            continue
+        loop, future = waiter
         by_loop.setdefault(loop, []).append((future, outcome))
     for loop, pairs in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _settle_blocked(future: concurrent.futures.Future[int], outcome: int | Exception) -> None:
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _resolve(pairs: list[tuple[asyncio.Future[int], object]]) -> None:

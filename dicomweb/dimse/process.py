@@ -79,6 +79,8 @@ def start(settings: Settings) -> DimseProcess | None:
 def run(settings: Settings, report: Connection) -> None:
     """The child process: serve until told to stop, or until the parent is gone."""
     from dicomweb.app import configure_logging
+    from dicomweb.audit import AuditTrail
+    from dicomweb.audit.dimse import DimseAudit
     from dicomweb.dimse.server import DimseService
     from dicomweb.store.repository import Store
 
@@ -88,7 +90,8 @@ def run(settings: Settings, report: Connection) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     store = Store(settings)
-    service = DimseService(settings, store)
+    trail = AuditTrail(store) if settings.audit == "on" else None
+    service = DimseService(settings, store, DimseAudit(trail))
     try:
         service.start()
     except OSError as exc:

@@ -29,6 +29,8 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomweb.access import READ, Principal
+from dicomweb.audit.dimse import DimseAudit, Peer, dimse_event, instance_subjects, study_subjects
+from dicomweb.audit.events import utc_timestamp
 from dicomweb.config import Settings
 from dicomweb.dimse import find, hooks, reads, retrieve, storage
 from dicomweb.dimse.commitment import Commitments
@@ -36,7 +38,7 @@ from dicomweb.dimse.peers import PeerTable, parse_destinations, parse_peers
 from dicomweb.errors import BadRequest
 from dicomweb.pixels.budget import MemoryBudget
 from dicomweb.pixels.frames import PixelLimits
-from dicomweb.store.repository import Store
+from dicomweb.store.repository import Store, StoredInstance
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,18 @@ QUERY_RETRIEVE_MODELS = (
 MAX_PDU_SIZE = 1 << 20
 MAX_ASSOCIATIONS = 16
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+#: Out of Resources (PS3.4 B.2.3 A7xx, C.4 A700): the operation is refused when its audit
+#: record cannot be written, as DICOMweb answers 503.
+AUDIT_UNAVAILABLE = 0xA700
 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED = 0x01, 0x01, 0x03
 
 
 class DimseService:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, audit: DimseAudit | None = None
+                 ) -> None:
         self.settings = settings
         self.store = store
+        self.audit = audit or DimseAudit(None)
         self.peers = PeerTable(parse_peers(settings.dimse_peers))
         self.destinations = parse_destinations(settings.dimse_destinations)
         hooks.install(store.blobs.tmp_dir)
@@ -98,6 +105,7 @@ class DimseService:
         """Abort what is still running."""
         self.stop_listening()
         self.ae.shutdown()
+        self.audit.close()
 
     def handlers(self) -> list[Any]:
         return [
@@ -144,6 +152,16 @@ class DimseService:
         assert principal is not None  # the association was accepted for it
         return principal
 
+    def recorded(self, event: evt.Event, principal: Principal, operation: str, status: int,
+                 subjects: list[Any], query: str = "", started_at: str | None = None) -> bool:
+        """Record the operation in the audit trail; False if it could not be written."""
+        peer = Peer(principal, event.assoc.requestor.address)
+        method = type(event.request).__name__.replace("_", "-")  # C_STORE → C-STORE
+        sop_class = str(getattr(event.request, "AffectedSOPClassUID", "")
+                        or getattr(event.request, "RequestedSOPClassUID", ""))
+        return self.audit.record(dimse_event(peer, method, sop_class, operation, status,
+                                             subjects, query, started_at))
+
     # --- services -----------------------------------------------------------------------
 
     def on_c_store(self, event: evt.Event) -> Any:
@@ -157,14 +175,24 @@ class DimseService:
         failure = hooks.receive_error(request)
         if failure is not None:
             path.unlink(missing_ok=True)
-            return storage.receive_failed(failure)
-        return storage.store_received(
-            self.storing, path, sop_class, str(request.AffectedSOPInstanceUID), self.allowed(event)
-        )
+            refusal = storage.receive_failed(failure)
+            # Recorded like every other failed C-STORE; it is a failure whatever the trail says.
+            self.recorded(event, self.allowed(event), "create", int(refusal.Status), [])
+            return refusal
+        principal, outcomes = self.allowed(event), []
+        answer = storage.store_received(self.storing, path, sop_class,
+                                        str(request.AffectedSOPInstanceUID), principal, outcomes)
+        stored = [(o.study_instance_uid, o.series_instance_uid, o.sop_instance_uid)
+                  for o in outcomes if isinstance(o, StoredInstance)]
+        code = answer if isinstance(answer, int) else int(answer.Status)
+        if not self.recorded(event, principal, "create", code, instance_subjects(stored)):
+            return storage.status(AUDIT_UNAVAILABLE, "the audit trail cannot be written")
+        return answer
 
     def on_c_find(self, event: evt.Event) -> Iterator[tuple[Any, Any]]:
-        principal = self.allowed(event)
+        principal, started_at = self.allowed(event), utc_timestamp()
         if not principal.has(READ):
+            self.recorded(event, principal, "query", retrieve.NOT_AUTHORIZED, [])
             refusal = storage.status(retrieve.NOT_AUTHORIZED, f"{principal.subject} may not query")
             yield refusal, None
             return
@@ -185,6 +213,12 @@ class DimseService:
         except Exception:
             log.exception("C-FIND from %s failed", principal.subject)
             yield find_failure(find.UNABLE_TO_PROCESS, "the server could not run the query"), None
+            return
+        found = study_subjects(json_value(row, "0020000D") for row in result.rows)
+        if not self.recorded(event, principal, "query", 0 if not result.more else
+                             find.OUT_OF_RESOURCES, [s for s in found if s.study],
+                             find_keys(event), started_at):
+            yield find_failure(find.UNABLE_TO_PROCESS, "the audit trail cannot be written"), None
             return
         if result.more:
             yield find_failure(
@@ -214,15 +248,44 @@ class DimseService:
         return self.plan(event, self.allowed(event))
 
     def plan(self, event: evt.Event, principal: Principal) -> retrieve.RetrievePlan:
+        """The retrieve's instances, recorded (Begin Transferring) before any is sent."""
+        started_at = utc_timestamp()
         try:
             identifier = event.identifier
         except Exception:
             return retrieve.refused(retrieve.UNABLE_TO_PROCESS, "undecodable Identifier")
-        return retrieve.plan_retrieve(self.store, self.limits, principal, identifier,
+        plan = retrieve.plan_retrieve(self.store, self.limits, principal, identifier,
                                       str(event.request.AffectedSOPClassUID))
+        subjects = instance_subjects((i.study_instance_uid, i.series_instance_uid,
+                                      i.sop_instance_uid) for i in plan.instances)
+        if not self.recorded(event, principal, "read", plan.status or 0, subjects,
+                             find_keys(event), started_at):
+            return retrieve.refused(retrieve.UNABLE_TO_PROCESS,
+                                    "the audit trail cannot be written")
+        return plan
 
     def on_n_action(self, event: evt.Event) -> tuple[int, None]:
-        return self.commitments.handle_action(event, self.allowed(event))
+        """Storage commitment: recorded as a query of the instances' state."""
+        principal = self.allowed(event)
+        status, reply = self.commitments.handle_action(event, principal)
+        if not self.recorded(event, principal, "query", status, []):
+            return AUDIT_UNAVAILABLE, None
+        return status, reply
+
+
+def json_value(row: dict[str, Any], tag: str) -> str:
+    values = row.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def find_keys(event: evt.Event) -> str:
+    """The Identifier's non-empty keys, as a query string (for the record's `query`)."""
+    try:
+        identifier = event.identifier
+    except Exception:
+        return ""
+    return "&".join(f"{element.keyword}={element.value}" for element in identifier
+                    if element.keyword and element.VR != "SQ" and element.value not in ("", None))
 
 
 def calling_ae_title(assoc: Any) -> str:

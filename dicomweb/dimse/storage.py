@@ -111,9 +111,11 @@ class StoreQueue:
 
 
 def store_received(
-    store: StoreQueue, path: Path, sop_class: str, sop_instance: str, principal: Principal
+    store: StoreQueue, path: Path, sop_class: str, sop_instance: str, principal: Principal,
+    outcomes: list[Outcome] | None = None,
 ) -> Dataset | int:
-    """Store the received Part 10 file at `path` (consumed); the C-STORE response status."""
+    """Store the received Part 10 file at `path` (consumed); the C-STORE response status.
+    The store's outcome, if any, is appended to `outcomes` (for the audit trail)."""
     if not principal.has(WRITE):
         path.unlink(missing_ok=True)
         log.warning("C-STORE from %s refused: no write scope", principal.subject)
@@ -126,6 +128,8 @@ def store_received(
     size = path.stat().st_size
     # The peer's labels go to the studies it stores; it adds only to studies it may see.
     outcome = store.store_file(path, study_writer(principal, store.store.settings))
+    if outcomes is not None:
+        outcomes.append(outcome)
     if isinstance(outcome, InstanceRejected):
         metrics.record_store_outcome(None, size, outcome.reason)
         code = STATUS_OF_REASON.get(outcome.reason, 0xC000)
