@@ -123,9 +123,10 @@ def test_app_config_takes_only_well_formed_forwarded_values(
     assert root in ("http://testserver/dicomweb", "http://good.example.org/dicomweb")
 
 
-def test_viewer_path_with_nul_is_404(client: TestClient) -> None:
+def test_viewer_path_with_nul_is_400(client: TestClient) -> None:
+    # A NUL in any URL is refused at the edge (guards.NoNulInUrl), before the viewer's files.
     response = client.get("/index.html%00.js")
-    assert response.status_code == 404
+    assert response.status_code == 400
 
 
 def test_app_config_cross_origin_root(tmp_path: Path, viewer_cache: Path) -> None:
