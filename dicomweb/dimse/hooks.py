@@ -152,6 +152,27 @@ def wake_on_work(assoc: Any) -> None:
     provider.to_user_queue.put = notifying(provider.to_user_queue.put, served.set)
     assoc._dicomweb_wait = functools.partial(wait_for_event, served)
     assoc.bind(evt.EVT_CONN_CLOSE, lambda event: wakeup.close())
+    leave_responses_to_their_caller(assoc)
+
+
+def leave_responses_to_their_caller(assoc: Any) -> None:
+    """pynetdicom's reactor can take the response a send_c_store() (C-MOVE sub-operations,
+    C-GET, commitment reports) waits for: its pause flag is still set from the previous
+    operation when the next one starts, so the reactor resumes, takes the response off the
+    queue and drops it as unexpected, and the operation waits for its DIMSE timeout. While an
+    operation is under way (the reactor's checkpoint cleared), the reactor leaves responses."""
+    provider = assoc.dimse
+    take = provider.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        if not block and threading.current_thread() is assoc:
+            _, message = provider.peek_msg()
+            if (message is not None and not assoc._reactor_checkpoint.is_set()
+                    and getattr(message, "is_valid_response", False)):
+                return None, None
+        return take(block)
+
+    provider.get_msg = get_msg
 
 
 def wait_for_dul_work(provider: Any, wakeup: Wakeup, seconds: float) -> None:
