@@ -7,6 +7,8 @@
 //   search          {text, expect: [uid...]} or a list of them: typed in the Patient filter
 //   mpr             also open the MPR layout (default true)
 //   quotedVariant   open the CT again with omitQuotationForMultipartRequest false (default true)
+//   rtdoseSeries    the study's RTDOSE series, added as a colour wash over the CT
+//   dose            its geometry as served, {origin, spacing, frames, peak, low} (see showDoseWash)
 //   crossOrigin     the DICOMweb server is at dicomwebOrigin, not the viewer's origin
 //   dicomwebOrigin  origin of the DICOMweb server (default: the viewer's)
 //   chromium        browser binary (default /usr/bin/chromium)
@@ -295,8 +297,41 @@ async function doseVolume(page, series) {
   }, series).catch(() => null);
 }
 
+// The dose's colour at a patient point of the viewport's current slice plane, moved there first.
+async function doseColourAt(page, viewportId, point) {
+  return page.evaluate(({ viewportId, point }) => {
+    const vp = window.cornerstone.getEnabledElements().find(e => e.viewportId === viewportId)?.viewport;
+    if (!vp) return { error: `no viewport ${viewportId}` };
+    const { focalPoint, position, viewPlaneNormal: n } = vp.getCamera();
+    const along = (point[0] - focalPoint[0]) * n[0] + (point[1] - focalPoint[1]) * n[1] +
+      (point[2] - focalPoint[2]) * n[2];
+    const shift = p => p.map((v, i) => v + along * n[i]);
+    vp.setCamera({ focalPoint: shift(focalPoint), position: shift(position) });
+    vp.render();
+    return { canvas: vp.worldToCanvas(point) };
+  }, { viewportId, point });
+}
+
+async function pixelAt(page, canvasPoint) {
+  return page.evaluate(([x, y]) => {
+    const canvas = [...document.querySelectorAll('canvas.cornerstone-canvas')].find(c => c.offsetParent);
+    const scale = canvas.width / canvas.clientWidth;
+    const copy = document.createElement('canvas');
+    copy.width = canvas.width;
+    copy.height = canvas.height;
+    const context = copy.getContext('2d');
+    context.drawImage(canvas, 0, 0);
+    return [...context.getImageData(Math.round(x * scale), Math.round(y * scale), 1, 1).data.slice(0, 3)];
+  }, canvasPoint);
+}
+
 // An RTDOSE of the study as a colour wash over its CT: OHIF (3.11+) adds it as a layer of the
 // CT viewport with its RTDOSE colour map ('Isodose'), as the viewport's data overlay menu does.
+// config.dose (the served geometry: origin, spacing, frames; the dose maximum `peak` and a
+// near-zero point `low` in patient mm) makes it strict: the volume cornerstone built must have
+// that geometry (checked as soon as it exists: a wrong one fails at once instead of waiting
+// for colours), and the wash must show the dose, not one colour over the grid: its tint at the
+// dose maximum differs from its tint where the dose is near zero (the CT's grey taken out).
 async function showDoseWash(page, doseSeries) {
   const since = report.dicomweb.length;
   const before = (await canvasStats(page)).filter(showsImage);
@@ -313,11 +348,19 @@ async function showDoseWash(page, doseSeries) {
     return { series: dose.SeriesInstanceUID, viewportId: activeViewportId };
   });
   check(!added.error && added.series === doseSeries, `RTDOSE: ${JSON.stringify(added)}`);
+  const expected = config.dose;
   const deadline = Date.now() + 60000;
   let stats = [];
   while (Date.now() < deadline) {
     stats = await canvasStats(page).catch(() => []);
-    if (!report.doseVolume) report.doseVolume = await doseVolume(page, added.series);
+    report.doseVolume = report.doseVolume || await doseVolume(page, added.series);
+    if (expected && report.doseVolume) {
+      const { dimensions, spacing, origin } = report.doseVolume;
+      check(dimensions[2] === expected.frames && Math.abs(spacing[2] - expected.spacing) < 1e-3 &&
+        origin.every((v, i) => Math.abs(v - expected.origin[i]) < 1e-3),
+        `RTDOSE: the dose volume is ${JSON.stringify(report.doseVolume)}, the server's ` +
+        `geometry is ${JSON.stringify(expected)}`);
+    }
     if (stats.some(s => showsImage(s) && s.colourful >= 0.01)) break;
     await page.waitForTimeout(500);
   }
@@ -325,10 +368,26 @@ async function showDoseWash(page, doseSeries) {
   await page.waitForTimeout(500);
   await screenshot(page, '03b-rtdose-wash');
   check(washed.length > 0, `RTDOSE: no colour wash over the CT: ${JSON.stringify(stats)}`);
+  if (expected) {
+    const colours = {};
+    for (const name of ['low', 'peak']) {  // the peak last: its slice is the one shown after
+      const at = await doseColourAt(page, added.viewportId, expected[name]);
+      check(at.canvas, `RTDOSE: ${JSON.stringify(at)}`);
+      await page.waitForTimeout(1000);
+      colours[name] = await pixelAt(page, at.canvas);
+    }
+    await screenshot(page, '03c-rtdose-peak');
+    // The wash's tint, without the grey of the CT under it: the colour minus its grey part.
+    const tint = rgb => rgb.map(v => v - Math.min(...rgb));
+    const distance = Math.hypot(...tint(colours.peak).map((v, i) => v - tint(colours.low)[i]));
+    report.doseColours = { ...colours, distance };
+    check(distance > 40, `RTDOSE: the wash is one colour, not the dose: ${JSON.stringify(colours)}`);
+  }
   const doseRequests = report.dicomweb.slice(since).filter(e => e.url.includes(doseSeries));
   check(doseRequests.some(e => e.url.includes('/frames/') || e.url.includes('/instances/')),
     'RTDOSE: its frames were not retrieved from this server');
-  step('RTDOSE: a colour wash over the CT', { stats: washed[0], doseRequests: doseRequests.length });
+  step('RTDOSE: a colour wash over the CT', { stats: washed[0], doseRequests: doseRequests.length,
+    colours: report.doseColours });
 }
 
 // --- the run --------------------------------------------------------------------------------
