@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 from pydicom import dcmread
+from sqlmodel import Session, select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dicomweb.errors import BadRequest, Unprocessable
+from dicomweb.errors import BadRequest
 from dicomweb.store.repository import InstanceLocation, Store
 
 from .. import service as svc
 from ..ionplan import ion_beams
+from ..tables import RtControlPointRow
 from .common import json_response, path_of, query_params, run_rt
 
 
 def _plan_body(store: Store, study: str, series: str, sop: str, control_points: bool) -> dict:
-    from sqlmodel import Session, select
-
-    from ..tables import RtBeamRow, RtControlPointRow, RtFractionGroupRow, RtPlanRow
-
     loc = svc.locate_rt(store, study, series, sop, "RTPLAN")
     with Session(store.engine) as session:
-        plan = session.exec(select(RtPlanRow).where(RtPlanRow.sop_instance_uid == sop)).first()
-        if plan is None:
-            raise Unprocessable(f"RT Plan {sop} is stored but its content could not be indexed")
-        groups = session.exec(select(RtFractionGroupRow).where(
-            RtFractionGroupRow.sop_instance_uid == sop).order_by(RtFractionGroupRow.id)).all()
-        beams = session.exec(select(RtBeamRow).where(RtBeamRow.sop_instance_uid == sop)
-                             .order_by(RtBeamRow.id)).all()
+        rows = svc.plan_rows(session, sop)
         cps = session.exec(select(RtControlPointRow).where(
             RtControlPointRow.sop_instance_uid == sop).order_by(RtControlPointRow.id)).all() \
             if control_points else []
@@ -45,7 +37,7 @@ def _plan_body(store: Store, study: str, series: str, sop: str, control_points: 
             "mlc_positions": svc.loads(cp.mlc_positions) or {},
         })
     beam_list = []
-    for b in beams:
+    for b in rows.beams:
         entry = {
             "number": b.beam_number, "name": b.name, "beam_type": b.beam_type,
             "radiation_type": b.radiation_type, "machine": b.machine, "energy": b.energy,
@@ -57,6 +49,7 @@ def _plan_body(store: Store, study: str, series: str, sop: str, control_points: 
         if control_points:
             entry["control_points"] = by_beam.get(b.beam_number, [])
         beam_list.append(entry)
+    plan = rows.plan
     if plan.ion:
         _add_ion(store, loc, beam_list, control_points)
     return {
@@ -67,7 +60,8 @@ def _plan_body(store: Store, study: str, series: str, sop: str, control_points: 
         "dose_references": svc.loads(plan.dose_references) or [],
         "fraction_groups": [{"number": g.fraction_group_number,
                              "fractions_planned": g.fractions_planned,
-                             "beams": svc.loads(g.referenced_beams) or []} for g in groups],
+                             "beams": svc.loads(g.referenced_beams) or []}
+                            for g in rows.fraction_groups],
         "beams": beam_list,
         "warnings": svc.loads(plan.warnings) or [],
     }

@@ -12,7 +12,7 @@ from dicomweb.store.repository import Store
 
 from .. import service as svc
 from ..record import RtRecordBeamRow, RtTreatmentRecordRow
-from ..tables import RtBeamRow, RtFractionGroupRow, RtPlanRow
+from ..tables import RtFractionGroupRow
 from .common import json_response, path_of, query_params, run_rt
 
 DELIVERED = "NORMAL"  # Treatment Termination Status of a beam delivered to its end
@@ -62,18 +62,14 @@ async def get_record(request: Request) -> Response:
 def _progress_body(store: Store, study: str, series: str, sop: str) -> dict:
     svc.locate_rt(store, study, series, sop, "RTPLAN")
     with Session(store.engine) as session:
-        plan = session.exec(select(RtPlanRow).where(RtPlanRow.sop_instance_uid == sop)).first()
-        if plan is None:
-            raise Unprocessable(f"RT Plan {sop} is stored but its content could not be indexed")
-        groups = session.exec(select(RtFractionGroupRow).where(
-            RtFractionGroupRow.sop_instance_uid == sop).order_by(RtFractionGroupRow.id)).all()
-        names = {b.beam_number: b.name for b in session.exec(
-            select(RtBeamRow).where(RtBeamRow.sop_instance_uid == sop)).all()}
+        rows = svc.plan_rows(session, sop)
         records = session.exec(select(RtTreatmentRecordRow).where(
             RtTreatmentRecordRow.referenced_plan_uid == sop)).all()
         sessions = [(r, _beams_of(session, r.sop_instance_uid)) for r in records]
     sessions.sort(key=lambda s: ((s[0].treatment_date or ""), (s[0].treatment_time or "")))
-    return {"sop_instance_uid": sop, "ion": plan.ion,
+    names = {b.beam_number: b.name for b in rows.beams}
+    groups = rows.fraction_groups
+    return {"sop_instance_uid": sop, "ion": rows.plan.ion,
             "fraction_groups": [_group_progress(g, names, sessions, len(groups) == 1)
                                 for g in groups],
             "records": [{"sop_instance_uid": r.sop_instance_uid,
