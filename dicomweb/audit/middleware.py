@@ -10,10 +10,9 @@ import logging
 
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dicomweb.access import principal_of
+from dicomweb.access import ANONYMOUS
 from dicomweb.accesslog import redacted_query
 from dicomweb.audit.events import (
     AuditEvent,
@@ -98,15 +97,18 @@ class AuditMiddleware:
 
     def event(self, scope: Scope, target: Target, status: int, subjects: list[Subject],
               started_at: str) -> AuditEvent:
-        connection = HTTPConnection(scope)
         state = scope.get("state", {})
-        principal = principal_of(connection)
+        principal = state.get("principal", ANONYMOUS)
         denied = status in DENIED_STATUSES or bool(state.get("access_denied"))
-        stored = stored_subjects([
-            (item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid)
-            for item in state.get("stow_outcomes", ()) if isinstance(item, StoredInstance)])
-        found = [Subject(uid) for uid in result_studies(state.get("search_results", ()))]
+        outcomes, results = state.get("stow_outcomes"), state.get("search_results")
+        if outcomes:
+            subjects = merge(subjects, stored_subjects([
+                (item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid)
+                for item in outcomes if isinstance(item, StoredInstance)]))
+        if results:
+            subjects = merge(subjects, [Subject(uid) for uid in result_studies(results)])
         client = scope.get("client")
+        query = scope.get("query_string", b"")
         return AuditEvent(
             event_time=started_at,
             request_id=state.get("request_id", "-"),
@@ -119,8 +121,8 @@ class AuditMiddleware:
             client_address=client[0] if client else None,
             method=scope["method"],
             path=scope["path"],
-            query=redacted_query(scope.get("query_string", b"").decode("latin-1")),
-            subjects=merge(merge(subjects, stored), found),
+            query=redacted_query(query.decode("latin-1")) if query else "",
+            subjects=subjects,
         )
 
 

@@ -10,6 +10,7 @@ trip must not hold up the event loop)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from dicomweb.access.cache import ExpiringCache
@@ -24,6 +25,12 @@ log = logging.getLogger("dicomweb.audit")
 #: recorded without asking the index again for each.
 PATIENT_CACHE_SECONDS = 60.0
 PATIENT_CACHE_ENTRIES = 20000
+#: While requests keep coming, the search index is brought up to date in batches of this many
+#: records or this often, whichever comes first (searches read the newer records directly); a
+#: second without appends lets it catch up at once. Larger batches cost less per record, and
+#: work done while requests wait for the GIL is their latency.
+INDEX_BACKLOG = chain.INDEX_BATCH
+INDEX_SECONDS = 10.0
 
 
 class AuditTrail:
@@ -33,6 +40,10 @@ class AuditTrail:
         self._appender: chain.Appender | None = None
         self._now_appender: chain.Appender | None = None
         self.unindexed = self.uncheckpointed = False
+        #: Records appended since the last index batch, and since the last idle call.
+        self.backlog = self.appended_lately = 0
+        self.indexed_at = time.monotonic()
+        self.closing = False
         self.upgraded = False
         self.patients: ExpiringCache[tuple[str | None, str | None]] = ExpiringCache(
             PATIENT_CACHE_SECONDS, PATIENT_CACHE_ENTRIES)
@@ -79,21 +90,28 @@ class AuditTrail:
 
     def append(self, events: Sequence[AuditEvent]) -> list[int]:
         numbers = self.appender.append(events, self.known, self.learned)
-        self.unindexed = self.uncheckpointed = True
+        self.noted(len(numbers))
         return numbers
 
     def append_now(self, event: AuditEvent) -> int | None:
         """Append `event` in this thread if that needs no wait; None if it would."""
         try:
-            numbers = self.now_appender.append([event], self.known, self.learned)
+            number = self.now_appender.append_one(event, self.known)
+            numbers = [number] if number is not None else \
+                self.now_appender.append([event], self.known, self.learned)
         except chain.Busy:
             return None
         except Exception as exc:  # the writer thread tries again, and reports what stays
             log.info("audit append in the request failed, queued: %s: %s",
                      type(exc).__name__, getattr(exc, "orig", None) or exc)
             return None
-        self.unindexed = self.uncheckpointed = True
+        self.noted(1)
         return numbers[0]
+
+    def noted(self, appended: int) -> None:
+        self.unindexed = self.uncheckpointed = True
+        self.backlog += appended
+        self.appended_lately += appended
 
     def idle(self) -> None:
         """The writer thread's work between groups: the search index, the WAL checkpoint."""
@@ -107,12 +125,18 @@ class AuditTrail:
 
     def index(self) -> int:
         """Bring the search index up to date (a batch of records per call), when this
-        process has appended since it last did."""
-        if not self.unindexed:
+        process has appended since it last did and a batch is due (see INDEX_BACKLOG)."""
+        quiet, self.appended_lately = self.appended_lately == 0, 0
+        due = (quiet or self.closing or self.backlog >= INDEX_BACKLOG
+               or time.monotonic() - self.indexed_at >= INDEX_SECONDS)
+        if not self.unindexed or not due:
             return 0
         done = self.appender.index()
+        self.indexed_at = time.monotonic()
+        self.backlog = max(0, self.backlog - done)
         if done < chain.INDEX_BATCH:
             self.unindexed = False
+            self.backlog = 0
         return done
 
     async def record(self, event: AuditEvent, alone: bool = True) -> int:
@@ -131,6 +155,7 @@ class AuditTrail:
         return chain.verify(self.store.engine)
 
     def close(self) -> None:
+        self.closing = True  # the writer's last idle call indexes what is left
         self.writer.close()
         for appender in (self._appender, self._now_appender):
             if appender is not None:
