@@ -38,6 +38,7 @@ from dicomweb.locations import LocationCache
 from dicomweb.negotiation import accepts_json
 from dicomweb.pixels.budget import MemoryBudget
 from dicomweb.pixels.routes import routes as pixel_routes
+from dicomweb.routing import IndexedRouter
 from dicomweb.rt.routes import routes as rt_routes
 from dicomweb.shutdown import CancelledAtShutdown
 from dicomweb.sources import raise_open_file_limit
@@ -278,7 +279,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         # resource; answered here, not redirected (and not the viewer's catch-all's 405).
         Route(settings.root_path, capabilities.endpoint, methods=["OPTIONS"])
         if settings.root_path else None,
-        Mount(settings.root_path, routes=service) if settings.root_path else None,
+        Mount(settings.root_path, app=IndexedRouter(routes=service)) if settings.root_path
+        else None,
     ]
     if not settings.root_path:
         routes = routes[:3] + service
@@ -313,6 +315,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             Exception: handle_unexpected,
         },
     )
+    if not settings.root_path:  # the service's routes are the application's own
+        app.router = IndexedRouter(routes=routes, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.ingest_pool = ingest_pool
