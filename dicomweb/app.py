@@ -315,8 +315,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             Exception: handle_unexpected,
         },
     )
-    if not settings.root_path:  # the service's routes are the application's own
-        app.router = IndexedRouter(routes=routes, lifespan=lifespan)
+    # Routes tried by the shape of the path (the service's own too when there is no root).
+    app.router = IndexedRouter(routes=routes, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.ingest_pool = ingest_pool

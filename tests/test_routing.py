@@ -46,11 +46,11 @@ def sample_paths(routes: list[BaseRoute]) -> list[str]:
 @pytest.mark.parametrize("root_path", ["/dicomweb", ""])
 def test_same_route_as_the_full_scan(tmp_path: Path, root_path: str) -> None:
     app = create_app(Settings(data_dir=tmp_path, root_path=root_path, viewer=False))
+    assert isinstance(app.router, IndexedRouter)
+    router = app.router
     if root_path:
         (mount,) = [r for r in app.router.routes if isinstance(r, Mount)]
         router = mount.app
-    else:
-        router = app.router
     assert isinstance(router, IndexedRouter)
     routes = list(router.routes)
     index = RouteIndex(routes)
