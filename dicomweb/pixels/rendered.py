@@ -42,7 +42,7 @@ SERIES_TABLE = Series.__table__
 
 def render_instance_frame(
     store: Store, loc: InstanceLocation, number: int, options: RenderOptions,
-    volumes: Volumes | None, request: Request,
+    volumes: Volumes | None, request: Request, descriptions: Descriptions | None = None,
 ) -> bytes:
     count = loc.number_of_frames or 0
     if count == 0:
@@ -51,7 +51,9 @@ def render_instance_frame(
         raise NotFound(f"instance {loc.sop_instance_uid} has {count} frame(s); no frame {number}")
     limits = PixelLimits.of(request.app.state)
     with pixel_errors():
-        desc = description_with_palette(store, loc).for_frame(number - 1)
+        whole = descriptions.of(store, loc) if descriptions else description_with_palette(
+            store, loc)
+        desc = whole.for_frame(number - 1)
         cost = render_cost(desc, options)
         with limits.budget.reserve(cost, "rendering this image"):
             return render_decoded(store, loc, number, desc, options, limits, volumes, request)
@@ -175,6 +177,31 @@ def rendered_etag(loc: InstanceLocation, number: int, options: RenderOptions) ->
     return http_cache.etag_of(["rendered", loc.blob_key, str(number), repr(options)])
 
 
+#: Pixel descriptions kept by the rendered endpoints (a few kB each; palettes up to 384 kB).
+DESCRIPTIONS = 1024
+
+
+class Descriptions:
+    """Pixel descriptions by blob key: each stored version has its own key, so an entry never
+    goes stale. Rebuilding one from the stored DICOM JSON took 0.2 ms of a 1.4 ms render."""
+
+    def __init__(self, max_entries: int = DESCRIPTIONS) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, PixelDescription] = OrderedDict()
+        self._lock = Lock()
+
+    def of(self, store: Store, loc: InstanceLocation) -> PixelDescription:
+        found = self._entries.get(loc.blob_key)
+        if found is not None:
+            return found
+        desc = description_with_palette(store, loc)
+        with self._lock:
+            self._entries[loc.blob_key] = desc
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return desc
+
+
 #: Instance-level rendered URLs seen lately → (ETag, blob file) of what they showed.
 HOT_TARGETS = 4096
 
@@ -212,9 +239,34 @@ def hot_target_key(params: dict[str, str], options: RenderOptions) -> tuple[str,
             params.get("frames", ""), repr(options))
 
 
+def located_and_rendered(
+    store: Store, params: dict[str, str], options: RenderOptions, volumes: Volumes | None,
+    request: Request, hot: HotTargets, key: tuple[str, ...] | None, descriptions: Descriptions,
+) -> tuple[str | None, bytes | None]:
+    """(ETag, body) of a rendered URL, the body None when the client holds it (304): the
+    lookup and the rendering in one thread hop, not two (a hop costs about 0.1 ms CPU)."""
+    loc, number = render_target(store, params)
+    etag = rendered_etag(loc, number, options)
+    if etag is None:
+        return None, render_instance_frame(store, loc, number, options, volumes, request,
+                                           descriptions)
+    if key is not None:
+        hot.put(key, etag, str(store.blobs.path(loc.blob_key)))
+    if http_cache.matches(request, etag):
+        return etag, None
+    bodies: http_cache.BodyCache = request.app.state.bodies
+    cached = bodies.get((etag,))
+    if cached is None:
+        cached = (render_instance_frame(store, loc, number, options, volumes, request,
+                                        descriptions), None)
+        bodies.put((etag,), cached)
+    return etag, cached[0]
+
+
 def rendered_endpoint(store: Store, *, thumbnail: bool,
                       volumes: Volumes | None = None) -> Callable[[Request], Any]:
     hot = HotTargets()
+    descriptions = Descriptions()
 
     async def rendered(request: Request) -> Response:
         """Rendered images are kept under their ETag: OHIF asks for the same thumbnails
@@ -234,26 +286,16 @@ def rendered_endpoint(store: Store, *, thumbnail: bool,
             else:
                 hot.drop(key)
         app_store = request.app.state.store
-        loc, number = await run_in_threadpool(render_target, app_store, params)
-        etag = rendered_etag(loc, number, options)
-        if key is not None and etag is not None:
-            hot.put(key, etag, str(app_store.blobs.path(loc.blob_key)))
-        if etag is None:
-            body = await run_in_threadpool(
-                render_instance_frame, app_store, loc, number, options, volumes, request
-            )
+        etag, body = await run_in_threadpool(
+            located_and_rendered, app_store, params, options, volumes, request, hot, key,
+            descriptions,
+        )
+        if etag is None:  # overlays: no validator, never kept
             return Response(body, media_type=options.media_type)
-        if http_cache.matches(request, etag):
+        if body is None:
             return http_cache.not_modified(etag, "Accept")
-        cached = bodies.get((etag,))
-        if cached is None:
-            body = await run_in_threadpool(
-                render_instance_frame, app_store, loc, number, options, volumes, request
-            )
-            cached = (body, None)
-            bodies.put((etag,), cached)
         headers = {**http_cache.validator_headers(etag), "Vary": "Accept"}
-        return Response(cached[0], media_type=options.media_type, headers=headers)
+        return Response(body, media_type=options.media_type, headers=headers)
 
     rendered.__name__ = "retrieve_thumbnail" if thumbnail else "retrieve_rendered"
     return rendered
