@@ -18,9 +18,17 @@ from dicomweb.store.repository import INSTANCES, SERIES
 
 
 def pick(dataset: dict[str, Any], defaults: frozenset[str], query: SearchQuery) -> dict[str, Any]:
-    if query.include_all:
+    return take(dataset, wanted_keys(defaults, query))
+
+
+def wanted_keys(defaults: frozenset[str], query: SearchQuery) -> frozenset[str] | None:
+    """The attributes a result carries (None: all, includefield=all), once per page."""
+    return None if query.include_all else defaults | query.include_fields
+
+
+def take(dataset: dict[str, Any], wanted: frozenset[str] | None) -> dict[str, Any]:
+    if wanted is None:
         return {k: v for k, v in dataset.items() if "BulkDataURI" not in v}
-    wanted = defaults | query.include_fields
     if len(wanted) < len(dataset):  # an instance holds ~100 attributes; ~10 are asked for
         return {k: dataset[k] for k in wanted if k in dataset}
     return {k: v for k, v in dataset.items() if k in wanted}
@@ -138,10 +146,11 @@ def render_studies(
         else None
     )
     online = element("CS", "ONLINE")  # one object for the page: it is only serialised
+    wanted = wanted_keys(attrs.STUDY_DEFAULT_KEYS, query)
     results = []
     for row in rows:
         uid = row["study_instance_uid"]
-        dataset = pick(orjson.loads(row["study_json"]), attrs.STUDY_DEFAULT_KEYS, query)
+        dataset = take(orjson.loads(row["study_json"]), wanted)
         if uid_list := modalities.get(uid):
             dataset[attrs.MODALITIES_IN_STUDY] = element("CS", *uid_list)
         if sop_classes is not None and sop_classes.get(uid):
