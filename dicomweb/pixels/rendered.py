@@ -148,13 +148,18 @@ def representative(
     return full, ((full.number_of_frames or 1) + 1) // 2
 
 
-def render_target(store: Store, params: dict[str, str]) -> tuple[InstanceLocation, int]:
+def render_target(store: Store, params: dict[str, str],
+                  located: Located | None = None) -> tuple[InstanceLocation, int]:
     """The instance and frame number a rendered/thumbnail URL shows."""
     study, series, sop = params["study"], params.get("series"), params.get("instance")
     if sop is None:
         return representative(store, study, series)
-    loc = store.locate(study, series, sop, with_frames=True, with_metadata=True,
-                       with_bulk=True)[0]
+    loc = located.get(store, (study, series or "", sop)) if located is not None else None
+    if loc is None:
+        loc = store.locate(study, series, sop, with_frames=True, with_metadata=True,
+                           with_bulk=True)[0]
+        if located is not None:
+            located.put(store, (study, series or "", sop), loc)
     number = 1
     if "frames" in params:
         from dicomweb.wado import parse_frame_list
@@ -202,6 +207,35 @@ class Descriptions:
         return desc
 
 
+#: Instance locations kept by the rendered endpoints (~4 kB each with their DICOM JSON).
+LOCATIONS = 1024
+
+
+class Located:
+    """Where the instances rendered lately are, so that the next image of the same instance
+    (another window, frame or size: a viewer scrolling) skips the index query. Like
+    HotTargets, an entry whose blob file is gone (deleted, replaced) is stale: asked again."""
+
+    def __init__(self, max_entries: int = LOCATIONS) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str, str], InstanceLocation] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, store: Store, key: tuple[str, str, str]) -> InstanceLocation | None:
+        found = self._entries.get(key)
+        if found is not None and not store.blobs.path(found.blob_key).exists():
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        return found
+
+    def put(self, store: Store, key: tuple[str, str, str], loc: InstanceLocation) -> None:
+        with self._lock:
+            self._entries[key] = loc
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
 #: Instance-level rendered URLs seen lately → (ETag, blob file) of what they showed.
 HOT_TARGETS = 4096
 
@@ -242,10 +276,11 @@ def hot_target_key(params: dict[str, str], options: RenderOptions) -> tuple[str,
 def located_and_rendered(
     store: Store, params: dict[str, str], options: RenderOptions, volumes: Volumes | None,
     request: Request, hot: HotTargets, key: tuple[str, ...] | None, descriptions: Descriptions,
+    located: Located,
 ) -> tuple[str | None, bytes | None]:
     """(ETag, body) of a rendered URL, the body None when the client holds it (304): the
     lookup and the rendering in one thread hop, not two (a hop costs about 0.1 ms CPU)."""
-    loc, number = render_target(store, params)
+    loc, number = render_target(store, params, located)
     etag = rendered_etag(loc, number, options)
     if etag is None:
         return None, render_instance_frame(store, loc, number, options, volumes, request,
@@ -267,6 +302,7 @@ def rendered_endpoint(store: Store, *, thumbnail: bool,
                       volumes: Volumes | None = None) -> Callable[[Request], Any]:
     hot = HotTargets()
     descriptions = Descriptions()
+    located = Located()
 
     async def rendered(request: Request) -> Response:
         """Rendered images are kept under their ETag: OHIF asks for the same thumbnails
@@ -288,7 +324,7 @@ def rendered_endpoint(store: Store, *, thumbnail: bool,
         app_store = request.app.state.store
         etag, body = await run_in_threadpool(
             located_and_rendered, app_store, params, options, volumes, request, hot, key,
-            descriptions,
+            descriptions, located,
         )
         if etag is None:  # overlays: no validator, never kept
             return Response(body, media_type=options.media_type)
