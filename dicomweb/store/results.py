@@ -60,8 +60,10 @@ class InstanceParts:
         self._entries: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._lock = Lock()
 
-    def part(self, blob_key: str, stored: bytes, query: SearchQuery) -> dict[str, Any]:
-        key = (blob_key, query.include_all, *sorted(query.include_fields))
+    def part(self, blob_key: str, stored: bytes, query: SearchQuery,
+             fields: tuple[Any, ...]) -> dict[str, Any]:
+        """`fields`: `fields_key(query)`, once per page."""
+        key = (blob_key, *fields)
         found = self._entries.get(key)
         if found is not None:
             return orjson.loads(found)
@@ -74,6 +76,11 @@ class InstanceParts:
 
 
 INSTANCE_PARTS = InstanceParts()
+
+
+def fields_key(query: SearchQuery) -> tuple[Any, ...]:
+    """What of a query decides which attributes a result holds."""
+    return (query.include_all, *sorted(query.include_fields))
 
 
 def element(vr: str, *values: Any) -> dict[str, Any]:
@@ -192,13 +199,14 @@ def render_instances(
     studies: dict[str, dict[str, Any]] = {}
     series: dict[str, dict[str, Any]] = {}
     study_keys = study_context_keys(query)
+    fields = fields_key(query)
     results = []
     for row in rows:
         dataset = dict(picked(studies, row["study_instance_uid"], row["study_json"], study_keys,
                               query))
         dataset.update(picked(series, row["series_instance_uid"], row["series_json"],
                               attrs.SERIES_DEFAULT_KEYS, query))
-        dataset.update(INSTANCE_PARTS.part(row["blob_key"], row["metadata_json"], query))
+        dataset.update(INSTANCE_PARTS.part(row["blob_key"], row["metadata_json"], query, fields))
         dataset[attrs.INSTANCE_AVAILABILITY] = element("CS", "ONLINE")
         dataset[attrs.RETRIEVE_URL] = element(
             "UR",
