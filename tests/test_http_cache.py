@@ -142,3 +142,21 @@ def test_no_stale_rendered_image_after_delete_and_new_version(server):
     response = get(url, "image/jpeg", **{"If-None-Match": old_etag})
     assert response.status_code == 200 and response.headers["etag"] != old_etag
     assert response.content != old_body
+
+
+def test_no_stale_location_for_another_image_of_a_deleted_instance(server):
+    """Another window of an instance rendered before skips the index query (Located): once
+    the instance is deleted it is 404, and once stored again it is the new version."""
+    study, series, sop = new_uid(), new_uid(), new_uid()
+    assert server.stow(image(study=study, series=series, sop=sop, instance_number=1)
+                       ).status_code == 200
+    url = f"{server.url}/studies/{study}/series/{series}/instances/{sop}/rendered"
+    first = get(f"{url}?window=100,200", "image/jpeg")
+    second = get(f"{url}?window=100,300", "image/jpeg")  # from the kept location
+    assert first.status_code == second.status_code == 200
+    assert requests.delete(f"{server.url}/studies/{study}", timeout=30).status_code == 200
+    assert get(f"{url}?window=100,400", "image/jpeg").status_code == 404
+    assert server.stow(image(study=study, series=series, sop=sop, instance_number=2)
+                       ).status_code == 200
+    again = get(f"{url}?window=100,300", "image/jpeg")
+    assert again.status_code == 200 and again.headers["etag"] != second.headers["etag"]

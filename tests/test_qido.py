@@ -320,3 +320,24 @@ def test_generated_small_studies_are_found_by_name_id_and_modality(server, tmp_p
 def test_empty_parameter_name_is_400(server):
     response = requests.get(f"{server.url}/studies?=*", timeout=30)
     assert response.status_code == 400
+
+
+def test_instance_list_shows_the_new_version_after_overwrite(tmp_path, backend):
+    """The instance attributes a list answer keeps in memory (store/results.InstanceParts)
+    belong to one stored version: after an overwrite the list shows the new one."""
+    from conftest import start_server, stop_server
+
+    server = start_server(tmp_path / "data", backend, env={"DICOMWEB_DUPLICATES": "overwrite"})
+    try:
+        study, series, sop = new_uid(), new_uid(), new_uid()
+        assert server.stow(image(study=study, series=series, sop=sop, instance_number=1)
+                           ).status_code == 200
+        path = f"/studies/{study}/series/{series}/instances"
+        for _ in range(2):  # the second answer comes from the kept part
+            assert values(query(server, path).json(), "00200013") == [1]
+        assert server.stow(image(study=study, series=series, sop=sop, instance_number=7)
+                           ).status_code == 200
+        assert values(query(server, path).json(), "00200013") == [7]
+        assert values(query(server, path, "includefield=all").json(), "00200013") == [7]
+    finally:
+        stop_server(server)

@@ -23,35 +23,31 @@ from pydicom.pixels import convert_color_space
 
 from .description import PaletteLUT, PixelDescription
 from .errors import RenderError
+from .voi import (  # re-exported: the rendering API of this package
+    BLOCK_ELEMENTS,
+    MAX_LUT_ENTRIES,
+    VOI_FUNCTIONS,
+    Window,
+    WindowSpec,
+    apply_window,
+    blocks,
+    default_window,
+    gray8_through_lut,
+    modality_values,
+    to_integers,
+    window_through_lut,
+)
+
+__all__ = [
+    "BLOCK_ELEMENTS", "MAX_LUT_ENTRIES", "VOI_FUNCTIONS", "Viewport", "Window", "WindowSpec",
+    "apply_viewport", "apply_window", "blocks", "default_window", "encode_image",
+    "modality_values", "render_array", "render_float_image", "render_frame", "thumbnail",
+    "to_integers", "window_through_lut",
+]
 
 RENDER_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
-VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 DEFAULT_JPEG_QUALITY = 90
-WindowSpec = tuple[float, float, str] | tuple[float, float]
 ViewportSpec = Sequence[float | None]
-
-
-@dataclass(frozen=True)
-class Window:
-    """A VOI window; ``function`` is the VOI LUT Function (PS3.3 C.11.2.1.3)."""
-
-    center: float
-    width: float
-    function: str = "LINEAR"
-
-    @classmethod
-    def of(cls, spec: WindowSpec | Window) -> Window:
-        if isinstance(spec, Window):
-            window = spec
-        else:
-            function = str(spec[2]) if len(spec) > 2 else "LINEAR"
-            window = cls(float(spec[0]), float(spec[1]), function.upper().strip())
-        if window.function not in VOI_FUNCTIONS:
-            raise RenderError(f"unknown VOI LUT function {window.function!r}")
-        minimum = 1.0 if window.function == "LINEAR" else 0.0
-        if not window.width >= minimum or (window.width == 0 and window.function != "LINEAR"):
-            raise RenderError(f"window width {window.width} invalid for {window.function}")
-        return window
 
 
 @dataclass(frozen=True)
@@ -81,73 +77,6 @@ class Viewport:
 # ---------------------------------------------------------------------------------------
 # Pipeline steps
 # ---------------------------------------------------------------------------------------
-def modality_values(pixels: np.ndarray, desc: PixelDescription) -> np.ndarray:
-    """Stored values through the linear Modality LUT (PS3.3 C.11.1), as float32."""
-    values = pixels.astype(np.float32, copy=True)
-    slope = desc.rescale_slope if desc.rescale_slope is not None else 1.0
-    intercept = desc.rescale_intercept if desc.rescale_intercept is not None else 0.0
-    if slope != 1.0:
-        values *= np.float32(slope)
-    if intercept != 0.0:
-        values += np.float32(intercept)
-    return values
-
-
-def default_window(values: np.ndarray, desc: PixelDescription | None = None) -> Window:
-    """The dataset's first window, else one spanning the data (min..max, LINEAR_EXACT)."""
-    function = (desc.voi_lut_function if desc else None) or "LINEAR"
-    if function not in VOI_FUNCTIONS:
-        function = "LINEAR"
-    if desc and desc.window_centers and desc.window_widths:
-        center, width = desc.window_centers[0], desc.window_widths[0]
-        if width >= (1.0 if function == "LINEAR" else 0.0) and width > 0:
-            return Window(center, width, function)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return Window(0.5, 1.0, "LINEAR_EXACT")
-    low, high = float(finite.min()), float(finite.max())
-    return Window((low + high) / 2.0, max(high - low, 1e-6), "LINEAR_EXACT")
-
-
-#: Elements per block when a large image goes through float64 arithmetic: the temporaries
-#: of one block, not of the whole image, are held at once.
-BLOCK_ELEMENTS = 1 << 20
-
-
-def blocks(array: np.ndarray) -> list[slice]:
-    """Row slices of ``array`` of about BLOCK_ELEMENTS elements each."""
-    per_row = max(int(np.prod(array.shape[1:])), 1) if array.ndim > 1 else max(array.size, 1)
-    rows = max(1, BLOCK_ELEMENTS // per_row)
-    count = array.shape[0] if array.ndim else 1
-    return [slice(start, start + rows) for start in range(0, count, rows)]
-
-
-def apply_window(values: np.ndarray, window: Window, y_max: float = 255.0) -> np.ndarray:
-    """VOI LUT function output in ``[0, y_max]`` as float32 (NaN maps to 0), computed in
-    float64 a block of rows at a time."""
-    if values.ndim == 0:
-        return _window_block(np.asarray(values), window, y_max)
-    out = np.empty(values.shape, dtype=np.float32)
-    for rows in blocks(values):
-        out[rows] = _window_block(values[rows], window, y_max)
-    return out
-
-
-def _window_block(values: np.ndarray, window: Window, y_max: float) -> np.ndarray:
-    x = values.astype(np.float64, copy=False)
-    c, w = window.center, window.width
-    if window.function == "LINEAR":  # C.11.2.1.2.1
-        y = ((x - (c - 0.5)) / (w - 1.0) + 0.5) if w > 1 else (x > c - 0.5).astype(np.float64)
-        y = np.where(x <= c - 0.5 - (w - 1.0) / 2.0, 0.0, y)
-        y = np.where(x > c - 0.5 + (w - 1.0) / 2.0, 1.0, y)
-    elif window.function == "LINEAR_EXACT":  # C.11.2.1.3.2
-        y = (x - c) / w + 0.5
-    else:  # SIGMOID, C.11.2.1.3.1
-        y = 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
-    y = np.clip(y, 0.0, 1.0) * y_max
-    return np.nan_to_num(y, nan=0.0).astype(np.float32)
-
-
 def apply_palette(pixels: np.ndarray, desc: PixelDescription) -> np.ndarray:
     """PALETTE COLOR to RGB float32 in [0, 255] (PS3.3 C.7.6.3.1.5/6)."""
     luts = (desc.red_palette, desc.green_palette, desc.blue_palette)
@@ -245,13 +174,16 @@ def encode_image(
     quality: int | None = None,
     bit_depth: int = 8,
 ) -> bytes:
-    """Encode a float image in [0, 255] (or [0, 65535] when ``bit_depth`` is 16)."""
+    """Encode a float image in [0, 255] (or [0, 65535] when ``bit_depth`` is 16), or a uint8
+    image as it is."""
     media_type = media_type.split(";", 1)[0].strip().lower()
     if media_type not in RENDER_MEDIA_TYPES:
         raise RenderError(f"unsupported rendered media type {media_type!r}")
     if bit_depth not in (8, 16):
         raise RenderError("bit depth must be 8 or 16")
-    if bit_depth == 16 and media_type == "image/png" and image.ndim == 2:
+    if image.dtype == np.uint8 and bit_depth == 8:  # already the bytes (gray8_through_lut)
+        pil = Image.fromarray(image)
+    elif bit_depth == 16 and media_type == "image/png" and image.ndim == 2:
         pil = Image.fromarray(to_integers(image, 1.0, 65535, np.uint16))
     else:
         pil = Image.fromarray(to_integers(image, 257.0 if bit_depth == 16 else 1.0, 255,
@@ -269,17 +201,6 @@ def encode_image(
             pil = pil.quantize(colors=256)
         pil.save(out, format="GIF")
     return out.getvalue()
-
-
-def to_integers(image: np.ndarray, divisor: float, top: int, dtype: type) -> np.ndarray:
-    """``rint(image / divisor)`` clipped to ``0..top``, a block of rows at a time."""
-    if image.ndim == 0:
-        image = image.reshape(1)
-    out = np.empty(image.shape, dtype=dtype)
-    for rows in blocks(image):
-        block = image[rows] / divisor if divisor != 1.0 else image[rows]
-        out[rows] = np.clip(np.rint(block), 0, top)
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -303,19 +224,31 @@ def render_frame(
     ``(center, width[, function])``. ``bit_depth=16`` gives 16-bit grayscale PNG.
     For a multi-frame object pass ``desc.for_frame(i)`` to use per-frame values.
     """
+    image = None
+    if viewport is None and bit_depth == 8:
+        image = gray8_image(pixels, desc, window, photometric)
+    if image is None:
+        image = render_array(pixels, desc, window=window, viewport=viewport,
+                             bit_depth=bit_depth, photometric=photometric)
     return encode_image(
-        render_array(
-            pixels,
-            desc,
-            window=window,
-            viewport=viewport,
-            bit_depth=bit_depth,
-            photometric=photometric,
-        ),
+        image,
         media_type,
         quality=quality,
         bit_depth=bit_depth,
     )
+
+
+def gray8_image(
+    pixels: np.ndarray, desc: PixelDescription, window: WindowSpec | Window | None,
+    photometric: str | None,
+) -> np.ndarray | None:
+    """The 8-bit image of a whole grayscale integer frame (the common rendered request), or
+    None when `render_array` must make it (colour, palette, float samples)."""
+    photometric = (photometric or desc.photometric_interpretation).upper()
+    if desc.samples_per_pixel != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2") or (
+            not pixels.size):
+        return None
+    return gray8_through_lut(pixels, desc, window, invert=photometric == "MONOCHROME1")
 
 
 def render_array(
@@ -347,28 +280,6 @@ def render_array(
     if photometric == "MONOCHROME1":
         np.subtract(np.float32(y_max), out, out=out)
     return out
-
-
-#: Integer frames spanning at most this many values are windowed through a lookup table.
-MAX_LUT_ENTRIES = 1 << 17
-
-
-def window_through_lut(
-    pixels: np.ndarray, desc: PixelDescription, window: WindowSpec | Window | None, y_max: float
-) -> np.ndarray:
-    """`apply_window(modality_values(pixels))` for integer pixels, computed once per stored
-    value between the frame's minimum and maximum and then looked up: the same float32
-    results, without float64 arithmetic on every pixel (a 512×512 CT: 3 → 1 ms)."""
-    low, high = int(pixels.min()), int(pixels.max())
-    if high - low >= MAX_LUT_ENTRIES:
-        values = modality_values(pixels, desc)
-        voi = Window.of(window) if window is not None else default_window(values, desc)
-        return apply_window(values, voi, y_max)
-    domain = modality_values(np.arange(low, high + 1, dtype=np.int64), desc)
-    # The domain holds the frame's extremes, so a default window from it equals the frame's.
-    voi = Window.of(window) if window is not None else default_window(domain, desc)
-    lut = apply_window(domain, voi, y_max)
-    return lut[pixels.astype(np.intp, copy=False) - low]
 
 
 def render_float_image(

@@ -42,7 +42,7 @@ SERIES_TABLE = Series.__table__
 
 def render_instance_frame(
     store: Store, loc: InstanceLocation, number: int, options: RenderOptions,
-    volumes: Volumes | None, request: Request,
+    volumes: Volumes | None, request: Request, descriptions: Descriptions | None = None,
 ) -> bytes:
     count = loc.number_of_frames or 0
     if count == 0:
@@ -51,7 +51,9 @@ def render_instance_frame(
         raise NotFound(f"instance {loc.sop_instance_uid} has {count} frame(s); no frame {number}")
     limits = PixelLimits.of(request.app.state)
     with pixel_errors():
-        desc = description_with_palette(store, loc).for_frame(number - 1)
+        whole = descriptions.of(store, loc) if descriptions else description_with_palette(
+            store, loc)
+        desc = whole.for_frame(number - 1)
         cost = render_cost(desc, options)
         with limits.budget.reserve(cost, "rendering this image"):
             return render_decoded(store, loc, number, desc, options, limits, volumes, request)
@@ -146,13 +148,18 @@ def representative(
     return full, ((full.number_of_frames or 1) + 1) // 2
 
 
-def render_target(store: Store, params: dict[str, str]) -> tuple[InstanceLocation, int]:
+def render_target(store: Store, params: dict[str, str],
+                  located: Located | None = None) -> tuple[InstanceLocation, int]:
     """The instance and frame number a rendered/thumbnail URL shows."""
     study, series, sop = params["study"], params.get("series"), params.get("instance")
     if sop is None:
         return representative(store, study, series)
-    loc = store.locate(study, series, sop, with_frames=True, with_metadata=True,
-                       with_bulk=True)[0]
+    loc = located.get(store, (study, series or "", sop)) if located is not None else None
+    if loc is None:
+        loc = store.locate(study, series, sop, with_frames=True, with_metadata=True,
+                           with_bulk=True)[0]
+        if located is not None:
+            located.put(store, (study, series or "", sop), loc)
     number = 1
     if "frames" in params:
         from dicomweb.wado import parse_frame_list
@@ -173,6 +180,60 @@ def rendered_etag(loc: InstanceLocation, number: int, options: RenderOptions) ->
     if options.overlays is not None:
         return None
     return http_cache.etag_of(["rendered", loc.blob_key, str(number), repr(options)])
+
+
+#: Pixel descriptions kept by the rendered endpoints (a few kB each; palettes up to 384 kB).
+DESCRIPTIONS = 1024
+
+
+class Descriptions:
+    """Pixel descriptions by blob key: each stored version has its own key, so an entry never
+    goes stale. Rebuilding one from the stored DICOM JSON took 0.2 ms of a 1.4 ms render."""
+
+    def __init__(self, max_entries: int = DESCRIPTIONS) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, PixelDescription] = OrderedDict()
+        self._lock = Lock()
+
+    def of(self, store: Store, loc: InstanceLocation) -> PixelDescription:
+        found = self._entries.get(loc.blob_key)
+        if found is not None:
+            return found
+        desc = description_with_palette(store, loc)
+        with self._lock:
+            self._entries[loc.blob_key] = desc
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return desc
+
+
+#: Instance locations kept by the rendered endpoints (~4 kB each with their DICOM JSON).
+LOCATIONS = 1024
+
+
+class Located:
+    """Where the instances rendered lately are, so that the next image of the same instance
+    (another window, frame or size: a viewer scrolling) skips the index query. Like
+    HotTargets, an entry whose blob file is gone (deleted, replaced) is stale: asked again."""
+
+    def __init__(self, max_entries: int = LOCATIONS) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str, str], InstanceLocation] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, store: Store, key: tuple[str, str, str]) -> InstanceLocation | None:
+        found = self._entries.get(key)
+        if found is not None and not store.blobs.path(found.blob_key).exists():
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        return found
+
+    def put(self, store: Store, key: tuple[str, str, str], loc: InstanceLocation) -> None:
+        with self._lock:
+            self._entries[key] = loc
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
 
 
 #: Instance-level rendered URLs seen lately → (ETag, blob file) of what they showed.
@@ -212,9 +273,36 @@ def hot_target_key(params: dict[str, str], options: RenderOptions) -> tuple[str,
             params.get("frames", ""), repr(options))
 
 
+def located_and_rendered(
+    store: Store, params: dict[str, str], options: RenderOptions, volumes: Volumes | None,
+    request: Request, hot: HotTargets, key: tuple[str, ...] | None, descriptions: Descriptions,
+    located: Located,
+) -> tuple[str | None, bytes | None]:
+    """(ETag, body) of a rendered URL, the body None when the client holds it (304): the
+    lookup and the rendering in one thread hop, not two (a hop costs about 0.1 ms CPU)."""
+    loc, number = render_target(store, params, located)
+    etag = rendered_etag(loc, number, options)
+    if etag is None:
+        return None, render_instance_frame(store, loc, number, options, volumes, request,
+                                           descriptions)
+    if key is not None:
+        hot.put(key, etag, str(store.blobs.path(loc.blob_key)))
+    if http_cache.matches(request, etag):
+        return etag, None
+    bodies: http_cache.BodyCache = request.app.state.bodies
+    cached = bodies.get((etag,))
+    if cached is None:
+        cached = (render_instance_frame(store, loc, number, options, volumes, request,
+                                        descriptions), None)
+        bodies.put((etag,), cached)
+    return etag, cached[0]
+
+
 def rendered_endpoint(store: Store, *, thumbnail: bool,
                       volumes: Volumes | None = None) -> Callable[[Request], Any]:
     hot = HotTargets()
+    descriptions = Descriptions()
+    located = Located()
 
     async def rendered(request: Request) -> Response:
         """Rendered images are kept under their ETag: OHIF asks for the same thumbnails
@@ -234,26 +322,16 @@ def rendered_endpoint(store: Store, *, thumbnail: bool,
             else:
                 hot.drop(key)
         app_store = request.app.state.store
-        loc, number = await run_in_threadpool(render_target, app_store, params)
-        etag = rendered_etag(loc, number, options)
-        if key is not None and etag is not None:
-            hot.put(key, etag, str(app_store.blobs.path(loc.blob_key)))
-        if etag is None:
-            body = await run_in_threadpool(
-                render_instance_frame, app_store, loc, number, options, volumes, request
-            )
+        etag, body = await run_in_threadpool(
+            located_and_rendered, app_store, params, options, volumes, request, hot, key,
+            descriptions, located,
+        )
+        if etag is None:  # overlays: no validator, never kept
             return Response(body, media_type=options.media_type)
-        if http_cache.matches(request, etag):
+        if body is None:
             return http_cache.not_modified(etag, "Accept")
-        cached = bodies.get((etag,))
-        if cached is None:
-            body = await run_in_threadpool(
-                render_instance_frame, app_store, loc, number, options, volumes, request
-            )
-            cached = (body, None)
-            bodies.put((etag,), cached)
         headers = {**http_cache.validator_headers(etag), "Vary": "Accept"}
-        return Response(cached[0], media_type=options.media_type, headers=headers)
+        return Response(body, media_type=options.media_type, headers=headers)
 
     rendered.__name__ = "retrieve_thumbnail" if thumbnail else "retrieve_rendered"
     return rendered

@@ -3,13 +3,12 @@ EXISTS subqueries); keys without a column are matched on the stored DICOM JSON."
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select, true
+from sqlalchemy import ColumnElement, Engine, and_, exists, or_, select, true
 
 from dicomweb import attributes as attrs
 from dicomweb.attributes import Kind, Level
@@ -17,6 +16,9 @@ from dicomweb.errors import BadRequest
 from dicomweb.qido import Condition, SearchQuery, split_list
 from dicomweb.store.access import EVERY_STUDY, StudyFilter
 from dicomweb.store.repository import INSTANCES, SERIES, STUDIES
+from dicomweb.store.results import RENDER, element, pick
+
+__all__ = ["SearchResult", "element", "json_match", "pick", "search", "sql_condition"]
 
 TABLES = {Level.STUDY: STUDIES, Level.SERIES: SERIES, Level.INSTANCE: INSTANCES}
 DEPTH = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
@@ -221,7 +223,8 @@ def search(engine: Engine, query: SearchQuery, base_url: str,
             )
         json_conditions.append(condition)
 
-    statement = select(table)
+    # Only the columns a result is made of: no datetime or frame-range columns to convert.
+    statement = select(*(table.c[name] for name in RESULT_COLUMNS[level]))
     if level in (Level.SERIES, Level.INSTANCE):
         statement = statement.join(
             STUDIES, STUDIES.c.study_instance_uid == table.c.study_instance_uid
@@ -241,7 +244,8 @@ def search(engine: Engine, query: SearchQuery, base_url: str,
     if not json_conditions:
         statement = statement.offset(query.offset).limit(limit + 1)
     with engine.connect() as connection:
-        rows = [row._mapping for row in connection.execute(statement)]
+        # fetchall: one driver call for the page, not one fetchone per row.
+        rows = list(connection.execute(statement).mappings().all())
         if json_conditions:
             rows = [
                 r
@@ -256,6 +260,13 @@ def search(engine: Engine, query: SearchQuery, base_url: str,
         results = RENDER[level](connection, rows, query, base_url)
     return SearchResult(results, more)
 
+
+RESULT_COLUMNS = {
+    Level.STUDY: ("study_instance_uid", "study_json"),
+    Level.SERIES: ("study_instance_uid", "series_instance_uid", "series_json"),
+    Level.INSTANCE: ("study_instance_uid", "series_instance_uid", "sop_instance_uid",
+                     "blob_key", "metadata_json"),
+}
 
 ORDER: dict[Level, Callable[[], list[Any]]] = {
     Level.STUDY: lambda: [
@@ -285,127 +296,3 @@ def row_json(row: Any, tag: str, level: Level) -> dict[str, Any]:
     if level == Level.INSTANCE:
         return orjson.loads(row["metadata_json"])
     return {}
-
-
-def pick(dataset: dict[str, Any], defaults: frozenset[str], query: SearchQuery) -> dict[str, Any]:
-    if query.include_all:
-        return {k: v for k, v in dataset.items() if "BulkDataURI" not in v}
-    wanted = defaults | query.include_fields
-    return {k: v for k, v in dataset.items() if k in wanted}
-
-
-def element(vr: str, *values: Any) -> dict[str, Any]:
-    values = tuple(v for v in values if v not in (None, ""))
-    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
-
-
-def counts(connection: Any, key_column: Any, keys: list[str]) -> dict[str, int]:
-    """Rows per key. count(*), not count(column): the index on the key column alone answers
-    it, without reading the rows (which hold the instances' DICOM JSON)."""
-    if not keys:
-        return {}
-    statement = select(key_column, func.count()).where(key_column.in_(keys)).group_by(key_column)
-    return {k: n for k, n in connection.execute(statement)}
-
-
-def distinct_values(
-    connection: Any, value_column: Any, key_column: Any, keys: list[str]
-) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = defaultdict(list)
-    if keys:
-        statement = (
-            select(key_column, value_column)
-            .where(key_column.in_(keys))
-            .distinct()
-            .order_by(key_column, value_column)
-        )
-        for key_value, value in connection.execute(statement):
-            if value:
-                found[key_value].append(value)
-    return found
-
-
-def study_url(base: str, study: str) -> str:
-    return f"{base}/studies/{study}"
-
-
-def render_studies(
-    connection: Any, rows: list[Any], query: SearchQuery, base: str
-) -> list[dict[str, Any]]:
-    uids = [r["study_instance_uid"] for r in rows]
-    series_counts = counts(connection, SERIES.c.study_instance_uid, uids)
-    instance_counts = counts(connection, INSTANCES.c.study_instance_uid, uids)
-    modalities = distinct_values(connection, SERIES.c.modality, SERIES.c.study_instance_uid, uids)
-    sop_classes = (
-        distinct_values(connection, INSTANCES.c.sop_class_uid, INSTANCES.c.study_instance_uid, uids)
-        if query.include_all or attrs.SOP_CLASSES_IN_STUDY in query.include_fields
-        else None
-    )
-    results = []
-    for row in rows:
-        uid = row["study_instance_uid"]
-        dataset = pick(orjson.loads(row["study_json"]), attrs.STUDY_DEFAULT_KEYS, query)
-        if uid_list := modalities.get(uid):
-            dataset[attrs.MODALITIES_IN_STUDY] = element("CS", *uid_list)
-        if sop_classes is not None and sop_classes.get(uid):
-            dataset[attrs.SOP_CLASSES_IN_STUDY] = element("UI", *sop_classes[uid])
-        dataset[attrs.STUDY_RELATED_SERIES] = element("IS", series_counts.get(uid, 0))
-        dataset[attrs.STUDY_RELATED_INSTANCES] = element("IS", instance_counts.get(uid, 0))
-        dataset[attrs.INSTANCE_AVAILABILITY] = element("CS", "ONLINE")
-        dataset[attrs.RETRIEVE_URL] = element("UR", study_url(base, uid))
-        results.append(dict(sorted(dataset.items())))
-    return results
-
-
-def render_series(
-    connection: Any, rows: list[Any], query: SearchQuery, base: str
-) -> list[dict[str, Any]]:
-    uids = [r["series_instance_uid"] for r in rows]
-    instance_counts = counts(connection, INSTANCES.c.series_instance_uid, uids)
-    results = []
-    for row in rows:
-        uid = row["series_instance_uid"]
-        dataset = pick(orjson.loads(row["study_json"]), study_context_keys(query), query)
-        dataset.update(pick(orjson.loads(row["series_json"]), attrs.SERIES_DEFAULT_KEYS, query))
-        dataset[attrs.SERIES_RELATED_INSTANCES] = element("IS", instance_counts.get(uid, 0))
-        dataset[attrs.INSTANCE_AVAILABILITY] = element("CS", "ONLINE")
-        dataset[attrs.RETRIEVE_URL] = element(
-            "UR", f"{study_url(base, row['study_instance_uid'])}/series/{uid}"
-        )
-        results.append(dict(sorted(dataset.items())))
-    return results
-
-
-def render_instances(
-    connection: Any, rows: list[Any], query: SearchQuery, base: str
-) -> list[dict[str, Any]]:
-    results = []
-    for row in rows:
-        dataset = pick(orjson.loads(row["study_json"]), study_context_keys(query), query)
-        dataset.update(pick(orjson.loads(row["series_json"]), attrs.SERIES_DEFAULT_KEYS, query))
-        dataset.update(pick(orjson.loads(row["metadata_json"]), attrs.INSTANCE_DEFAULT_KEYS, query))
-        dataset[attrs.INSTANCE_AVAILABILITY] = element("CS", "ONLINE")
-        dataset[attrs.RETRIEVE_URL] = element(
-            "UR",
-            f"{study_url(base, row['study_instance_uid'])}/series/{row['series_instance_uid']}"
-            f"/instances/{row['sop_instance_uid']}",
-        )
-        results.append(dict(sorted(dataset.items())))
-    return results
-
-
-def study_context_keys(query: SearchQuery) -> frozenset[str]:
-    """Study attributes returned with series and instances (PS3.18 10.6.3.3: those of the
-    levels above the query's, when the study is not fixed by the path)."""
-    return (
-        attrs.STUDY_DEFAULT_KEYS
-        if query.study is None
-        else attrs.COMMON_KEYS | frozenset({attrs.STUDY_INSTANCE_UID})
-    )
-
-
-RENDER = {
-    Level.STUDY: render_studies,
-    Level.SERIES: render_series,
-    Level.INSTANCE: render_instances,
-}
