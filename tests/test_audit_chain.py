@@ -1,9 +1,18 @@
-"""The chain's canonical form: what a request appends hashes exactly as `audit verify` checks."""
+"""The chain: what a request appends hashes exactly as `audit verify` checks; the search
+index is filled in bounded batches."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
 from dicomweb.audit import chain
 from dicomweb.audit.events import AuditEvent, Subject
+from dicomweb.audit.trail import AuditTrail
+from dicomweb.config import Settings
+from dicomweb.store.repository import Store
 
 
 def event(status: int = 200) -> AuditEvent:
@@ -31,3 +40,23 @@ def test_chained_records_link_and_verify_as_stored() -> None:
                                                                      second["hash"]]
     assert head == (43, second["hash"])
     assert first["hash"] != chain.record_hash({**first, "status": 404})  # status is covered
+
+
+def test_index_batches_are_bounded_by_study_rows(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A QIDO record names every study it found: a batch stops at INDEX_ROWS study rows (after
+    a whole record), says so, and the next batches go on from there until all are indexed."""
+    store = Store(Settings(data_dir=tmp_path))
+    trail = AuditTrail(store)  # registers its tables before the schema is made
+    store.create_schema()
+    many = event()
+    many.subjects = [Subject(f"1.2.{k}", [], [], ("P", None)) for k in range(3)]
+    trail.append([many, many, many, many])  # 4 records, 12 study rows
+    monkeypatch.setattr(chain, "INDEX_ROWS", 4)
+    assert trail.appender.index() == (4, True)  # 2 records (6 rows) indexed, 2 left
+    assert trail.appender.index() == (2, False)
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM audit_index")).scalar() == 12
+        assert connection.execute(text("SELECT indexed_seq FROM audit_chain")).scalar() == 4
+    trail.close()
+    store.close()

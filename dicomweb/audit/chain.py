@@ -38,7 +38,10 @@ PEOPLE = tables.people
 PEOPLE_COLUMNS = ("seq", "event_time", "who", "client_id")
 LOOKUP_CHUNK = 500
 INSERT_CHUNK = 200  # rows per INSERT: 200 x 17 columns stays under SQLite's 32766 variables
-INDEX_BATCH = 5000  # records indexed per transaction
+INDEX_BATCH = 5000  # records indexed per transaction, at most
+#: audit_index rows written per transaction, at most: a QIDO record names every study it found
+#: (up to 1,000 each), and one batch must not hold the write lock for seconds.
+INDEX_ROWS = 10000
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -332,29 +335,37 @@ class Appender:
         self.last = moved_to if moved else None
         return moved_to[0] if moved else None
 
-    def index(self) -> int:
+    def index(self) -> tuple[int, bool]:
         """Add records not indexed yet to audit_index (their studies) and audit_search (their
-        user and time): at most INDEX_BATCH records each, in one transaction, so B-tree pages
-        are written once per batch, not once per request. Returns how many records it read."""
+        user and time): at most INDEX_BATCH records and INDEX_ROWS study rows each, in one
+        transaction, so B-tree pages are written once per batch, not once per request.
+        Returns how many records it read, and whether it left some out (batch full)."""
 
-        def work(cursor: Any) -> int:
+        def work(cursor: Any) -> tuple[int, bool]:
             _, _, indexed = self.head(cursor)
             cursor.execute(f"SELECT seq, studies FROM {RECORDS.name} WHERE seq > {self.mark} "
                            f"ORDER BY seq LIMIT {INDEX_BATCH}", (indexed,))
             found = cursor.fetchall()
-            if found:
-                rows = [(seq, item, study["study"], study["patient_id"])
-                        for seq, studies in found
-                        for item, study in enumerate(orjson.loads(studies))]
+            rows: list[tuple[Any, ...]] = []
+            last = indexed
+            for seq, studies in found:
+                if len(rows) >= INDEX_ROWS:
+                    break
+                rows += [(seq, item, study["study"], study["patient_id"])
+                         for item, study in enumerate(orjson.loads(studies))]
+                last = seq
+            if last != indexed:
                 self.insert(cursor, INDEX.name, INDEX_COLUMNS, rows)
                 cursor.execute(f"UPDATE {HEAD.name} SET indexed_seq = {self.mark} "
-                               f"WHERE id = {HEAD_ID}", (found[-1][0],))
+                               f"WHERE id = {HEAD_ID}", (last,))
             cursor.execute(f"SELECT seq, event_time, who, client_id FROM {RECORDS.name} "
                            f"WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM {PEOPLE.name}) "
                            f"ORDER BY seq LIMIT {INDEX_BATCH}")
             people = cursor.fetchall()
             self.insert(cursor, PEOPLE.name, PEOPLE_COLUMNS, people)
-            return max(len(found), len(people))
+            full = len(found) == INDEX_BATCH or (bool(found) and last != found[-1][0]) \
+                or len(people) == INDEX_BATCH
+            return max(len(found), len(people)), full
 
         return self.transaction(work)
 

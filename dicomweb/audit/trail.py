@@ -26,10 +26,11 @@ log = logging.getLogger("dicomweb.audit")
 PATIENT_CACHE_SECONDS = 60.0
 PATIENT_CACHE_ENTRIES = 20000
 #: While requests keep coming, the search index is brought up to date in batches of this many
-#: records or this often, whichever comes first (searches read the newer records directly); a
-#: second without appends lets it catch up at once. Larger batches cost less per record, and
-#: work done while requests wait for the GIL is their latency.
-INDEX_BACKLOG = chain.INDEX_BATCH
+#: study rows (a record names one or more studies) or this often, whichever comes first
+#: (searches read the newer records directly); a second without appends lets it catch up at
+#: once. Larger batches cost less per row, and work done while requests wait for the GIL is
+#: their latency.
+INDEX_BACKLOG = chain.INDEX_ROWS
 INDEX_SECONDS = 10.0
 
 
@@ -40,7 +41,7 @@ class AuditTrail:
         self._appender: chain.Appender | None = None
         self._now_appender: chain.Appender | None = None
         self.unindexed = self.uncheckpointed = False
-        #: Records appended since the last index batch, and since the last idle call.
+        #: Study rows appended since the last index batch; records since the last idle call.
         self.backlog = self.appended_lately = 0
         self.indexed_at = time.monotonic()
         self.closing = False
@@ -90,7 +91,7 @@ class AuditTrail:
 
     def append(self, events: Sequence[AuditEvent]) -> list[int]:
         numbers = self.appender.append(events, self.known, self.learned)
-        self.noted(len(numbers))
+        self.noted(events)
         return numbers
 
     def append_now(self, event: AuditEvent) -> int | None:
@@ -105,13 +106,13 @@ class AuditTrail:
             log.info("audit append in the request failed, queued: %s: %s",
                      type(exc).__name__, getattr(exc, "orig", None) or exc)
             return None
-        self.noted(1)
+        self.noted((event,))
         return numbers[0]
 
-    def noted(self, appended: int) -> None:
+    def noted(self, appended: Sequence[AuditEvent]) -> None:
         self.unindexed = self.uncheckpointed = True
-        self.backlog += appended
-        self.appended_lately += appended
+        self.backlog += sum(len(item.subjects) or 1 for item in appended)  # index rows
+        self.appended_lately += len(appended)
 
     def idle(self) -> None:
         """The writer thread's work between groups: the search index, the WAL checkpoint."""
@@ -131,10 +132,9 @@ class AuditTrail:
                or time.monotonic() - self.indexed_at >= INDEX_SECONDS)
         if not self.unindexed or not due:
             return 0
-        done = self.appender.index()
+        done, full = self.appender.index()
         self.indexed_at = time.monotonic()
-        self.backlog = max(0, self.backlog - done)
-        if done < chain.INDEX_BATCH:
+        if not full:
             self.unindexed = False
             self.backlog = 0
         return done
