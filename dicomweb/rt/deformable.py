@@ -74,16 +74,23 @@ class Deformation:
         post_inv, pre_inv = np.linalg.inv(self.post), np.linalg.inv(self.pre)
         target = s @ post_inv[:3, :3].T + post_inv[:3, 3]  # = pre·p + D(p)
         p = target @ pre_inv[:3, :3].T + pre_inv[:3, 3]
-        done = np.zeros(len(p), dtype=bool)
+        # Iterate only the points not yet converged: near the grid's edge a few points may
+        # flip between inside and outside and never settle; the rest must not pay for them
+        # (a 512×512 image plane: 23 s of CPU when every point ran every iteration).
+        active = np.arange(len(p))
+        converged = np.zeros(len(p), dtype=bool)
         for _ in range(INVERSE_ITERATIONS):
-            shift = np.nan_to_num(self.grid.displacement(p), nan=0.0)
-            nxt = (target - shift) @ pre_inv[:3, :3].T + pre_inv[:3, 3]
-            done = np.linalg.norm(nxt - p, axis=1) < INVERSE_TOLERANCE_MM
-            p = nxt
-            if done.all():
+            if active.size == 0:
                 break
+            q = p[active]
+            shift = np.nan_to_num(self.grid.displacement(q), nan=0.0)
+            nxt = (target[active] - shift) @ pre_inv[:3, :3].T + pre_inv[:3, 3]
+            settled = np.linalg.norm(nxt - q, axis=1) < INVERSE_TOLERANCE_MM
+            p[active] = nxt
+            converged[active[settled]] = True
+            active = active[~settled]
         # Points whose solution lies outside the grid, or that did not converge: undefined.
-        p[~done | np.isnan(self.grid.displacement(p)).any(axis=1)] = np.nan
+        p[~converged | np.isnan(self.grid.displacement(p)).any(axis=1)] = np.nan
         return p
 
     def mapper(self, from_for: str | None, to_for: str | None

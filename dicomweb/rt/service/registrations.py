@@ -63,11 +63,15 @@ def study_registration_uids(engine: Engine, study: str) -> list[str]:
 
 
 def frame_transform(engine: Engine, registration: str | None, from_for: str | None,
-                    to_for: str | None, *, what: str) -> tuple[np.ndarray, str | None]:
+                    to_for: str | None, *, what: str,
+                    grid_reason: str = "this resource applies matrices only",
+                    ) -> tuple[np.ndarray, str | None]:
     """4×4 matrix mapping points of ``from_for`` into ``to_for``.
 
     Identity when the Frames of Reference are equal; otherwise the REG instance
-    ``registration`` (query parameter ``registration``) must link them, else 422.
+    ``registration`` (query parameter ``registration``) must link them, else 422 (saying
+    ``grid_reason`` when only a Deformable Registration Grid links them: no matrix stands
+    for a deformation).
     """
     if from_for and to_for and from_for == to_for:
         return np.eye(4), None
@@ -85,8 +89,19 @@ def frame_transform(engine: Engine, registration: str | None, from_for: str | No
     try:
         return transform(regs, from_for, to_for), registration
     except NoRegistrationPath as exc:
+        if relates_through_grid(regs[0], from_for, to_for):
+            raise Unprocessable(
+                f"{what}: registration {registration} relates {from_for} and {to_for} only "
+                f"through its Deformable Registration Grid, which no matrix stands for; "
+                f"{grid_reason}", parameter="registration") from exc
         raise Unprocessable(f"{what}: registration {registration} does not relate "
                             f"{from_for} to {to_for} ({exc})", parameter="registration") from exc
+
+
+def relates_through_grid(reg: Registration, a: str, b: str) -> bool:
+    """True if a Deformable Registration Sequence item with a grid links frames a and b."""
+    hub = reg.registered_for_uid
+    return any(i.has_grid and {i.source_for_uid, hub} == {a, b} for i in reg.deformable_items)
 
 
 @lru_cache(maxsize=4)

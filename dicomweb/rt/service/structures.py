@@ -104,6 +104,12 @@ def moved_roi(roi: Roi, matrix: np.ndarray) -> Roi:
                generation_algorithm=roi.generation_algorithm, contours=contours)
 
 
+#: Why structures are not drawn through a deformation: PS3.3 C.8.8.6 contours are planar
+#: polygons, and the overlay cuts them with the image plane as planes (slab model); a warped
+#: contour leaves its plane, so drawing it would need a surface model we do not build.
+CONTOURS_STAY_RIGID = ("structures are drawn through rigid registrations only (their contours "
+                       "are planar, PS3.3 C.8.8.6, and a deformation does not keep them planar)")
+
 #: Contour types drawn by overlays (open contours are not outlines of a region).
 OVERLAY_CONTOUR_TYPES = (ContourGeometricType.CLOSED_PLANAR,
                          ContourGeometricType.CLOSEDPLANAR_XOR, ContourGeometricType.POINT)
@@ -140,7 +146,8 @@ def overlay_rois(engine: Engine, sop: str, numbers: Sequence[int] | None,
         if for_uid not in matrices:
             matrices[for_uid] = frame_transform(
                 engine, registration, for_uid, target_for,
-                what=f"{parameter} overlay (RT Structure Set {sop})")[0]
+                what=f"{parameter} overlay (RT Structure Set {sop})",
+                grid_reason=CONTOURS_STAY_RIGID)[0]
         kept = Roi(number=roi.number, name=roi.name, interpreted_type=roi.interpreted_type,
                    display_color=roi.display_color,
                    referenced_frame_of_reference_uid=roi.referenced_frame_of_reference_uid,
