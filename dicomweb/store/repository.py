@@ -214,24 +214,11 @@ class Store:
                     parsed.append((position, ingested, path))
             parsed = self._writable(parsed, outcomes, writer)
             labels = writer.labels
-            stored = self._existing_many([ingested.sop_instance_uid for _, ingested, _ in parsed])
-            fresh: list[tuple[int, IngestedInstance, Path, str]] = []
-            one_by_one: list[tuple[int, IngestedInstance, Path]] = []
-            seen: set[str] = set()
-            for position, ingested, path in parsed:
-                sop = ingested.sop_instance_uid
-                if sop in stored or sop in seen:  # duplicates and replacements: the careful path
-                    one_by_one.append((position, ingested, path))
-                    continue
-                seen.add(sop)
-                key = self.blobs.new_key(
-                    ingested.study_instance_uid, ingested.series_instance_uid, sop
-                )
-                fresh.append((position, ingested, path, key))
+            fresh, one_by_one = self._journal_fresh(parsed, outcomes)
             try:
                 for position, outcome in self._store_fresh(fresh, labels):
                     outcomes[position] = outcome
-            except Exception as exc:  # e.g. the journal cannot be written: disk full
+            except Exception as exc:  # e.g. a blob cannot be moved into place
                 for position, *_ in fresh:
                     outcomes[position] = rejection_for(exc)
             for position, ingested, path in one_by_one:
@@ -272,16 +259,67 @@ class Store:
             )
         return kept
 
+    def _journal_fresh(
+        self, parsed: list[tuple[int, IngestedInstance, Path]],
+        outcomes: list[StoredInstance | InstanceRejected | None],
+    ) -> tuple[list[tuple[int, IngestedInstance, Path, str]],
+               list[tuple[int, IngestedInstance, Path]]]:
+        """Split the batch into instances not stored yet (each with its new blob key,
+        journaled as pending) and duplicates or replacements, left to the careful path.
+
+        The duplicate query and the journal insert share one transaction: one connection
+        and commit less per batch, and a DIMSE C-STORE is a batch of one. On SQLite the
+        query has ended (all rows fetched) before the driver begins the write transaction
+        with the INSERT, so that never meets a stale read snapshot (SQLITE_BUSY_SNAPSHOT);
+        an instance another writer stores in between is caught by the index insert, as
+        before. If the journal cannot be written (disk full), the new instances are
+        rejected and the others still take the careful path; if the query fails, the batch
+        does."""
+        if not parsed:
+            return [], []
+        split: tuple[list[tuple[int, IngestedInstance, Path, str]],
+                     list[tuple[int, IngestedInstance, Path]]] | None = None
+        try:
+            with self.engine.begin() as connection:
+                stored = existing_sops(connection, [i.sop_instance_uid for _, i, _ in parsed])
+                split = self._split_fresh(parsed, stored)
+                if split[0]:
+                    now = utcnow()
+                    connection.execute(PENDING.insert(), [
+                        {"blob_key": key, "created_at": now} for *_, key in split[0]])
+        except Exception as exc:
+            if split is None:
+                raise
+            for position, *_ in split[0]:
+                outcomes[position] = rejection_for(exc)
+            return [], split[1]
+        return split
+
+    def _split_fresh(
+        self, parsed: list[tuple[int, IngestedInstance, Path]], stored: set[str]
+    ) -> tuple[list[tuple[int, IngestedInstance, Path, str]],
+               list[tuple[int, IngestedInstance, Path]]]:
+        fresh: list[tuple[int, IngestedInstance, Path, str]] = []
+        one_by_one: list[tuple[int, IngestedInstance, Path]] = []
+        seen: set[str] = set()
+        for position, ingested, path in parsed:
+            sop = ingested.sop_instance_uid
+            if sop in stored or sop in seen:  # duplicates and replacements: the careful path
+                one_by_one.append((position, ingested, path))
+                continue
+            seen.add(sop)
+            key = self.blobs.new_key(ingested.study_instance_uid, ingested.series_instance_uid,
+                                     sop)
+            fresh.append((position, ingested, path, key))
+        return fresh, one_by_one
+
     def _store_fresh(
         self, fresh: list[tuple[int, IngestedInstance, Path, str]], labels: frozenset[str]
     ) -> list[tuple[int, StoredInstance | InstanceRejected]]:
+        """Blobs in place and indexed, for instances already journaled as pending."""
         if not fresh:
             return []
         keys = [key for *_, key in fresh]
-        with self.engine.begin() as connection:
-            connection.execute(
-                PENDING.insert(), [{"blob_key": key, "created_at": utcnow()} for key in keys]
-            )
         try:
             self.blobs.commit_many([(path, key) for _, _, path, key in fresh])
         except BaseException:
@@ -430,14 +468,6 @@ class Store:
                 connection.execute(PENDING.insert(), {"blob_key": key, "created_at": utcnow()})
                 return None
         return (found[0], found[1])
-
-    def _existing_many(self, sop_instance_uids: list[str]) -> set[str]:
-        found: set[str] = set()
-        with self.engine.connect() as connection:
-            for chunk in chunks(sop_instance_uids, 500):
-                rows = connection.execute(EXISTING_SOPS, {"uids": list(chunk)})
-                found.update(uid for (uid,) in rows)
-        return found
 
     def _existing(self, sop_instance_uid: str) -> tuple[str, str] | None:
         with self.engine.connect() as connection:
@@ -737,6 +767,15 @@ def _describe(study: str, series: str | None, sop: str | None) -> str:
     if sop:
         text += f", instance {sop}"
     return text
+
+
+def existing_sops(connection: Connection, sop_instance_uids: list[str]) -> set[str]:
+    """Those of `sop_instance_uids` that are indexed (every row fetched: on SQLite the read
+    ends with the statement)."""
+    found: set[str] = set()
+    for chunk in chunks(sop_instance_uids, 500):
+        found.update(uid for (uid,) in connection.execute(EXISTING_SOPS, {"uids": list(chunk)}))
+    return found
 
 
 def chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
