@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -48,6 +49,10 @@ INSTANCES = Instance.__table__
 PENDING = PendingBlob.__table__
 #: Pending blobs younger than this may belong to an upload in progress in another worker.
 RECOVERY_GRACE = timedelta(minutes=10)
+#: Journal rows of indexed instances are deleted this many at a time, in a later journal
+#: transaction (a statement less per batch; a DIMSE C-STORE is a batch of one). A row a crash
+#: leaves names an indexed blob, which recovery keeps (it only deletes the row).
+SETTLED_BATCH = 32
 
 #: Called inside the instance's index transaction; returns warnings (e.g. RT parse problems).
 IndexHook = Callable[[Connection, IngestedInstance], list[str]]
@@ -138,6 +143,9 @@ class Store:
         #: Tables of extensions (audit, access…), created with the index's by create_schema.
         self.extension_tables: list[MetaData] = []
         self._register_rt_hooks()
+        #: Blob keys indexed whose journal rows are still to be deleted (SETTLED_BATCH).
+        self._settled: list[str] = []
+        self._settled_lock = threading.Lock()
 
     def _register_rt_hooks(self) -> None:
         from dicomweb.rt import indexing
@@ -157,6 +165,10 @@ class Store:
         self.blobs.create_folders()
 
     def close(self) -> None:
+        try:
+            self._forget_settled(0)
+        except Exception as exc:  # the database is gone: recovery deletes the rows later
+            log.info("journal rows of indexed instances left to recovery: %s", exc)
         self.engine.dispose()
 
     # --- writes -------------------------------------------------------------------------
@@ -274,7 +286,7 @@ class Store:
         an instance another writer stores in between is caught by the index insert, as
         before. If the journal cannot be written (disk full), the new instances are
         rejected and the others still take the careful path; if the query fails, the batch
-        does."""
+        does. Journal rows of instances indexed earlier are deleted here too (SETTLED_BATCH)."""
         if not parsed:
             return [], []
         split: tuple[list[tuple[int, IngestedInstance, Path, str]],
@@ -283,6 +295,8 @@ class Store:
             with self.engine.begin() as connection:
                 stored = existing_sops(connection, [i.sop_instance_uid for _, i, _ in parsed])
                 split = self._split_fresh(parsed, stored)
+                if settled := self._take_settled(SETTLED_BATCH):
+                    connection.execute(FORGET_PENDING, {"keys": settled})
                 if split[0]:
                     now = utcnow()
                     connection.execute(PENDING.insert(), [
@@ -331,13 +345,15 @@ class Store:
             self._moved(ingested, key)
         try:
             warnings = self._index_many(
-                [(ingested, key) for _, ingested, _, key in fresh], labels)
+                [(ingested, key) for _, ingested, _, key in fresh], labels, forget_now=False)
         except Exception:
             log.info("batch index failed; indexing %d instance(s) one by one", len(fresh))
             return [
                 (position, guarded(lambda i=ingested, k=key: self._finish(i, k, None, labels)))
                 for position, ingested, _, key in fresh
             ]
+        with self._settled_lock:
+            self._settled.extend(keys)
         return [
             (position, self._result(ingested, "stored", found))
             for (position, ingested, _, _), found in zip(fresh, warnings, strict=True)
@@ -424,6 +440,18 @@ class Store:
             warnings=[*ingested.warnings, *(warnings or [])],
         )
 
+    def _take_settled(self, at_least: int) -> list[str]:
+        with self._settled_lock:
+            if not self._settled or len(self._settled) < at_least:
+                return []
+            taken, self._settled = self._settled, []
+        return taken
+
+    def _forget_settled(self, at_least: int) -> None:
+        if settled := self._take_settled(at_least):
+            with self.engine.begin() as connection:
+                connection.execute(FORGET_PENDING, {"keys": settled})
+
     def _forget_pending(self, key: str) -> None:
         with self.engine.begin() as connection:
             connection.execute(delete(PENDING).where(PENDING.c.blob_key == key))
@@ -507,9 +535,11 @@ class Store:
         self._index_many(items)
 
     def _index_many(
-        self, items: list[tuple[IngestedInstance, str]], labels: frozenset[str] = frozenset()
+        self, items: list[tuple[IngestedInstance, str]], labels: frozenset[str] = frozenset(),
+        forget_now: bool = True,
     ) -> list[list[str]]:
-        """One transaction for a batch: parents once each, instances in one executemany."""
+        """One transaction for a batch: parents once each, instances in one executemany.
+        The journal rows of `items` are deleted in it, or later when not `forget_now`."""
         warnings: list[list[str]] = []
         with self.engine.begin() as connection:
             dialect = connection.dialect.name
@@ -526,9 +556,8 @@ class Store:
                 [{**ingested.instance_row, "blob_key": key} for ingested, key in items],
             )
             label_studies(connection, sorted({i.study_instance_uid for i, _ in items}), labels)
-            connection.execute(
-                FORGET_PENDING, {"keys": [key for _, key in items]}
-            )
+            if forget_now:
+                connection.execute(FORGET_PENDING, {"keys": [key for _, key in items]})
             for ingested, _ in items:
                 found: list[str] = []
                 for hook in self.index_hooks:
