@@ -127,6 +127,9 @@ INSTANCE_INSERT = INSTANCES.insert()
 EXISTING_SOPS = select(INSTANCES.c.sop_instance_uid).where(
     INSTANCES.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
 )
+EXISTING_SOP = select(INSTANCES.c.sop_instance_uid).where(
+    INSTANCES.c.sop_instance_uid == bindparam("uid")
+)
 FORGET_PENDING = delete(PENDING).where(PENDING.c.blob_key.in_(bindparam("keys", expanding=True)))
 
 
@@ -801,6 +804,8 @@ def _describe(study: str, series: str | None, sop: str | None) -> str:
 def existing_sops(connection: Connection, sop_instance_uids: list[str]) -> set[str]:
     """Those of `sop_instance_uids` that are indexed (every row fetched: on SQLite the read
     ends with the statement)."""
+    if len(sop_instance_uids) == 1:  # a DIMSE C-STORE: no IN list to render for each call
+        return set(connection.execute(EXISTING_SOP, {"uid": sop_instance_uids[0]}).scalars())
     found: set[str] = set()
     for chunk in chunks(sop_instance_uids, 500):
         found.update(uid for (uid,) in connection.execute(EXISTING_SOPS, {"uids": list(chunk)}))
