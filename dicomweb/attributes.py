@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from pydicom.datadict import dictionary_keyword, keyword_for_tag, tag_for_keyword
 
 
+@lru_cache(maxsize=4096)  # ingest asks for the same few dozen keywords for every instance
 def key(keyword: str) -> str:
     tag = tag_for_keyword(keyword)
     if tag is None:

@@ -369,8 +369,8 @@ def read_dataset(
 def check_complete(ds: Dataset, file_size: int) -> None:
     """pydicom reads a file cut inside a value without complaint (it warns at most): every
     top-level value must end within the file."""
-    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset yields elements)
-        element = ds.get_item(tag)
+    # The elements as read (raw, unconverted): what get_item(tag) returns, one lookup less.
+    for tag, element in ds._dict.items():
         value_tell = getattr(element, "value_tell", None)
         length = getattr(element, "length", UNDEFINED_LENGTH)
         if value_tell is not None and length != UNDEFINED_LENGTH and (

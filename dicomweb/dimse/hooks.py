@@ -17,6 +17,9 @@ dedicated DIMSE process).
   busy machine a 1 ms sleep lasts several: a C-ECHO round trip took 4.9 ms (dcmtk's storescp
   0.18 ms). Their sleeps here end as soon as there is work: data on the socket or a primitive
   queued for the DUL, a message or an ACSE primitive queued for the association.
+- A C-STORE response is written to the socket by the association's thread itself (the same
+  P-DATA-TF PDU, under a lock shared with the DUL's sends), not queued for the DUL thread to
+  wake up and send.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import logging
 import os
 import select
 import socket
-import tempfile
+import struct
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +59,12 @@ class ReceivedFile:
     handler answers it (dimse/storage.py: A700 for a full disk)."""
 
     def __init__(self, temp_dir: Path) -> None:
-        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (pynetdicom closes it)
-            dir=temp_dir, prefix=RECEIVE_PREFIX, suffix=".dcm", delete=False)
-        self.name = self._file.name
+        # A unique name and O_EXCL, as NamedTemporaryFile makes it, less its cost (its name
+        # generator and wrapper took as much CPU as creating the file).
+        path = temp_dir / f"{RECEIVE_PREFIX}{uuid.uuid4().hex}.dcm"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._file = open(descriptor, "wb")  # noqa: SIM115 (pynetdicom closes it)
+        self.name = str(path)
         self.file = self
         self.error: OSError | None = None
 
@@ -153,6 +160,21 @@ def wake_on_work(assoc: Any) -> None:
     assoc._dicomweb_wait = functools.partial(wait_for_event, served)
     assoc.bind(evt.EVT_CONN_CLOSE, lambda event: wakeup.close())
     leave_responses_to_their_caller(assoc)
+    serialise_sends(provider)
+
+
+def serialise_sends(provider: Any) -> None:
+    """One PDU on the socket at a time: the DUL thread's sends and the C-STORE responses
+    `send_directly` writes from the association's thread never interleave."""
+    lock = threading.Lock()
+    send = provider._send
+
+    def locked_send(pdu: Any) -> None:
+        with lock:
+            send(pdu)
+
+    provider._send = locked_send
+    provider._dicomweb_send_lock = lock
 
 
 def leave_responses_to_their_caller(assoc: Any) -> None:
@@ -267,12 +289,38 @@ def send_msg(provider: Any, primitive: Any, context_id: int) -> None:
         command = encoding.store_response_command(primitive)
         largest = provider.maximum_pdu_size
         if command is not None and (largest == 0 or len(command) + 6 <= largest):
+            if send_directly(provider.dul, context_id, b"\x03" + command):
+                return
             pdata = P_DATA()
             pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
             provider.dul.send_pdu(pdata)
             return
     dimse.DIMSEServiceProvider._dicomweb_original(  # type: ignore[attr-defined]
         provider, primitive, context_id)
+
+
+#: Established (PS3.8 9.2): a P-DATA request is sent and the state stays the same (DT-1).
+ESTABLISHED = "Sta6"
+
+
+def send_directly(dul: Any, context_id: int, value: bytes) -> bool:
+    """Send one presentation data value (control header and command) as a P-DATA-TF PDU
+    (PS3.8 9.3.5) from this thread, instead of queueing it for the DUL thread: what DT-1
+    would send, less a wake-up of that thread and its state machine per C-STORE. Only on an
+    established association with nothing queued and nobody listening for sent PDUs; False
+    otherwise (the caller queues it as usual)."""
+    lock = getattr(dul, "_dicomweb_send_lock", None)
+    sock = dul.socket
+    if (lock is None or sock is None or dul.assoc.get_handlers(evt.EVT_PDU_SENT)
+            or dul.assoc.get_handlers(evt.EVT_DATA_SENT)):
+        return False
+    item = struct.pack(">IB", len(value) + 1, context_id) + value
+    pdu = struct.pack(">BBI", 0x04, 0x00, len(item)) + item
+    with lock:
+        if dul.state_machine.current_state != ESTABLISHED or not dul.to_provider_queue.empty():
+            return False
+        sock.send(pdu)  # a failure is the DUL's Evt17 (transport closed), as for its sends
+    return True
 
 
 def sweep_received(temp_dir: Path, older_than_s: float = 24 * 3600) -> int:

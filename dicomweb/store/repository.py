@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -48,6 +49,10 @@ INSTANCES = Instance.__table__
 PENDING = PendingBlob.__table__
 #: Pending blobs younger than this may belong to an upload in progress in another worker.
 RECOVERY_GRACE = timedelta(minutes=10)
+#: Journal rows of indexed instances are deleted this many at a time, in a later journal
+#: transaction (a statement less per batch; a DIMSE C-STORE is a batch of one). A row a crash
+#: leaves names an indexed blob, which recovery keeps (it only deletes the row).
+SETTLED_BATCH = 32
 
 #: Called inside the instance's index transaction; returns warnings (e.g. RT parse problems).
 IndexHook = Callable[[Connection, IngestedInstance], list[str]]
@@ -122,6 +127,9 @@ INSTANCE_INSERT = INSTANCES.insert()
 EXISTING_SOPS = select(INSTANCES.c.sop_instance_uid).where(
     INSTANCES.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
 )
+EXISTING_SOP = select(INSTANCES.c.sop_instance_uid).where(
+    INSTANCES.c.sop_instance_uid == bindparam("uid")
+)
 FORGET_PENDING = delete(PENDING).where(PENDING.c.blob_key.in_(bindparam("keys", expanding=True)))
 
 
@@ -138,6 +146,9 @@ class Store:
         #: Tables of extensions (audit, access…), created with the index's by create_schema.
         self.extension_tables: list[MetaData] = []
         self._register_rt_hooks()
+        #: Blob keys indexed whose journal rows are still to be deleted (SETTLED_BATCH).
+        self._settled: list[str] = []
+        self._settled_lock = threading.Lock()
 
     def _register_rt_hooks(self) -> None:
         from dicomweb.rt import indexing
@@ -157,6 +168,10 @@ class Store:
         self.blobs.create_folders()
 
     def close(self) -> None:
+        try:
+            self._forget_settled(0)
+        except Exception as exc:  # the database is gone: recovery deletes the rows later
+            log.info("journal rows of indexed instances left to recovery: %s", exc)
         self.engine.dispose()
 
     # --- writes -------------------------------------------------------------------------
@@ -214,24 +229,11 @@ class Store:
                     parsed.append((position, ingested, path))
             parsed = self._writable(parsed, outcomes, writer)
             labels = writer.labels
-            stored = self._existing_many([ingested.sop_instance_uid for _, ingested, _ in parsed])
-            fresh: list[tuple[int, IngestedInstance, Path, str]] = []
-            one_by_one: list[tuple[int, IngestedInstance, Path]] = []
-            seen: set[str] = set()
-            for position, ingested, path in parsed:
-                sop = ingested.sop_instance_uid
-                if sop in stored or sop in seen:  # duplicates and replacements: the careful path
-                    one_by_one.append((position, ingested, path))
-                    continue
-                seen.add(sop)
-                key = self.blobs.new_key(
-                    ingested.study_instance_uid, ingested.series_instance_uid, sop
-                )
-                fresh.append((position, ingested, path, key))
+            fresh, one_by_one = self._journal_fresh(parsed, outcomes)
             try:
                 for position, outcome in self._store_fresh(fresh, labels):
                     outcomes[position] = outcome
-            except Exception as exc:  # e.g. the journal cannot be written: disk full
+            except Exception as exc:  # e.g. a blob cannot be moved into place
                 for position, *_ in fresh:
                     outcomes[position] = rejection_for(exc)
             for position, ingested, path in one_by_one:
@@ -272,16 +274,69 @@ class Store:
             )
         return kept
 
+    def _journal_fresh(
+        self, parsed: list[tuple[int, IngestedInstance, Path]],
+        outcomes: list[StoredInstance | InstanceRejected | None],
+    ) -> tuple[list[tuple[int, IngestedInstance, Path, str]],
+               list[tuple[int, IngestedInstance, Path]]]:
+        """Split the batch into instances not stored yet (each with its new blob key,
+        journaled as pending) and duplicates or replacements, left to the careful path.
+
+        The duplicate query and the journal insert share one transaction: one connection
+        and commit less per batch, and a DIMSE C-STORE is a batch of one. On SQLite the
+        query has ended (all rows fetched) before the driver begins the write transaction
+        with the INSERT, so that never meets a stale read snapshot (SQLITE_BUSY_SNAPSHOT);
+        an instance another writer stores in between is caught by the index insert, as
+        before. If the journal cannot be written (disk full), the new instances are
+        rejected and the others still take the careful path; if the query fails, the batch
+        does. Journal rows of instances indexed earlier are deleted here too (SETTLED_BATCH)."""
+        if not parsed:
+            return [], []
+        split: tuple[list[tuple[int, IngestedInstance, Path, str]],
+                     list[tuple[int, IngestedInstance, Path]]] | None = None
+        try:
+            with self.engine.begin() as connection:
+                stored = existing_sops(connection, [i.sop_instance_uid for _, i, _ in parsed])
+                split = self._split_fresh(parsed, stored)
+                if settled := self._take_settled(SETTLED_BATCH):
+                    connection.execute(FORGET_PENDING, {"keys": settled})
+                if split[0]:
+                    now = utcnow()
+                    connection.execute(PENDING.insert(), [
+                        {"blob_key": key, "created_at": now} for *_, key in split[0]])
+        except Exception as exc:
+            if split is None:
+                raise
+            for position, *_ in split[0]:
+                outcomes[position] = rejection_for(exc)
+            return [], split[1]
+        return split
+
+    def _split_fresh(
+        self, parsed: list[tuple[int, IngestedInstance, Path]], stored: set[str]
+    ) -> tuple[list[tuple[int, IngestedInstance, Path, str]],
+               list[tuple[int, IngestedInstance, Path]]]:
+        fresh: list[tuple[int, IngestedInstance, Path, str]] = []
+        one_by_one: list[tuple[int, IngestedInstance, Path]] = []
+        seen: set[str] = set()
+        for position, ingested, path in parsed:
+            sop = ingested.sop_instance_uid
+            if sop in stored or sop in seen:  # duplicates and replacements: the careful path
+                one_by_one.append((position, ingested, path))
+                continue
+            seen.add(sop)
+            key = self.blobs.new_key(ingested.study_instance_uid, ingested.series_instance_uid,
+                                     sop)
+            fresh.append((position, ingested, path, key))
+        return fresh, one_by_one
+
     def _store_fresh(
         self, fresh: list[tuple[int, IngestedInstance, Path, str]], labels: frozenset[str]
     ) -> list[tuple[int, StoredInstance | InstanceRejected]]:
+        """Blobs in place and indexed, for instances already journaled as pending."""
         if not fresh:
             return []
         keys = [key for *_, key in fresh]
-        with self.engine.begin() as connection:
-            connection.execute(
-                PENDING.insert(), [{"blob_key": key, "created_at": utcnow()} for key in keys]
-            )
         try:
             self.blobs.commit_many([(path, key) for _, _, path, key in fresh])
         except BaseException:
@@ -293,13 +348,15 @@ class Store:
             self._moved(ingested, key)
         try:
             warnings = self._index_many(
-                [(ingested, key) for _, ingested, _, key in fresh], labels)
+                [(ingested, key) for _, ingested, _, key in fresh], labels, forget_now=False)
         except Exception:
             log.info("batch index failed; indexing %d instance(s) one by one", len(fresh))
             return [
                 (position, guarded(lambda i=ingested, k=key: self._finish(i, k, None, labels)))
                 for position, ingested, _, key in fresh
             ]
+        with self._settled_lock:
+            self._settled.extend(keys)
         return [
             (position, self._result(ingested, "stored", found))
             for (position, ingested, _, _), found in zip(fresh, warnings, strict=True)
@@ -386,6 +443,18 @@ class Store:
             warnings=[*ingested.warnings, *(warnings or [])],
         )
 
+    def _take_settled(self, at_least: int) -> list[str]:
+        with self._settled_lock:
+            if not self._settled or len(self._settled) < at_least:
+                return []
+            taken, self._settled = self._settled, []
+        return taken
+
+    def _forget_settled(self, at_least: int) -> None:
+        if settled := self._take_settled(at_least):
+            with self.engine.begin() as connection:
+                connection.execute(FORGET_PENDING, {"keys": settled})
+
     def _forget_pending(self, key: str) -> None:
         with self.engine.begin() as connection:
             connection.execute(delete(PENDING).where(PENDING.c.blob_key == key))
@@ -431,14 +500,6 @@ class Store:
                 return None
         return (found[0], found[1])
 
-    def _existing_many(self, sop_instance_uids: list[str]) -> set[str]:
-        found: set[str] = set()
-        with self.engine.connect() as connection:
-            for chunk in chunks(sop_instance_uids, 500):
-                rows = connection.execute(EXISTING_SOPS, {"uids": list(chunk)})
-                found.update(uid for (uid,) in rows)
-        return found
-
     def _existing(self, sop_instance_uid: str) -> tuple[str, str] | None:
         with self.engine.connect() as connection:
             found = connection.execute(
@@ -477,9 +538,11 @@ class Store:
         self._index_many(items)
 
     def _index_many(
-        self, items: list[tuple[IngestedInstance, str]], labels: frozenset[str] = frozenset()
+        self, items: list[tuple[IngestedInstance, str]], labels: frozenset[str] = frozenset(),
+        forget_now: bool = True,
     ) -> list[list[str]]:
-        """One transaction for a batch: parents once each, instances in one executemany."""
+        """One transaction for a batch: parents once each, instances in one executemany.
+        The journal rows of `items` are deleted in it, or later when not `forget_now`."""
         warnings: list[list[str]] = []
         with self.engine.begin() as connection:
             dialect = connection.dialect.name
@@ -496,9 +559,8 @@ class Store:
                 [{**ingested.instance_row, "blob_key": key} for ingested, key in items],
             )
             label_studies(connection, sorted({i.study_instance_uid for i, _ in items}), labels)
-            connection.execute(
-                FORGET_PENDING, {"keys": [key for _, key in items]}
-            )
+            if forget_now:
+                connection.execute(FORGET_PENDING, {"keys": [key for _, key in items]})
             for ingested, _ in items:
                 found: list[str] = []
                 for hook in self.index_hooks:
@@ -737,6 +799,17 @@ def _describe(study: str, series: str | None, sop: str | None) -> str:
     if sop:
         text += f", instance {sop}"
     return text
+
+
+def existing_sops(connection: Connection, sop_instance_uids: list[str]) -> set[str]:
+    """Those of `sop_instance_uids` that are indexed (every row fetched: on SQLite the read
+    ends with the statement)."""
+    if len(sop_instance_uids) == 1:  # a DIMSE C-STORE: no IN list to render for each call
+        return set(connection.execute(EXISTING_SOP, {"uid": sop_instance_uids[0]}).scalars())
+    found: set[str] = set()
+    for chunk in chunks(sop_instance_uids, 500):
+        found.update(uid for (uid,) in connection.execute(EXISTING_SOPS, {"uids": list(chunk)}))
+    return found
 
 
 def chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
