@@ -139,6 +139,7 @@ class Appender:
         self.engine = engine
         self.wait = wait
         self.raw: Any = None
+        self.cursor: Any = None
         self.postgres = engine.dialect.name == "postgresql"
         self.mark = "%s" if self.postgres else "?"
         self.read_head = f"SELECT seq, hash, indexed_seq FROM {HEAD.name} WHERE id = {HEAD_ID}"
@@ -227,8 +228,16 @@ class Appender:
             self._discard()
             raise
 
+    def kept_cursor(self) -> Any:
+        """One sqlite3 cursor of the kept connection, used again by every lone append (making
+        one, through the pool's proxy, costs as much as a statement)."""
+        if self.cursor is None or self.raw is None:
+            self.cursor = self.connection().driver_connection.cursor()
+        return self.cursor
+
     def _discard(self) -> None:
         """A new connection next time: this one may be broken (its transaction rolls back)."""
+        self.cursor = None
         raw, self.raw = self.raw, None
         if raw is not None:
             raw.invalidate()
@@ -309,12 +318,10 @@ class Appender:
         if head is None or self.postgres or known(event.subjects):
             return None
         rows, _, moved_to = chained(head, (event,))
-        raw = self.connection()
-        cursor = raw.cursor()
+        cursor = self.kept_cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            cursor.close()
             if not self.wait and "locked" in str(exc):
                 raise Busy() from None
             self._discard()
@@ -327,7 +334,6 @@ class Appender:
                 cursor.execute("COMMIT")
             else:
                 cursor.execute("ROLLBACK")
-            cursor.close()
         except BaseException:
             self.last = None
             self._discard()  # its transaction rolls back with it
@@ -370,6 +376,7 @@ class Appender:
         return self.transaction(work)
 
     def close(self) -> None:
+        self.cursor = None
         if self.raw is not None:
             self.raw.close()
             self.raw = None
