@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dicomweb.access.cache import ExpiringCache
 from dicomweb.audit import chain, tables
 from dicomweb.audit.events import AuditEvent, Subject
+from dicomweb.audit.verify import Verdict, verify
 from dicomweb.audit.writer import GroupWriter
 from dicomweb.store.repository import Store
 
@@ -151,8 +152,8 @@ class AuditTrail:
         is committed. Raises AuditUnavailable when it could not be written."""
         return self.writer.append_blocking(event)
 
-    def verify(self) -> chain.Verdict:
-        return chain.verify(self.store.engine)
+    def verify(self) -> Verdict:
+        return verify(self.store.engine)
 
     def close(self) -> None:
         self.closing = True  # the writer's last idle call indexes what is left
