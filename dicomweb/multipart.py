@@ -317,10 +317,10 @@ def closing(boundary: str) -> bytes:
 
 
 def encode_parts(boundary: str, parts: Iterable[tuple[dict[str, str], bytes]]) -> bytes:
-    out = bytearray()
+    """One body, each part's bytes copied once (growing a bytearray and copying it out would
+    copy a frame two or three times)."""
+    pieces: list[bytes] = []
     for headers, body in parts:
-        out += part_header(boundary, headers)
-        out += body
-        out += b"\r\n"
-    out += closing(boundary)
-    return bytes(out)
+        pieces += (part_header(boundary, headers), body, b"\r\n")
+    pieces.append(closing(boundary))
+    return b"".join(pieces)

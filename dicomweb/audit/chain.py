@@ -110,18 +110,24 @@ def resolve_patients(connection: Connection, subjects: Iterable[Subject]) -> Non
         subject.patient = found.get(subject.study, (None, None))
 
 
+def chained_one(head: tuple[int, str], event: AuditEvent
+                ) -> tuple[tuple[Any, ...], tuple[int, str]]:
+    """The row of `event` appended after `head`, and the new head."""
+    seq = head[0] + 1
+    record = record_row(seq, head[1], event)
+    record["hash"] = digest = canonical_hash(record)
+    return tuple(map(record.__getitem__, RECORD_COLUMNS)), (seq, digest)
+
+
 def chained(head: tuple[int, str], events: Sequence[AuditEvent]
             ) -> tuple[list[tuple[Any, ...]], list[int], tuple[int, str]]:
     """The rows of `events` appended after `head`, their sequence numbers, the new head."""
-    seq, prev_hash = head
     rows, numbers = [], []
     for item in events:
-        seq += 1
-        record = record_row(seq, prev_hash, item)
-        record["hash"] = prev_hash = canonical_hash(record)
-        rows.append(tuple(map(record.__getitem__, RECORD_COLUMNS)))
-        numbers.append(seq)
-    return rows, numbers, (seq, prev_hash)
+        row, head = chained_one(head, item)
+        rows.append(row)
+        numbers.append(head[0])
+    return rows, numbers, head
 
 
 class Busy(Exception):
@@ -316,7 +322,7 @@ class Appender:
         head = self.last
         if head is None or self.postgres or known(event.subjects):
             return None
-        rows, _, moved_to = chained(head, (event,))
+        row, moved_to = chained_one(head, event)
         cursor = self.kept_cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
@@ -329,7 +335,7 @@ class Appender:
             cursor.execute(self.move_head_from, (*moved_to, *head))
             moved = cursor.rowcount == 1
             if moved:
-                cursor.execute(self.insert_one, rows[0])
+                cursor.execute(self.insert_one, row)
                 cursor.execute("COMMIT")
             else:
                 cursor.execute("ROLLBACK")

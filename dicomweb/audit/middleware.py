@@ -65,8 +65,11 @@ class AuditMiddleware:
         async def record(status: int) -> None:
             nonlocal recorded
             recorded = True
-            await self.trail.record(self.event(scope, target, status, subjects, started_at),
-                                    alone=self.in_flight == 1)
+            event = self.event(scope, target, status, subjects, started_at)
+            # Alone (no other audited request of this process under way): nothing to gather,
+            # so written at once if that needs no wait; else with the others, in one commit.
+            if self.in_flight != 1 or self.trail.record_now(event) is None:
+                await self.trail.record(event, alone=False)
 
         async def send_recorded(message: Message) -> None:
             nonlocal refused

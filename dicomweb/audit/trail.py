@@ -112,7 +112,8 @@ class AuditTrail:
 
     def noted(self, appended: Sequence[AuditEvent]) -> None:
         self.unindexed = self.uncheckpointed = True
-        self.backlog += sum(len(item.subjects) or 1 for item in appended)  # index rows
+        for item in appended:
+            self.backlog += len(item.subjects) or 1  # index rows
         self.appended_lately += len(appended)
 
     def idle(self) -> None:
@@ -146,6 +147,11 @@ class AuditTrail:
         to gather: write at once if that needs no wait. Raises AuditUnavailable when it could
         not be written."""
         return await self.writer.append(event, now=alone)
+
+    def record_now(self, event: AuditEvent) -> int | None:
+        """`event` appended at once by this thread if nothing is queued and that needs no wait
+        (a lone request): its sequence number once committed; else None (use `record`)."""
+        return self.writer.try_now(event)
 
     def record_blocking(self, event: AuditEvent) -> int:
         """`record` for threads without an event loop (DIMSE handlers): blocks until `event`

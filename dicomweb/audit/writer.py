@@ -91,6 +91,13 @@ class GroupWriter(Generic[Item]):
         except concurrent.futures.TimeoutError:
             raise AuditUnavailable("the audit trail could not be written in time") from None
 
+    def try_now(self, item: Item) -> int | None:
+        """`item` appended at once in this thread if nothing is queued and `write_now` needs
+        no wait: its sequence number; else None (nothing was written: `append` it)."""
+        if self.thread is None:
+            self._start()  # the idle work runs there
+        return self._try_now(item)
+
     def _try_now(self, item: Item) -> int | None:
         if self.write_now is None or not self.queue.empty():
             return None  # join the group being gathered
