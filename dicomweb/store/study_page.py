@@ -15,16 +15,17 @@ from threading import Lock
 from typing import Any
 
 import orjson
+from sqlalchemy import Select, String, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from dicomweb import attributes as attrs
 from dicomweb.qido import SearchQuery
-from dicomweb.store.repository import INSTANCES
+from dicomweb.store.repository import INSTANCES, SERIES
 from dicomweb.store.results import (
-    counts,
     distinct_values,
     element,
     fields_key,
-    series_of_studies,
     study_url,
     take,
     wanted_keys,
@@ -42,9 +43,10 @@ COMPUTED = (
 )
 assert list(COMPUTED) == sorted(COMPUTED)
 
-Segments = tuple[bytes, ...]  # len(COMPUTED) + 1 comma-joined runs of stored elements
-
-ONLINE = b'"%s":%s' % (attrs.INSTANCE_AVAILABILITY.encode(), orjson.dumps(element("CS", "ONLINE")))
+#: The stored members of a study in the len(COMPUTED) + 1 runs between the computed ones; a
+#: member before the last computed one is written with a comma after it, one after it with a
+#: comma before it, so that a row is a single join.
+Segments = tuple[bytes, ...]
 
 #: Studies kept: a page as large as the default QIDO maximum (10,000), ~1 kB each.
 STUDY_PARTS_KEPT = 10_000
@@ -65,7 +67,9 @@ def segments(dataset: dict[str, Any]) -> Segments:
         while slot < len(COMPUTED) and tag > COMPUTED[slot]:
             slot += 1
         runs[slot].append(member(tag, dataset[tag]))
-    return tuple(b",".join(run) for run in runs)
+    *before, after = runs
+    return (*(b"".join(m + b"," for m in run) for run in before),
+            b"".join(b"," + m for m in after))
 
 
 class StudyParts:
@@ -96,44 +100,86 @@ class StudyParts:
 STUDY_PARTS = StudyParts()
 
 
-def count_member(tag: bytes, number: int) -> bytes:
-    return b'"%s":{"vr":"IS","Value":[%d]}' % (tag, number)
+def study_order(columns: Any) -> list[Any]:
+    """The order of a study list (newest first), on `columns` of the studies table or of a
+    page of it."""
+    return [columns.study_date.desc(), columns.study_time.desc(), columns.study_instance_uid]
 
 
-SERIES_TAG = attrs.STUDY_RELATED_SERIES.encode()
-INSTANCES_TAG = attrs.STUDY_RELATED_INSTANCES.encode()
+class distinct_json(FunctionElement[str]):
+    """A JSON array (text) of the distinct values of a column, in any order."""
+
+    type = String()
+    inherit_cache = True
+    name = "distinct_json"
+
+
+@compiles(distinct_json)
+def _distinct_json_sqlite(element: distinct_json, compiler: Any, **kw: Any) -> str:
+    return f"json_group_array(DISTINCT {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(distinct_json, "postgresql")
+def _distinct_json_postgresql(element: distinct_json, compiler: Any, **kw: Any) -> str:
+    return f"CAST(json_agg(DISTINCT {compiler.process(element.clauses, **kw)}) AS TEXT)"
+
+
+def with_counts(page: Select[Any]) -> Select[Any]:
+    """The page's studies with their numbers of series and instances and their modalities:
+    subqueries the database runs per study of the page on the (study, ...) indexes, instead
+    of lists of the page's UIDs sent back to it and aggregated in Python."""
+    rows = page.subquery("page")
+    study = rows.c.study_instance_uid
+    series_count = select(func.count()).where(SERIES.c.study_instance_uid == study)
+    instance_count = select(func.count()).where(INSTANCES.c.study_instance_uid == study)
+    modalities = select(distinct_json(SERIES.c.modality)).where(
+        SERIES.c.study_instance_uid == study, SERIES.c.modality != "")
+    return select(
+        study, rows.c.study_json,
+        series_count.scalar_subquery().label("series_count"),
+        instance_count.scalar_subquery().label("instance_count"),
+        modalities.scalar_subquery().label("modalities"),
+    ).order_by(*study_order(rows.c))
+
+
+def modalities_of(found: str | None) -> list[str]:
+    """ModalitiesInStudy as results.series_of_studies gives it: distinct, sorted."""
+    return sorted(orjson.loads(found)) if found else []
+
+
+ONLINE = b'"%s":%s,' % (attrs.INSTANCE_AVAILABILITY.encode(),
+                       orjson.dumps(element("CS", "ONLINE")))
+MODALITIES = b'"' + attrs.MODALITIES_IN_STUDY.encode() + b'":{"vr":"CS","Value":%s},'
+SOP_CLASSES = b'"' + attrs.SOP_CLASSES_IN_STUDY.encode() + b'":{"vr":"UI","Value":%s},'
+RETRIEVE_URL = b'"' + attrs.RETRIEVE_URL.encode() + b'":{"vr":"UR","Value":[%s]},'
+SERIES_COUNT = b'"' + attrs.STUDY_RELATED_SERIES.encode() + b'":{"vr":"IS","Value":[%d]},'
+INSTANCE_COUNT = b'"' + attrs.STUDY_RELATED_INSTANCES.encode() + b'":{"vr":"IS","Value":[%d]}'
 
 
 def studies_json(connection: Any, rows: list[Any], query: SearchQuery, base: str) -> bytes:
-    """The JSON array of the page's studies (rows: study_instance_uid, study_json)."""
-    uids = [r["study_instance_uid"] for r in rows]
-    series_counts, modalities = series_of_studies(connection, uids)
-    instance_counts = counts(connection, INSTANCES.c.study_instance_uid, uids)
+    """The JSON array of the page's studies (rows: `with_counts`)."""
     sop_classes = (
-        distinct_values(connection, INSTANCES.c.sop_class_uid, INSTANCES.c.study_instance_uid, uids)
+        distinct_values(connection, INSTANCES.c.sop_class_uid, INSTANCES.c.study_instance_uid,
+                        [r["study_instance_uid"] for r in rows])
         if query.include_all or attrs.SOP_CLASSES_IN_STUDY in query.include_fields
         else {}
     )
     wanted = wanted_keys(attrs.STUDY_DEFAULT_KEYS, query)
     fields = fields_key(query)
+    dumps = orjson.dumps
     objects = []
     for row in rows:
         uid = row["study_instance_uid"]
         stored = STUDY_PARTS.segments(row["study_json"], fields, wanted)
-        found_modalities = modalities.get(uid)
+        found_modalities = modalities_of(row["modalities"])  # non-empty values, as element()
         found_classes = sop_classes.get(uid)
-        pieces = (
-            stored[0], ONLINE,
-            stored[1],
-            member(attrs.MODALITIES_IN_STUDY, element("CS", *found_modalities))
-            if found_modalities else b"",
-            stored[2],
-            member(attrs.SOP_CLASSES_IN_STUDY, element("UI", *found_classes))
-            if found_classes else b"",
-            stored[3], member(attrs.RETRIEVE_URL, element("UR", study_url(base, uid))),
-            stored[4], count_member(SERIES_TAG, series_counts.get(uid, 0)),
-            stored[5], count_member(INSTANCES_TAG, instance_counts.get(uid, 0)),
-            stored[6],
-        )
-        objects.append(b"{" + b",".join([p for p in pieces if p]) + b"}")
+        objects.append(b"".join((
+            b"{", stored[0], ONLINE,
+            stored[1], MODALITIES % dumps(found_modalities) if found_modalities else b"",
+            stored[2], SOP_CLASSES % dumps(found_classes) if found_classes else b"",
+            stored[3], RETRIEVE_URL % dumps(study_url(base, uid)),
+            stored[4], SERIES_COUNT % row["series_count"],
+            stored[5], INSTANCE_COUNT % row["instance_count"],
+            stored[6], b"}",
+        )))
     return b"[" + b",".join(objects) + b"]"
