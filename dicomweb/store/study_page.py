@@ -15,7 +15,7 @@ from threading import Lock
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, String, func, select
+from sqlalchemy import Select, String, column, func, select, table
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -124,22 +124,35 @@ def _distinct_json_postgresql(element: distinct_json, compiler: Any, **kw: Any) 
     return f"CAST(json_agg(DISTINCT {compiler.process(element.clauses, **kw)}) AS TEXT)"
 
 
-def with_counts(page: Select[Any]) -> Select[Any]:
-    """The page's studies with their numbers of series and instances and their modalities:
-    subqueries the database runs per study of the page on the (study, ...) indexes, instead
-    of lists of the page's UIDs sent back to it and aggregated in Python."""
-    rows = page.subquery("page")
-    study = rows.c.study_instance_uid
+#: A page of the study list (the rows of query.RESULT_COLUMNS[Level.STUDY]), by name: the
+#: statement below is built once, and each page is attached to it as the CTE of that name
+#: (building the subqueries for every request cost ~0.2 ms, as much as running them).
+PAGE = table("page", *(column(name) for name in
+                       ("study_instance_uid", "study_json", "study_date", "study_time")))
+
+
+def _counted() -> Select[Any]:
+    study = PAGE.c.study_instance_uid
     series_count = select(func.count()).where(SERIES.c.study_instance_uid == study)
     instance_count = select(func.count()).where(INSTANCES.c.study_instance_uid == study)
     modalities = select(distinct_json(SERIES.c.modality)).where(
         SERIES.c.study_instance_uid == study, SERIES.c.modality != "")
     return select(
-        study, rows.c.study_json,
+        study, PAGE.c.study_json,
         series_count.scalar_subquery().label("series_count"),
         instance_count.scalar_subquery().label("instance_count"),
         modalities.scalar_subquery().label("modalities"),
-    ).order_by(*study_order(rows.c))
+    ).order_by(*study_order(PAGE.c))
+
+
+COUNTED = _counted()
+
+
+def with_counts(page: Select[Any]) -> Select[Any]:
+    """The page's studies with their numbers of series and instances and their modalities:
+    subqueries the database runs per study of the page on the (study, ...) indexes, instead
+    of lists of the page's UIDs sent back to it and aggregated in Python."""
+    return COUNTED.add_cte(page.cte(PAGE.name))
 
 
 def modalities_of(found: str | None) -> list[str]:
