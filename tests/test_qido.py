@@ -362,12 +362,13 @@ STUDY_QUERIES = [
 ]
 
 
-def test_study_answer_is_the_results_as_dimse_gets_them(server, people):
+def test_study_answer_is_the_results_as_dimse_gets_them(server, people, stored_study):
     """An HTTP study list is spliced from kept bytes (store/study_page); it must be exactly
     the JSON of the result objects C-FIND is built from (store/results.render_studies)."""
     engine = make_engine(server.database_url or f"sqlite:///{server.data_dir / 'index.sqlite'}")
+    several_series = f"StudyInstanceUID={stored_study['study']}&includefield=all"  # CT and MR
     try:
-        for template in STUDY_QUERIES:
+        for template in [*STUDY_QUERIES, several_series]:
             params = template.format(tag=people["tag"])
             for _ in range(2):  # the second from the kept parts
                 response = requests.get(f"{server.url}/studies?{params}", timeout=30,

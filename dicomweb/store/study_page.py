@@ -106,22 +106,22 @@ def study_order(columns: Any) -> list[Any]:
     return [columns.study_date.desc(), columns.study_time.desc(), columns.study_instance_uid]
 
 
-class distinct_json(FunctionElement[str]):
-    """A JSON array (text) of the distinct values of a column, in any order."""
+class json_array(FunctionElement[str]):
+    """A JSON array (text) of a column's values over the rows of a group, in any order."""
 
     type = String()
     inherit_cache = True
-    name = "distinct_json"
+    name = "json_array"
 
 
-@compiles(distinct_json)
-def _distinct_json_sqlite(element: distinct_json, compiler: Any, **kw: Any) -> str:
-    return f"json_group_array(DISTINCT {compiler.process(element.clauses, **kw)})"
+@compiles(json_array)
+def _json_array_sqlite(element: json_array, compiler: Any, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
 
 
-@compiles(distinct_json, "postgresql")
-def _distinct_json_postgresql(element: distinct_json, compiler: Any, **kw: Any) -> str:
-    return f"CAST(json_agg(DISTINCT {compiler.process(element.clauses, **kw)}) AS TEXT)"
+@compiles(json_array, "postgresql")
+def _json_array_postgresql(element: json_array, compiler: Any, **kw: Any) -> str:
+    return f"CAST(json_agg({compiler.process(element.clauses, **kw)}) AS TEXT)"
 
 
 #: A page of the study list (the rows of query.RESULT_COLUMNS[Level.STUDY]), by name: the
@@ -133,15 +133,15 @@ PAGE = table("page", *(column(name) for name in
 
 def _counted() -> Select[Any]:
     study = PAGE.c.study_instance_uid
-    series_count = select(func.count()).where(SERIES.c.study_instance_uid == study)
+    # One probe of the series for both their number and ModalitiesInStudy (a second
+    # subquery for the count cost ~15 % of the statement).
+    series_modalities = select(json_array(SERIES.c.modality)).where(
+        SERIES.c.study_instance_uid == study)
     instance_count = select(func.count()).where(INSTANCES.c.study_instance_uid == study)
-    modalities = select(distinct_json(SERIES.c.modality)).where(
-        SERIES.c.study_instance_uid == study, SERIES.c.modality != "")
     return select(
         study, PAGE.c.study_json,
-        series_count.scalar_subquery().label("series_count"),
+        series_modalities.scalar_subquery().label("series_modalities"),
         instance_count.scalar_subquery().label("instance_count"),
-        modalities.scalar_subquery().label("modalities"),
     ).order_by(*study_order(PAGE.c))
 
 
@@ -149,15 +149,19 @@ COUNTED = _counted()
 
 
 def with_counts(page: Select[Any]) -> Select[Any]:
-    """The page's studies with their numbers of series and instances and their modalities:
-    subqueries the database runs per study of the page on the (study, ...) indexes, instead
-    of lists of the page's UIDs sent back to it and aggregated in Python."""
+    """The page's studies with the modality of each of their series and their number of
+    instances: subqueries the database runs per study of the page on the (study, ...)
+    indexes, instead of lists of the page's UIDs sent back to it and aggregated in Python."""
     return COUNTED.add_cte(page.cte(PAGE.name))
 
 
-def modalities_of(found: str | None) -> list[str]:
-    """ModalitiesInStudy as results.series_of_studies gives it: distinct, sorted."""
-    return sorted(orjson.loads(found)) if found else []
+def series_of(found: str | None) -> tuple[int, list[str]]:
+    """The number of series and ModalitiesInStudy (distinct, sorted, no empty value: as
+    results.series_of_studies) from the modality of each series."""
+    if not found:  # PostgreSQL's json_agg of no rows
+        return 0, []
+    modalities = orjson.loads(found)
+    return len(modalities), sorted({m for m in modalities if m})
 
 
 ONLINE = b'"%s":%s,' % (attrs.INSTANCE_AVAILABILITY.encode(),
@@ -184,14 +188,14 @@ def studies_json(connection: Any, rows: list[Any], query: SearchQuery, base: str
     for row in rows:
         uid = row["study_instance_uid"]
         stored = STUDY_PARTS.segments(row["study_json"], fields, wanted)
-        found_modalities = modalities_of(row["modalities"])  # non-empty values, as element()
+        series_count, found_modalities = series_of(row["series_modalities"])
         found_classes = sop_classes.get(uid)
         objects.append(b"".join((
             b"{", stored[0], ONLINE,
             stored[1], MODALITIES % dumps(found_modalities) if found_modalities else b"",
             stored[2], SOP_CLASSES % dumps(found_classes) if found_classes else b"",
             stored[3], RETRIEVE_URL % dumps(study_url(base, uid)),
-            stored[4], SERIES_COUNT % row["series_count"],
+            stored[4], SERIES_COUNT % series_count,
             stored[5], INSTANCE_COUNT % row["instance_count"],
             stored[6], b"}",
         )))
