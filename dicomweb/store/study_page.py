@@ -199,4 +199,8 @@ def studies_json(connection: Any, rows: list[Any], query: SearchQuery, base: str
             stored[5], INSTANCE_COUNT % row["instance_count"],
             stored[6], b"}",
         )))
-    return b"[" + b",".join(objects) + b"]"
+    if not objects:
+        return b"[]"
+    objects[0] = b"[" + objects[0]  # the brackets on the ends: one copy of the page, not three
+    objects[-1] += b"]"
+    return b",".join(objects)
