@@ -25,7 +25,7 @@ from dicomweb.access.authorize import protect
 from dicomweb.access.cors import CorsPolicy
 from dicomweb.access.routes import access_routes
 from dicomweb.accesslog import AccessLog, request_id_of
-from dicomweb.attributes import Level
+from dicomweb.attributes import STUDY_INSTANCE_UID, Level
 from dicomweb.audit import AuditMiddleware, AuditTrail, audit_routes
 from dicomweb.capabilities import capabilities_route
 from dicomweb.compression import compress_json_answers, json_response
@@ -67,22 +67,23 @@ def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
             max_results=settings.qido_max_results,
         )
         base = service_base_url(request, settings)
-        result = await run_in_threadpool(
-            store_query.search, request.app.state.store.engine, query, base,
+        page = await run_in_threadpool(
+            store_query.search_json, request.app.state.store.engine, query, base,
             study_filter_of(request),
         )
-        request.state.search_results = result.rows  # the audit trail records their studies
+        # The audit trail records the studies found; it reads them as result objects do.
+        request.state.search_results = [
+            {STUDY_INSTANCE_UID: {"Value": [uid]}} for uid in page.study_uids]
         headers = {}
-        if result.more:
+        if page.more:
             headers["Warning"] = (
                 f'299 {request.url.hostname or "dicomweb"}: "There are additional results that '
                 'can be requested"'
             )
-        if not result.rows:
+        if not page.study_uids:
             return Response(status_code=204, headers=headers)
         headers["Cache-Control"] = REVALIDATE
-        return json_response(request, orjson.dumps(result.rows), "application/dicom+json",
-                             headers)
+        return json_response(request, page.body, "application/dicom+json", headers)
 
     search.__name__ = f"search_for_{level.value}"
     return search

@@ -25,6 +25,10 @@ try:
     import brotli
 except ImportError:
     brotli = None  # type: ignore[assignment]
+try:  # ISA-L's deflate: the same gzip, ~7x less CPU at the fast level (README, Compression)
+    from isal import isal_zlib
+except ImportError:
+    isal_zlib = None
 
 #: Bodies shorter than this go as they are: the header costs more than it saves.
 MIN_COMPRESS_BYTES = 1400
@@ -39,6 +43,20 @@ def _gzip(level: int) -> Callable[[bytes], bytes]:
     return compress
 
 
+def _fast_gzip() -> Callable[[bytes], bytes]:
+    """gzip for answers built per request: zlib's level 1 took a fifth of the CPU of a
+    500-study QIDO answer (0.70 ms for 406 kB); ISA-L's level 1 takes 0.10 ms, and is a
+    little smaller (22.0 kB against 22.5 kB)."""
+    if isal_zlib is None:
+        return _gzip(1)
+
+    def compress(body: bytes) -> bytes:
+        encoder = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+        return encoder.compress(body) + encoder.flush()
+
+    return compress
+
+
 def _encoders(fast: bool) -> dict[str, Callable[[bytes], bytes]]:
     found: dict[str, Callable[[bytes], bytes]] = {}
     if zstandard is not None:
@@ -47,7 +65,8 @@ def _encoders(fast: bool) -> dict[str, Callable[[bytes], bytes]]:
     if brotli is not None:
         quality = 1 if fast else 5
         found["br"] = lambda body: brotli.compress(body, quality=quality)
-    found["gzip"] = _gzip(1 if fast else 6)
+    # Thorough (kept series metadata, compressed once per version): zlib's level 6.
+    found["gzip"] = _fast_gzip() if fast else _gzip(6)
     return found
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 import pytest
 import requests
 from factory import image, new_uid
 from pydicom.dataset import Dataset
+
+from dicomweb.attributes import Level
+from dicomweb.qido import parse_search
+from dicomweb.store import query as store_query
+from dicomweb.store.database import make_engine
 
 JSON = {"Accept": "application/dicom+json"}
 
@@ -341,3 +347,61 @@ def test_instance_list_shows_the_new_version_after_overwrite(tmp_path, backend):
         assert values(query(server, path, "includefield=all").json(), "00200013") == [7]
     finally:
         stop_server(server)
+
+
+STUDY_QUERIES = [
+    "AccessionNumber={tag}*",
+    "AccessionNumber={tag}*&includefield=all",
+    "AccessionNumber={tag}*&includefield=00080062,PatientAge&limit=3&offset=1",
+    "AccessionNumber={tag}*&PatientName=smi*&fuzzymatching=true",
+    "AccessionNumber={tag}*&ModalitiesInStudy=MR&includefield=00081030,00080060",
+    "AccessionNumber={tag}*&StudyDate=20200101-&limit=2",
+    # matched on the stored JSON (no column): the page is read again with its counts
+    "AccessionNumber={tag}*&SpecificCharacterSet=ISO_IR%20192",
+    "AccessionNumber={tag}*&SpecificCharacterSet=ISO_IR%20192&limit=1&offset=1",
+]
+
+
+def test_study_answer_is_the_results_as_dimse_gets_them(server, people, stored_study):
+    """An HTTP study list is spliced from kept bytes (store/study_page); it must be exactly
+    the JSON of the result objects C-FIND is built from (store/results.render_studies)."""
+    engine = make_engine(server.database_url or f"sqlite:///{server.data_dir / 'index.sqlite'}")
+    several_series = f"StudyInstanceUID={stored_study['study']}&includefield=all"  # CT and MR
+    try:
+        for template in [*STUDY_QUERIES, several_series]:
+            params = template.format(tag=people["tag"])
+            for _ in range(2):  # the second from the kept parts
+                response = requests.get(f"{server.url}/studies?{params}", timeout=30,
+                                        headers={**JSON, "Accept-Encoding": "identity"})
+                assert response.status_code == 200, params
+                expected = store_query.search(
+                    engine, parse_search(params, Level.STUDY, max_results=10_000), server.url)
+                assert response.content == orjson.dumps(expected.rows), params
+                assert ("Warning" in response.headers) == expected.more, params
+    finally:
+        engine.dispose()
+
+
+def test_study_list_shows_a_study_stored_again_after_delete(server):
+    """The kept parts of a study are those of its stored JSON: a study deleted and stored
+    again with other attributes is listed with the new ones, and its new counts."""
+    study = new_uid()
+    accession = "R" + uuid.uuid4().hex[:10].upper()
+    params = f"AccessionNumber={accession}&includefield=00081030"
+
+    def listed() -> dict:
+        found = query(server, "/studies", params).json()
+        assert len(found) == 1
+        return found[0]
+
+    assert server.stow(image(study=study, accession=accession, description="First")
+                       ).status_code == 200
+    for _ in range(2):
+        assert listed()["00081030"]["Value"] == ["First"]
+    assert requests.delete(f"{server.url}/studies/{study}", timeout=30).status_code in (200, 204)
+    assert server.stow(*[image(study=study, accession=accession, description="Second",
+                               modality="MR") for _ in range(2)]).status_code == 200
+    again = listed()
+    assert again["00081030"]["Value"] == ["Second"]
+    assert again["00080061"]["Value"] == ["MR"]
+    assert again["00201208"]["Value"] == [2]

@@ -100,3 +100,23 @@ def test_recover_removes_journaled_blob_without_index_row(make_store):
     assert store.recover(grace=timedelta(0)) == 1
     assert not store.blobs.path(key).exists()
     assert count(store, PENDING, blob_key=key) == 0
+
+
+@pytest.mark.parametrize("column", ["patient_name", "patient_id", "accession_number"])
+def test_a_wildcard_prefix_is_read_from_an_index(make_store, column):
+    """QIDO's `Smi*` is `LIKE 'Smi%'`: on PostgreSQL only an index of the pattern operator
+    class serves it whatever the database's collation (store.tables.prefix_index), on SQLite
+    the plain one with case_sensitive_like. Sequential scans off, the plan shows which."""
+    store = make_store()
+    like = STUDIES.c[column].like("Smi%", escape="!")
+    statement = select(STUDIES.c.study_instance_uid).where(like)
+    compiled = statement.compile(store.engine, compile_kwargs={"literal_binds": True})
+    with store.engine.connect() as connection:
+        if store.engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = " ".join(connection.exec_driver_sql(f"EXPLAIN {compiled}").scalars())
+            assert f"ix_studies_{column}_prefix" in plan, plan
+        else:
+            plan = " ".join(row[-1] for row in connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {compiled}"))
+            assert f"INDEX ix_studies_{column} ({column}>? AND {column}<?)" in plan, plan

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Engine, and_, exists, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, exists, or_, select, true
 
 from dicomweb import attributes as attrs
 from dicomweb.attributes import Kind, Level
@@ -17,8 +17,10 @@ from dicomweb.qido import Condition, SearchQuery, split_list
 from dicomweb.store.access import EVERY_STUDY, StudyFilter
 from dicomweb.store.repository import INSTANCES, SERIES, STUDIES
 from dicomweb.store.results import RENDER, element, pick
+from dicomweb.store.study_page import studies_json, study_order, with_counts
 
-__all__ = ["SearchResult", "element", "json_match", "pick", "search", "sql_condition"]
+__all__ = ["JsonPage", "SearchResult", "element", "json_match", "pick", "search", "search_json",
+           "sql_condition"]
 
 TABLES = {Level.STUDY: STUDIES, Level.SERIES: SERIES, Level.INSTANCE: INSTANCES}
 DEPTH = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
@@ -29,6 +31,13 @@ ESCAPE = "!"
 class SearchResult:
     rows: list[dict[str, Any]]
     more: bool  # results exist past this page
+
+
+@dataclass
+class JsonPage:
+    body: bytes  # the results as a DICOM JSON array
+    study_uids: list[str]  # the studies the results belong to, in order, once each
+    more: bool
 
 
 def like_pattern(value: str) -> str:
@@ -206,6 +215,59 @@ def search(engine: Engine, query: SearchQuery, base_url: str,
            access: StudyFilter = EVERY_STUDY) -> SearchResult:
     """One page of matches among the studies `access` lets the caller see: the filter is part
     of the statement, so rows, pages, the "more" flag and every count cover only those."""
+    with engine.connect() as connection:
+        rows, more = matching_rows(connection, query, access)
+        return SearchResult(RENDER[query.level](connection, rows, query, base_url), more)
+
+
+def search_json(engine: Engine, query: SearchQuery, base_url: str,
+                access: StudyFilter = EVERY_STUDY) -> JsonPage:
+    """`search` as the JSON array an HTTP answer sends, and the studies it names."""
+    with engine.connect() as connection:
+        if query.level == Level.STUDY:
+            rows, more = matching_rows(connection, query, access, with_counts)
+            body = studies_json(connection, rows, query, base_url)
+        else:
+            rows, more = matching_rows(connection, query, access)
+            body = orjson.dumps(RENDER[query.level](connection, rows, query, base_url))
+    return JsonPage(body, list(dict.fromkeys(r["study_instance_uid"] for r in rows)), more)
+
+
+def matching_rows(connection: Connection, query: SearchQuery, access: StudyFilter,
+                  decorate: Callable[[Select[Any]], Select[Any]] | None = None,
+                  ) -> tuple[list[Any], bool]:
+    """The index rows of one page, and whether more match. `decorate` (studies only) turns
+    the statement of the page into one that adds columns to its rows."""
+    statement, json_conditions = matching_statement(query, access)
+    limit = query.limit or 0
+    if not json_conditions:
+        statement = statement.offset(query.offset).limit(limit + 1)
+        if decorate is not None:
+            statement = decorate(statement)
+    # fetchall: one driver call for the page, not one fetchone per row.
+    rows = list(connection.execute(statement).mappings().all())
+    if json_conditions:
+        level = query.level
+        rows = [
+            r
+            for r in rows
+            if all(json_match(row_json(r, c.tag, level), c, query.fuzzy) for c in json_conditions)
+        ]
+        rows = rows[query.offset : query.offset + limit + 1]
+        if decorate is not None and rows:  # the page again, by its UIDs, with the columns
+            page = (select(*(STUDIES.c[name] for name in RESULT_COLUMNS[Level.STUDY]))
+                    .where(STUDIES.c.study_instance_uid.in_(
+                        [r["study_instance_uid"] for r in rows[:limit]]))
+                    .order_by(*ORDER[Level.STUDY]()))
+            more = len(rows) > limit
+            return list(connection.execute(decorate(page)).mappings().all()), more
+    return rows[:limit], len(rows) > limit
+
+
+def matching_statement(query: SearchQuery,
+                       access: StudyFilter) -> tuple[Select[Any], list[Condition]]:
+    """The statement of every match, in result order, and the keys matched on stored JSON
+    (after it runs)."""
     level = query.level
     table = TABLES[level]
     sql_clauses: list[ColumnElement[bool]] = []
@@ -240,40 +302,19 @@ def search(engine: Engine, query: SearchQuery, base_url: str,
     if not access.unrestricted:
         sql_clauses.append(access.clause(table.c.study_instance_uid))
     statement = statement.where(and_(true(), *sql_clauses)).order_by(*ORDER[level]())
-    limit = query.limit or 0
-    if not json_conditions:
-        statement = statement.offset(query.offset).limit(limit + 1)
-    with engine.connect() as connection:
-        # fetchall: one driver call for the page, not one fetchone per row.
-        rows = list(connection.execute(statement).mappings().all())
-        if json_conditions:
-            rows = [
-                r
-                for r in rows
-                if all(
-                    json_match(row_json(r, c.tag, level), c, query.fuzzy) for c in json_conditions
-                )
-            ]
-            rows = rows[query.offset : query.offset + limit + 1]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        results = RENDER[level](connection, rows, query, base_url)
-    return SearchResult(results, more)
+    return statement, json_conditions
 
 
 RESULT_COLUMNS = {
-    Level.STUDY: ("study_instance_uid", "study_json"),
+    # The order's columns too: store.study_page sorts the page again after adding to it.
+    Level.STUDY: ("study_instance_uid", "study_json", "study_date", "study_time"),
     Level.SERIES: ("study_instance_uid", "series_instance_uid", "series_json"),
     Level.INSTANCE: ("study_instance_uid", "series_instance_uid", "sop_instance_uid",
                      "blob_key", "metadata_json"),
 }
 
 ORDER: dict[Level, Callable[[], list[Any]]] = {
-    Level.STUDY: lambda: [
-        STUDIES.c.study_date.desc(),
-        STUDIES.c.study_time.desc(),
-        STUDIES.c.study_instance_uid,
-    ],
+    Level.STUDY: lambda: study_order(STUDIES.c),
     Level.SERIES: lambda: [
         SERIES.c.study_instance_uid,
         SERIES.c.series_number,

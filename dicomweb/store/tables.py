@@ -32,6 +32,14 @@ class Patient(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+def prefix_index(table: str, column: str) -> Index:
+    """For `column LIKE 'Smi%'` (QIDO's `*` wildcards) on PostgreSQL: its plain btree index
+    serves LIKE only under the C collation; the pattern operator class serves it under any.
+    SQLite's LIKE uses the plain index (case_sensitive_like, store.database)."""
+    return Index(f"ix_{table}_{column}_prefix", column,
+                 postgresql_ops={column: "varchar_pattern_ops"}).ddl_if(dialect="postgresql")
+
+
 class Study(SQLModel, table=True):
     __tablename__ = "studies"
     # The study list's order (newest first, QIDO without filters as OHIF sends it): read from
@@ -40,6 +48,9 @@ class Study(SQLModel, table=True):
     __table_args__ = (
         Index("ix_studies_list_order", text("study_date DESC"), text("study_time DESC"),
               "study_instance_uid"),
+        prefix_index("studies", "patient_name"),
+        prefix_index("studies", "patient_id"),
+        prefix_index("studies", "accession_number"),
     )
 
     study_instance_uid: str = Field(primary_key=True, max_length=UID)

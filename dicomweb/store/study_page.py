@@ -1,0 +1,206 @@
+"""A page of QIDO study results as DICOM JSON bytes, for HTTP answers.
+
+A study list of 500 studies built as dicts is ~30,000 Python objects (an element is a dict
+holding a list, a person name one more dict), parsed from each study's stored JSON, sorted and
+serialised again: most of the CPU of `PatientName=S*`. Here the stored attributes a page asks
+for are kept per study as JSON bytes (untracked by the garbage collector), cut at the places
+where the computed attributes go, so a row is a join of bytes. The output is the same bytes
+as `orjson.dumps` of `results.render_studies` (tests/test_qido.py compares them).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from threading import Lock
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, String, column, func, select, table
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from dicomweb import attributes as attrs
+from dicomweb.qido import SearchQuery
+from dicomweb.store.repository import INSTANCES, SERIES
+from dicomweb.store.results import (
+    distinct_values,
+    element,
+    fields_key,
+    study_url,
+    take,
+    wanted_keys,
+)
+
+#: The attributes computed at query time, in tag order: the stored ones are cut around them.
+#: A study's stored JSON holds none of them (ingest keeps STUDY_LEVEL_KEYS only).
+COMPUTED = (
+    attrs.INSTANCE_AVAILABILITY,  # 00080056
+    attrs.MODALITIES_IN_STUDY,  # 00080061
+    attrs.SOP_CLASSES_IN_STUDY,  # 00080062
+    attrs.RETRIEVE_URL,  # 00081190
+    attrs.STUDY_RELATED_SERIES,  # 00201206
+    attrs.STUDY_RELATED_INSTANCES,  # 00201208
+)
+assert list(COMPUTED) == sorted(COMPUTED)
+
+#: The stored members of a study in the len(COMPUTED) + 1 runs between the computed ones; a
+#: member before the last computed one is written with a comma after it, one after it with a
+#: comma before it, so that a row is a single join.
+Segments = tuple[bytes, ...]
+
+#: Studies kept: a page as large as the default QIDO maximum (10,000), ~1 kB each.
+STUDY_PARTS_KEPT = 10_000
+
+
+def member(tag: str, value: Any) -> bytes:
+    """`"tag":value` as orjson writes it inside an object."""
+    return b'"%s":%s' % (tag.encode(), orjson.dumps(value))
+
+
+def segments(dataset: dict[str, Any]) -> Segments:
+    """The dataset's members (sorted by tag) in runs between the computed attributes."""
+    runs: list[list[bytes]] = [[] for _ in range(len(COMPUTED) + 1)]
+    slot = 0
+    for tag in sorted(dataset):
+        if tag in COMPUTED:  # never stored (ingest); if it were, the computed value wins
+            continue
+        while slot < len(COMPUTED) and tag > COMPUTED[slot]:
+            slot += 1
+        runs[slot].append(member(tag, dataset[tag]))
+    *before, after = runs
+    return (*(b"".join(m + b"," for m in run) for run in before),
+            b"".join(b"," + m for m in after))
+
+
+class StudyParts:
+    """The segments of a study's stored attributes that a page asks for, under (requested
+    fields, stored JSON): the key is the stored bytes themselves, so an entry whose study
+    changed is simply never asked for again (and ages out)."""
+
+    def __init__(self, max_entries: int = STUDY_PARTS_KEPT) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[tuple[Any, ...], bytes], Segments] = OrderedDict()
+        self._lock = Lock()
+
+    def segments(self, stored: bytes, fields: tuple[Any, ...],
+                 wanted: frozenset[str] | None) -> Segments:
+        """`fields`, `wanted`: `fields_key(query)`, `wanted_keys(...)`, once per page."""
+        key = (fields, stored)
+        found = self._entries.get(key)
+        if found is not None:
+            return found
+        found = segments(take(orjson.loads(stored), wanted))
+        with self._lock:
+            self._entries[key] = found
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return found
+
+
+STUDY_PARTS = StudyParts()
+
+
+def study_order(columns: Any) -> list[Any]:
+    """The order of a study list (newest first), on `columns` of the studies table or of a
+    page of it."""
+    return [columns.study_date.desc(), columns.study_time.desc(), columns.study_instance_uid]
+
+
+class json_array(FunctionElement[str]):
+    """A JSON array (text) of a column's values over the rows of a group, in any order."""
+
+    type = String()
+    inherit_cache = True
+    name = "json_array"
+
+
+@compiles(json_array)
+def _json_array_sqlite(element: json_array, compiler: Any, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(json_array, "postgresql")
+def _json_array_postgresql(element: json_array, compiler: Any, **kw: Any) -> str:
+    return f"CAST(json_agg({compiler.process(element.clauses, **kw)}) AS TEXT)"
+
+
+#: A page of the study list (the rows of query.RESULT_COLUMNS[Level.STUDY]), by name: the
+#: statement below is built once, and each page is attached to it as the CTE of that name
+#: (building the subqueries for every request cost ~0.2 ms, as much as running them).
+PAGE = table("page", *(column(name) for name in
+                       ("study_instance_uid", "study_json", "study_date", "study_time")))
+
+
+def _counted() -> Select[Any]:
+    study = PAGE.c.study_instance_uid
+    # One probe of the series for both their number and ModalitiesInStudy (a second
+    # subquery for the count cost ~15 % of the statement).
+    series_modalities = select(json_array(SERIES.c.modality)).where(
+        SERIES.c.study_instance_uid == study)
+    instance_count = select(func.count()).where(INSTANCES.c.study_instance_uid == study)
+    return select(
+        study, PAGE.c.study_json,
+        series_modalities.scalar_subquery().label("series_modalities"),
+        instance_count.scalar_subquery().label("instance_count"),
+    ).order_by(*study_order(PAGE.c))
+
+
+COUNTED = _counted()
+
+
+def with_counts(page: Select[Any]) -> Select[Any]:
+    """The page's studies with the modality of each of their series and their number of
+    instances: subqueries the database runs per study of the page on the (study, ...)
+    indexes, instead of lists of the page's UIDs sent back to it and aggregated in Python."""
+    return COUNTED.add_cte(page.cte(PAGE.name))
+
+
+def series_of(found: str | None) -> tuple[int, list[str]]:
+    """The number of series and ModalitiesInStudy (distinct, sorted, no empty value: as
+    results.series_of_studies) from the modality of each series."""
+    if not found:  # PostgreSQL's json_agg of no rows
+        return 0, []
+    modalities = orjson.loads(found)
+    return len(modalities), sorted({m for m in modalities if m})
+
+
+ONLINE = b'"%s":%s,' % (attrs.INSTANCE_AVAILABILITY.encode(),
+                       orjson.dumps(element("CS", "ONLINE")))
+MODALITIES = b'"' + attrs.MODALITIES_IN_STUDY.encode() + b'":{"vr":"CS","Value":%s},'
+SOP_CLASSES = b'"' + attrs.SOP_CLASSES_IN_STUDY.encode() + b'":{"vr":"UI","Value":%s},'
+RETRIEVE_URL = b'"' + attrs.RETRIEVE_URL.encode() + b'":{"vr":"UR","Value":[%s]},'
+SERIES_COUNT = b'"' + attrs.STUDY_RELATED_SERIES.encode() + b'":{"vr":"IS","Value":[%d]},'
+INSTANCE_COUNT = b'"' + attrs.STUDY_RELATED_INSTANCES.encode() + b'":{"vr":"IS","Value":[%d]}'
+
+
+def studies_json(connection: Any, rows: list[Any], query: SearchQuery, base: str) -> bytes:
+    """The JSON array of the page's studies (rows: `with_counts`)."""
+    sop_classes = (
+        distinct_values(connection, INSTANCES.c.sop_class_uid, INSTANCES.c.study_instance_uid,
+                        [r["study_instance_uid"] for r in rows])
+        if query.include_all or attrs.SOP_CLASSES_IN_STUDY in query.include_fields
+        else {}
+    )
+    wanted = wanted_keys(attrs.STUDY_DEFAULT_KEYS, query)
+    fields = fields_key(query)
+    dumps = orjson.dumps
+    objects = []
+    for row in rows:
+        uid = row["study_instance_uid"]
+        stored = STUDY_PARTS.segments(row["study_json"], fields, wanted)
+        series_count, found_modalities = series_of(row["series_modalities"])
+        found_classes = sop_classes.get(uid)
+        objects.append(b"".join((
+            b"{", stored[0], ONLINE,
+            stored[1], MODALITIES % dumps(found_modalities) if found_modalities else b"",
+            stored[2], SOP_CLASSES % dumps(found_classes) if found_classes else b"",
+            stored[3], RETRIEVE_URL % dumps(study_url(base, uid)),
+            stored[4], SERIES_COUNT % series_count,
+            stored[5], INSTANCE_COUNT % row["instance_count"],
+            stored[6], b"}",
+        )))
+    if not objects:
+        return b"[]"
+    objects[0] = b"[" + objects[0]  # the brackets on the ends: one copy of the page, not three
+    objects[-1] += b"]"
+    return b",".join(objects)
