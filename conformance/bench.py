@@ -131,6 +131,7 @@ class BenchReport:
     rendered: ThroughputResult | None = None
     rendered_repeated: ThroughputResult | None = None
     series_retrieve: ThroughputResult | None = None
+    series_retrieve_native: ThroughputResult | None = None
     scale: ScaleResult | None = None
     cleanup: dict[str, Any] | None = None
     ratios: dict[str, float | None] = field(default_factory=dict)
@@ -719,6 +720,40 @@ def bench_series_retrieve(options: BenchOptions, targets: Targets) -> Throughput
     return result
 
 
+#: Native-client retrieves per run: each takes tens of milliseconds.
+NATIVE_RETRIEVES = 10
+
+
+def bench_series_retrieve_curl(options: BenchOptions, targets: Targets) -> ThroughputResult:
+    """The series retrieve fetched by curl, when it is installed: above ~400 MB/s the Python
+    client's own reading (10 KiB pieces through http.client) is what the Python row
+    measures, for any server. Median of the per-request rates; same URL and Accept."""
+    import shutil
+    import subprocess
+
+    name = "series retrieve (curl)"
+    curl = shutil.which("curl")
+    if not curl or not targets.mr_instance_uids:
+        return ThroughputResult(name, 1, False, note="n/a: curl not installed")
+    url = f"{options.url}/{targets.mr_series_path}"
+    command = [curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
+               "-H", f"Accept: {SERIES_ACCEPTS[-1]}",
+               "-H", f"Accept-Encoding: {options.accept_encoding}", url]
+    samples: list[Sample] = []
+    started = time.perf_counter()
+    for _ in range(NATIVE_RETRIEVES + 1):  # the first one warms the server's caches
+        status, size, seconds = subprocess.run(
+            command, capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S).stdout.split()
+        samples.append(Sample(float(seconds), status == "200" and int(size) > 0,
+                              len(targets.mr_instance_uids), int(size)))
+    result = summarise(name, 1, samples[1:], time.perf_counter() - started)
+    if result.supported:
+        rates = [s.payload_bytes / s.seconds / MB for s in samples[1:] if s.ok and s.seconds]
+        result.mb_per_s = round(statistics.median(rates), 2)
+        result.note = "native client (median of the per-request rates)"
+    return result
+
+
 def scale_probe(
     session: requests.Session, options: BenchOptions, targets: Targets
 ) -> list[LatencyResult]:
@@ -846,6 +881,10 @@ def run_bench(options: BenchOptions) -> BenchReport:
     report.series_retrieve = guarded(
         ThroughputResult("series retrieve", 1), lambda: bench_series_retrieve(options, targets)
     )
+    report.series_retrieve_native = guarded(
+        ThroughputResult("series retrieve (curl)", 1),
+        lambda: bench_series_retrieve_curl(options, targets),
+    )
     if options.scale:
         log(f"scale: probe, add {options.scale_add} studies, probe again")
         report.scale = guarded(None, lambda: bench_scale(session, options, targets))
@@ -943,6 +982,8 @@ def render_table(report: BenchReport) -> str:
         lines.append(throughput_row(report.rendered_repeated, "img/s"))
     if report.series_retrieve:
         lines.append(throughput_row(report.series_retrieve, "inst/s"))
+    if report.series_retrieve_native:
+        lines.append(throughput_row(report.series_retrieve_native, "inst/s"))
     if report.scale:
         lines.append(
             f"scale: {report.scale.studies_before} -> {report.scale.studies_after} studies "

@@ -173,8 +173,10 @@ ROWS = [
     Row("series metadata, gzip, p50", single("metadata_gzip", "p50_ms"), "ms", False, None),
     Row("series metadata, gzip, bytes on the wire", single("metadata_gzip", "wire_bytes"), "B",
         False, None),
-    Row("retrieve a series (multipart)", single("series_retrieve", "mb_per_s"), "MB/s", True,
-        1.5),
+    Row("retrieve a series (multipart, Python client)", single("series_retrieve", "mb_per_s"),
+        "MB/s", True, 1.5),
+    Row("retrieve a series (multipart, native client: curl)",
+        single("series_retrieve_native", "mb_per_s"), "MB/s", True, 1.5),
 ]
 
 
