@@ -82,16 +82,13 @@ async def retrieve_instances(request: Request) -> Response:
     if ranges and ranges[0].media_type == archive.MEDIA_TYPE:
         return await retrieve_archive(store, study, series, sop)
     locations = await run_in_threadpool(store.locate, study, series, sop)
-    representations = [
-        choose_instance_representation(
-            ranges,
-            loc.transfer_syntax_uid,
-            can_produce=lambda ts, src=loc.transfer_syntax_uid: transcoding.can_transcode(
-                src, ts
-            ),
-        )
-        for loc in locations
-    ]
+    chosen: dict[str, Representation] = {}  # by stored syntax: a series has one or two
+    for loc in locations:
+        if (stored := loc.transfer_syntax_uid) not in chosen:
+            chosen[stored] = choose_instance_representation(
+                ranges, stored,
+                can_produce=lambda ts, src=stored: transcoding.can_transcode(src, ts))
+    representations = [chosen[loc.transfer_syntax_uid] for loc in locations]
     single = not any(r.multipart for r in representations)
     if single and len(locations) > 1:
         raise NotAcceptable(
@@ -162,8 +159,10 @@ def instance_segments(
     boundary: str,
     base: str,
 ) -> list[instance_stream.Segment]:
-    """The multipart body: each part's headers, its open body, CRLF; the closing delimiter."""
+    """The multipart body: each part's headers and its open body, the CRLF that ends a part
+    sent with what follows it (the next part's headers, or the closing delimiter)."""
     segments: list[instance_stream.Segment] = []
+    ending = b""
     for body, loc, rep in zip(bodies, locations, representations, strict=True):
         head = multipart.part_header(
             boundary,
@@ -172,9 +171,9 @@ def instance_segments(
                 "Content-Location": instance_url(base, loc),
             },
         )
-        segments += [instance_stream.Segment(head), instance_stream.file_segment(body),
-                     instance_stream.Segment(b"\r\n")]
-    segments.append(instance_stream.Segment(multipart.closing(boundary)))
+        segments += [instance_stream.Segment(ending + head), instance_stream.file_segment(body)]
+        ending = b"\r\n"
+    segments.append(instance_stream.Segment(ending + multipart.closing(boundary)))
     return segments
 
 
