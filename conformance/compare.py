@@ -165,6 +165,8 @@ ROWS = [
         2.0),
     Row("rendered JPEG 512², the same image again", single("rendered_repeated", "items_per_s"),
         "/s", True, None),
+    Row("rendered JPEG 512², each image new, native client (wrk)",
+        single("rendered_native", "items_per_s"), "/s", True, 2.0),
     Row("QIDO OHIF study list, p50", qido_p50("OHIF study list"), "ms", False, 0.1),
     Row("QIDO PatientName=S*, p50", qido_p50("PatientName=S*"), "ms", False, 0.05),
     Row("QIDO 392-instance list, p50", qido_p50("MR series instances"), "ms", False, 0.05),
