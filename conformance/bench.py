@@ -130,7 +130,9 @@ class BenchReport:
     frames: list[ThroughputResult] = field(default_factory=list)
     rendered: ThroughputResult | None = None
     rendered_repeated: ThroughputResult | None = None
+    rendered_native: ThroughputResult | None = None
     series_retrieve: ThroughputResult | None = None
+    series_retrieve_native: ThroughputResult | None = None
     scale: ScaleResult | None = None
     cleanup: dict[str, Any] | None = None
     ratios: dict[str, float | None] = field(default_factory=dict)
@@ -612,24 +614,61 @@ def bench_frames_wrk(options: BenchOptions, targets: Targets, clients: int) -> T
     """Frames fetched by wrk, a native HTTP load generator, when it is installed: the Python
     client costs as much CPU per request as a fast server does, so on a small machine it
     measures itself. Same URLs, Accept header and duration as `bench_frames`."""
+    from urllib.parse import urlsplit
+
+    if not targets.mr_instance_uids:
+        return ThroughputResult("frames (wrk)", clients, False, note="n/a: MR series not found")
+    base_path = f"{urlsplit(options.url).path}/{targets.mr_series_path}/instances"
+    paths = ",".join(f'"{base_path}/{uid}/frames/1"' for uid in targets.mr_instance_uids)
+    return run_wrk(options, "frames (wrk)", clients, options.frame_seconds,
+                   WRK_SCRIPT % paths, FRAME_ACCEPT)
+
+
+WRK_RENDERED_SCRIPT = """
+instances = {%s}
+counter = 0
+request = function()
+  counter = counter + 1
+  local instance = instances[(counter %% #instances) + 1]
+  return wrk.format("GET", instance .. "/rendered?window=40," .. (%d + counter) .. ",linear")
+end
+"""
+
+
+def bench_rendered_wrk(options: BenchOptions, targets: Targets) -> ThroughputResult:
+    """`bench_rendered` (each image new: slices in turn, each with its own window width)
+    fetched by wrk over one connection: the Python client's own cost per request is about
+    the server's, so its row measures both."""
+    from urllib.parse import urlsplit
+
+    if not targets.mr_instance_uids or not targets.ct_instance_uids:
+        return ThroughputResult("rendered jpeg (wrk)", 1, False, note="n/a: RT study not found")
+    series = (f"{urlsplit(options.url).path}/studies/{targets.mr_study_uid}/series/"
+              f"{targets.ct_series_uid}/instances")
+    instances = ",".join(f'"{series}/{uid}"' for uid in targets.ct_instance_uids)
+    first_width = 10_000 + int(time.time()) % 1_000_000  # widths no earlier request asked for
+    return run_wrk(options, "rendered jpeg (wrk)", 1, options.rendered_seconds,
+                   WRK_RENDERED_SCRIPT % (instances, first_width), "image/jpeg")
+
+
+def run_wrk(options: BenchOptions, name: str, clients: int, seconds: float, script_text: str,
+            accept: str) -> ThroughputResult:
+    """Requests/s of wrk running `script_text` (n/a when wrk is not installed)."""
     import re
     import shutil
     import subprocess
     import tempfile
     from urllib.parse import urlsplit
 
-    name = "frames (wrk)"
     wrk = shutil.which("wrk")
-    if not wrk or not targets.mr_instance_uids:
+    if not wrk:
         return ThroughputResult(name, clients, False, note="n/a: wrk not installed")
     split = urlsplit(options.url)
-    base_path = f"{split.path}/{targets.mr_series_path}/instances"
-    paths = ",".join(f'"{base_path}/{uid}/frames/1"' for uid in targets.mr_instance_uids)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % paths)
+        script.write(script_text)
     command = [
-        wrk, f"-t{min(clients, 2)}", f"-c{clients}", f"-d{max(1, int(options.frame_seconds))}s",
-        "-H", f"Accept: {FRAME_ACCEPT}", "-H", f"Accept-Encoding: {options.accept_encoding}",
+        wrk, f"-t{min(clients, 2)}", f"-c{clients}", f"-d{max(1, int(seconds))}s",
+        "-H", f"Accept: {accept}", "-H", f"Accept-Encoding: {options.accept_encoding}",
         "-s", script.name, f"{split.scheme}://{split.netloc}",
     ]
     try:
@@ -716,6 +755,40 @@ def bench_series_retrieve(options: BenchOptions, targets: Targets) -> Throughput
         samples.append(fetch_once(url, accept, instances)(session))
     result = summarise("series retrieve", 1, samples, time.perf_counter() - started)
     result.note = f"Accept: {accept}"
+    return result
+
+
+#: Native-client retrieves per run: each takes tens of milliseconds.
+NATIVE_RETRIEVES = 10
+
+
+def bench_series_retrieve_curl(options: BenchOptions, targets: Targets) -> ThroughputResult:
+    """The series retrieve fetched by curl, when it is installed: above ~400 MB/s the Python
+    client's own reading (10 KiB pieces through http.client) is what the Python row
+    measures, for any server. Median of the per-request rates; same URL and Accept."""
+    import shutil
+    import subprocess
+
+    name = "series retrieve (curl)"
+    curl = shutil.which("curl")
+    if not curl or not targets.mr_instance_uids:
+        return ThroughputResult(name, 1, False, note="n/a: curl not installed")
+    url = f"{options.url}/{targets.mr_series_path}"
+    command = [curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
+               "-H", f"Accept: {SERIES_ACCEPTS[-1]}",
+               "-H", f"Accept-Encoding: {options.accept_encoding}", url]
+    samples: list[Sample] = []
+    started = time.perf_counter()
+    for _ in range(NATIVE_RETRIEVES + 1):  # the first one warms the server's caches
+        status, size, seconds = subprocess.run(
+            command, capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S).stdout.split()
+        samples.append(Sample(float(seconds), status == "200" and int(size) > 0,
+                              len(targets.mr_instance_uids), int(size)))
+    result = summarise(name, 1, samples[1:], time.perf_counter() - started)
+    if result.supported:
+        rates = [s.payload_bytes / s.seconds / MB for s in samples[1:] if s.ok and s.seconds]
+        result.mb_per_s = round(statistics.median(rates), 2)
+        result.note = "native client (median of the per-request rates)"
     return result
 
 
@@ -842,9 +915,18 @@ def run_bench(options: BenchOptions) -> BenchReport:
         ThroughputResult("rendered jpeg (repeated)", 1),
         lambda: bench_rendered(options, targets, repeated=True),
     )
+    report.rendered_native = guarded(
+        ThroughputResult("rendered jpeg (wrk)", 1, False, note="n/a: rendered not supported"),
+        lambda: bench_rendered_wrk(options, targets) if report.rendered.supported
+        else ThroughputResult("rendered jpeg (wrk)", 1, False, note="n/a: rendered not supported"),
+    )
     log("series retrieve")
     report.series_retrieve = guarded(
         ThroughputResult("series retrieve", 1), lambda: bench_series_retrieve(options, targets)
+    )
+    report.series_retrieve_native = guarded(
+        ThroughputResult("series retrieve (curl)", 1),
+        lambda: bench_series_retrieve_curl(options, targets),
     )
     if options.scale:
         log(f"scale: probe, add {options.scale_add} studies, probe again")
@@ -941,8 +1023,12 @@ def render_table(report: BenchReport) -> str:
         lines.append(throughput_row(report.rendered, "img/s"))
     if report.rendered_repeated:
         lines.append(throughput_row(report.rendered_repeated, "img/s"))
+    if report.rendered_native:
+        lines.append(throughput_row(report.rendered_native, "img/s"))
     if report.series_retrieve:
         lines.append(throughput_row(report.series_retrieve, "inst/s"))
+    if report.series_retrieve_native:
+        lines.append(throughput_row(report.series_retrieve_native, "inst/s"))
     if report.scale:
         lines.append(
             f"scale: {report.scale.studies_before} -> {report.scale.studies_after} studies "

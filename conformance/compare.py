@@ -165,6 +165,8 @@ ROWS = [
         2.0),
     Row("rendered JPEG 512², the same image again", single("rendered_repeated", "items_per_s"),
         "/s", True, None),
+    Row("rendered JPEG 512², each image new, native client (wrk)",
+        single("rendered_native", "items_per_s"), "/s", True, 2.0),
     Row("QIDO OHIF study list, p50", qido_p50("OHIF study list"), "ms", False, 0.1),
     Row("QIDO PatientName=S*, p50", qido_p50("PatientName=S*"), "ms", False, 0.05),
     Row("QIDO 392-instance list, p50", qido_p50("MR series instances"), "ms", False, 0.05),
@@ -173,8 +175,10 @@ ROWS = [
     Row("series metadata, gzip, p50", single("metadata_gzip", "p50_ms"), "ms", False, None),
     Row("series metadata, gzip, bytes on the wire", single("metadata_gzip", "wire_bytes"), "B",
         False, None),
-    Row("retrieve a series (multipart)", single("series_retrieve", "mb_per_s"), "MB/s", True,
-        1.5),
+    Row("retrieve a series (multipart, Python client)", single("series_retrieve", "mb_per_s"),
+        "MB/s", True, 1.5),
+    Row("retrieve a series (multipart, native client: curl)",
+        single("series_retrieve_native", "mb_per_s"), "MB/s", True, 1.5),
 ]
 
 

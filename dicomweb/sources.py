@@ -50,7 +50,7 @@ def raise_open_file_limit() -> None:
 def open_blob(store: Store, loc: InstanceLocation) -> BinaryIO:
     """The stored file, open; 404 when it is gone (deleted since it was located)."""
     try:
-        return store.blobs.path(loc.blob_key).open("rb", buffering=0)
+        return open(store.blobs.file_name(loc.blob_key), "rb", buffering=0)
     except FileNotFoundError:
         raise NotFound(f"instance {loc.sop_instance_uid} has just been deleted") from None
 

@@ -13,7 +13,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dicomweb import archive, compression, http_cache, multipart, sources, transcoding
+from dicomweb import (
+    archive,
+    compression,
+    http_cache,
+    instance_stream,
+    multipart,
+    sources,
+    transcoding,
+)
 from dicomweb.dicomjson import ROOT_TOKEN_BYTES
 from dicomweb.errors import BadRequest, NotAcceptable, NotFound, ServiceUnavailable
 from dicomweb.locations import (
@@ -74,16 +82,13 @@ async def retrieve_instances(request: Request) -> Response:
     if ranges and ranges[0].media_type == archive.MEDIA_TYPE:
         return await retrieve_archive(store, study, series, sop)
     locations = await run_in_threadpool(store.locate, study, series, sop)
-    representations = [
-        choose_instance_representation(
-            ranges,
-            loc.transfer_syntax_uid,
-            can_produce=lambda ts, src=loc.transfer_syntax_uid: transcoding.can_transcode(
-                src, ts
-            ),
-        )
-        for loc in locations
-    ]
+    chosen: dict[str, Representation] = {}  # by stored syntax: a series has one or two
+    for loc in locations:
+        if (stored := loc.transfer_syntax_uid) not in chosen:
+            chosen[stored] = choose_instance_representation(
+                ranges, stored,
+                can_produce=lambda ts, src=stored: transcoding.can_transcode(src, ts))
+    representations = [chosen[loc.transfer_syntax_uid] for loc in locations]
     single = not any(r.multipart for r in representations)
     if single and len(locations) > 1:
         raise NotAcceptable(
@@ -94,20 +99,20 @@ async def retrieve_instances(request: Request) -> Response:
     limits = PixelLimits.of(request.app.state)
     bodies = await run_in_threadpool(instance_bodies, store, locations, representations, limits)
     if single:
-        rep = representations[0]
-        return StreamingResponse(
-            sources.file_chunks(bodies[0]),
-            media_type=f"application/dicom; transfer-syntax={rep.transfer_syntax}",
+        segments = [instance_stream.file_segment(bodies[0])]
+        media_type = f"application/dicom; transfer-syntax={representations[0].transfer_syntax}"
+    else:
+        boundary = multipart.new_boundary()
+        syntaxes = {r.transfer_syntax for r in representations}
+        media_type = multipart.multipart_content_type(
+            "application/dicom", boundary, syntaxes.pop() if len(syntaxes) == 1 else None
         )
-    boundary = multipart.new_boundary()
-    syntaxes = {r.transfer_syntax for r in representations}
-    content_type = multipart.multipart_content_type(
-        "application/dicom", boundary, syntaxes.pop() if len(syntaxes) == 1 else None
-    )
-    base = base_url(request)
+        segments = instance_segments(bodies, locations, representations, boundary,
+                                     base_url(request))
     return StreamingResponse(
-        instance_parts(bodies, locations, representations, boundary, base),
-        media_type=content_type,
+        instance_stream.stream(segments),
+        media_type=media_type,
+        headers={"Content-Length": str(instance_stream.content_length(segments))},
     )
 
 
@@ -147,42 +152,29 @@ def instance_bodies(
     return bodies
 
 
-#: Small instances are sent in buffers of about this size: one thread hop per buffer, not
-#: three per instance.
-PART_BUFFER_BYTES = 1 << 20
-
-
-def instance_parts(
+def instance_segments(
     bodies: list[BinaryIO],
     locations: list[InstanceLocation],
     representations: list[Representation],
     boundary: str,
     base: str,
-) -> Iterator[bytes]:
-    buffer = bytearray()
-    try:
-        for body, loc, rep in zip(bodies, locations, representations, strict=True):
-            buffer += multipart.part_header(
-                boundary,
-                {
-                    "Content-Type": f"application/dicom; transfer-syntax={rep.transfer_syntax}",
-                    "Content-Location": instance_url(base, loc),
-                },
-            )
-            for chunk in sources.file_chunks(body, PART_BUFFER_BYTES):
-                buffer += chunk
-                if len(buffer) >= PART_BUFFER_BYTES:
-                    yield bytes(buffer)
-                    buffer.clear()
-            buffer += b"\r\n"
-            if len(buffer) >= PART_BUFFER_BYTES:
-                yield bytes(buffer)
-                buffer.clear()
-        buffer += multipart.closing(boundary)
-        yield bytes(buffer)
-    finally:
-        for body in bodies:
-            body.close()
+) -> list[instance_stream.Segment]:
+    """The multipart body: each part's headers and its open body, the CRLF that ends a part
+    sent with what follows it (the next part's headers, or the closing delimiter)."""
+    segments: list[instance_stream.Segment] = []
+    ending = b""
+    for body, loc, rep in zip(bodies, locations, representations, strict=True):
+        head = multipart.part_header(
+            boundary,
+            {
+                "Content-Type": f"application/dicom; transfer-syntax={rep.transfer_syntax}",
+                "Content-Location": instance_url(base, loc),
+            },
+        )
+        segments += [instance_stream.Segment(ending + head), instance_stream.file_segment(body)]
+        ending = b"\r\n"
+    segments.append(instance_stream.Segment(ending + multipart.closing(boundary)))
+    return segments
 
 
 def transcoded(fp: BinaryIO, loc: InstanceLocation, transfer_syntax: str,

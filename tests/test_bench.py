@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -77,6 +78,10 @@ def test_quick_bench_against_orthanc(tmp_path: Path) -> None:
     assert all(r["items_per_s"] > 0 and r["errors"] == 0 for r in frames)
     assert report["rendered"]["supported"] and report["rendered"]["items_per_s"] > 0
     assert report["series_retrieve"]["mb_per_s"] > 0
+    native = report["series_retrieve_native"]
+    assert native["mb_per_s"] > 0 if shutil.which("curl") else not native["supported"]
+    native = report["rendered_native"]
+    assert native["items_per_s"] > 0 if shutil.which("wrk") else not native["supported"]
 
 
 class NothingSupportedHandler(BaseHTTPRequestHandler):
@@ -122,6 +127,8 @@ def test_unsupported_features_are_na_not_crashes(nothing_supported_url: str, tmp
     assert not any(r["supported"] for r in report["frames"])
     assert not report["rendered"]["supported"]
     assert not report["series_retrieve"]["supported"]
+    assert not report["series_retrieve_native"]["supported"]
+    assert not report["rendered_native"]["supported"]
     assert "n/a" in completed.stdout
 
 

@@ -42,6 +42,28 @@ def test_no_uid_can_place_a_blob_outside_the_folder(
     assert ".." not in key and not key.startswith("/")
 
 
+KEY_TEXT = st.lists(st.sampled_from(["a", "1.2", "..", ".", "", "b.dcm", "/"]), max_size=6).map(
+    "/".join) | ANY_TEXT
+
+
+@settings(max_examples=500, deadline=None)
+@given(key=KEY_TEXT)
+def test_file_name_is_path_as_text_and_refuses_the_same_keys(tmp_path_factory, key: str):
+    """`file_name` (the retrieve's open, without pathlib) follows `path`'s rule exactly."""
+    blobs = BlobStore(tmp_path_factory.getbasetemp() / "names")
+    try:
+        expected: str | None = str(blobs.path(key))
+    except FileNotFoundError:
+        expected = None
+    try:
+        found: str | None = blobs.file_name(key)
+    except FileNotFoundError:
+        found = None
+    assert (found is None) == (expected is None)
+    if found is not None:
+        assert Path(found) == Path(expected)
+
+
 def test_a_uid_of_dot_dot_is_stored_inside(tmp_path: Path) -> None:
     blobs = new_blob_store(tmp_path / "blobs")
     temp = blobs.new_temp_path()

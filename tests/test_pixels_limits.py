@@ -115,9 +115,14 @@ def test_budget_admits_by_bytes_and_answers_busy_then_recovers():
     with pytest.raises(BudgetBusy) as busy, budget.reserve(30, "does not fit"):
         pass
     assert busy.value.retry_after_s >= 1
+    budget.wait_s = 5
+    assert budget.fits_now(20) and not budget.fits_now(21)
+    started = time.monotonic()
+    with pytest.raises(BudgetBusy), budget.reserve(30, "on the event loop", wait=False):
+        pass
+    assert time.monotonic() - started < 1  # busy at once: the loop never waits
     threading.Timer(0.05, release.set).start()
     started = time.monotonic()
-    budget.wait_s = 5
     with budget.reserve(30, "waits for the first"):
         assert time.monotonic() - started < 4
     worker.join()

@@ -84,6 +84,23 @@ def test_rendered_png_and_jpeg_match_the_window(server, ct):
     assert gif.shape == hu.shape
 
 
+def test_rendered_on_the_event_loop_is_the_image_a_thread_renders(server):
+    """A located instance's next image (another window: a viewer scrolling) is rendered on
+    the event loop (pixels.rendered.renders_inline); the first one, in a thread. Both paths
+    give the same JPEG for the same pixels and window, MONOCHROME1 inverted alike."""
+    for photometric in ("MONOCHROME2", "MONOCHROME1"):
+        study, series = new_uid(), new_uid()
+        twins = [ct_image(study=study, series=series, instance_number=n)[0] for n in (1, 2)]
+        for ds in twins:
+            ds.PhotometricInterpretation = photometric
+        twins[1].PixelData = twins[0].PixelData
+        stow(server, *twins)
+        threaded = get(instance_url(server, twins[0]) + "/rendered?window=30,300").content
+        get(instance_url(server, twins[1]) + "/rendered?window=0,100")  # now located
+        inline = get(instance_url(server, twins[1]) + "/rendered?window=30,300").content
+        assert inline == threaded and inline.startswith(b"\xff\xd8")
+
+
 def test_rendered_frame_level_and_sixteen_bit_png(server, ct):
     ds, hu = ct
     frame = picture(get(instance_url(server, ds) + "/frames/1/rendered", "image/png"), "png")

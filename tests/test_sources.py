@@ -147,6 +147,7 @@ def test_a_transcoded_instance_has_no_compressed_icon(server):
            f"/instances/{ds.SOPInstanceUID}")
     response = requests.get(url, headers=instances_accept(ELE), timeout=60)
     assert response.status_code == 200
+    assert int(response.headers["content-length"]) == len(response.content)  # the spool's
     (_, data), = parse_multipart(response.headers["content-type"], response.content)
     out = dcmread(BytesIO(data))
     assert str(out.file_meta.TransferSyntaxUID) == ELE

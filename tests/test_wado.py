@@ -43,6 +43,20 @@ def test_retrieve_study_series_instance_byte_identical(server, stored_study):
             assert body == expected[sop]
 
 
+def test_retrieve_announces_its_exact_length(server, stored_study):
+    """Every body is open before the status line, so its length is known: a client can tell
+    a whole answer from a cut one (no chunked encoding)."""
+    ds = stored_study["datasets"][0]
+    for url, accept in [
+        (f"{server.url}/studies/{stored_study['study']}", AS_STORED),
+        (instance_url(server, ds), "application/dicom"),
+    ]:
+        response = get(url, accept)
+        assert response.status_code == 200
+        assert "transfer-encoding" not in response.headers
+        assert int(response.headers["content-length"]) == len(response.content) > 0
+
+
 def test_default_transfer_syntax_and_single_part(server, stored_study):
     ds = stored_study["datasets"][0]
     response = get(instance_url(server, ds), 'multipart/related; type="application/dicom"')

@@ -43,15 +43,20 @@ class MemoryBudget:
         with self._condition:
             return self._held
 
+    def fits_now(self, nbytes: int) -> bool:
+        with self._condition:
+            return self._held + max(int(nbytes), 0) <= self.capacity
+
     @contextmanager
-    def reserve(self, nbytes: int, what: str) -> Iterator[None]:
-        """Hold ``nbytes`` of the budget for the duration of the block."""
+    def reserve(self, nbytes: int, what: str, wait: bool = True) -> Iterator[None]:
+        """Hold ``nbytes`` of the budget for the duration of the block; with ``wait`` false
+        (work on the event loop, which must never block) busy is at once, not after wait_s."""
         nbytes = max(int(nbytes), 0)
         if nbytes > self.capacity:
             raise BudgetExceeded(
                 f"{what} needs about {nbytes // MIB} MiB of memory, more than the server's "
                 f"pixel memory of {self.capacity // MIB} MiB (DICOMWEB_PIXEL_MEMORY_BYTES)")
-        deadline = time.monotonic() + self.wait_s
+        deadline = time.monotonic() + (self.wait_s if wait else 0.0)
         with self._condition:
             while self._held + nbytes > self.capacity:
                 left = deadline - time.monotonic()

@@ -40,6 +40,7 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         """Creates nothing: `create_folders` does, once the configuration is known to work."""
         self.root = root
+        self._root_name = str(root)
         self.tmp_dir = root / ".tmp"
         self._sync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fdatasync")
         #: Lock descriptors of this process's temp files, by path.
@@ -140,6 +141,14 @@ class BlobStore:
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise FileNotFoundError(f"blob key {key!r} is outside the blob folder")
         return self.root / relative
+
+    def file_name(self, key: str) -> str:
+        """`path` as a string, by the same rule, without pathlib: a series retrieve opens
+        hundreds of files, and making the Path took 7 µs of the 17 µs of each open."""
+        names = [name for name in key.split("/") if name not in ("", ".")]
+        if key.startswith("/") or ".." in names or not names:
+            raise FileNotFoundError(f"blob key {key!r} is outside the blob folder")
+        return f"{self._root_name}/{key}"
 
     def commit_many(self, items: list[tuple[Path, str]]) -> None:
         """`commit` for a batch: the fdatasyncs wait on the disk together, then the renames."""
