@@ -25,7 +25,7 @@ from dicomweb.access.authorize import protect
 from dicomweb.access.cors import CorsPolicy
 from dicomweb.access.routes import access_routes
 from dicomweb.accesslog import AccessLog, request_id_of
-from dicomweb.attributes import STUDY_INSTANCE_UID, Level
+from dicomweb.attributes import Level
 from dicomweb.audit import AuditMiddleware, AuditTrail, audit_routes
 from dicomweb.capabilities import capabilities_route
 from dicomweb.compression import compress_json_answers, json_response
@@ -71,9 +71,7 @@ def search_endpoint(level: Level):  # type: ignore[no-untyped-def]
             store_query.search_json, request.app.state.store.engine, query, base,
             study_filter_of(request),
         )
-        # The audit trail records the studies found; it reads them as result objects do.
-        request.state.search_results = [
-            {STUDY_INSTANCE_UID: {"Value": [uid]}} for uid in page.study_uids]
+        request.state.search_studies = page.study_uids  # the audit trail records them
         headers = {}
         if page.more:
             headers["Warning"] = (

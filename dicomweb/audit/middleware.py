@@ -103,13 +103,16 @@ class AuditMiddleware:
         state = scope.get("state", {})
         principal = state.get("principal", ANONYMOUS)
         denied = status in DENIED_STATUSES or bool(state.get("access_denied"))
-        outcomes, results = state.get("stow_outcomes"), state.get("search_results")
+        outcomes, found = state.get("stow_outcomes"), state.get("search_studies")
         if outcomes:
             subjects = merge(subjects, stored_subjects([
                 (item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid)
                 for item in outcomes if isinstance(item, StoredInstance)]))
-        if results:
-            subjects = merge(subjects, [Subject(uid) for uid in result_studies(results)])
+        if found:
+            # A search's studies, in order, once each (a series or instance search names a
+            # study once per row); merged only when the path names a study too.
+            found_subjects = [Subject(uid) for uid in dict.fromkeys(found)]
+            subjects = merge(subjects, found_subjects) if subjects else found_subjects
         client = scope.get("client")
         query = scope.get("query_string", b"")
         return AuditEvent(
@@ -127,16 +130,6 @@ class AuditMiddleware:
             query=redacted_query(query.decode("latin-1")) if query else "",
             subjects=subjects,
         )
-
-
-def result_studies(rows: list[dict]) -> list[str]:
-    """The Study Instance UIDs of QIDO result rows (DICOM JSON), in order, once each."""
-    uids: dict[str, None] = {}
-    for row in rows:
-        value = row.get("0020000D", {}).get("Value")
-        if value:
-            uids[value[0]] = None
-    return list(uids)
 
 
 async def send_unavailable(send: Send) -> None:

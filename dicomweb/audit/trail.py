@@ -71,12 +71,15 @@ class AuditTrail:
 
     def known(self, subjects: Sequence[Subject]) -> list[str]:
         """Resolve subjects whose study's patient is remembered; the study UIDs left."""
+        pending = [subject for subject in subjects if subject.patient is None]
+        if not pending:
+            return []
         missing: set[str] = set()
-        for subject in subjects:
-            if subject.patient is None:
-                subject.patient = self.patients.get(subject.study)
-                if subject.patient is None:
-                    missing.add(subject.study)
+        found = self.patients.get_many([subject.study for subject in pending])
+        for subject, patient in zip(pending, found, strict=True):
+            subject.patient = patient
+            if patient is None:
+                missing.add(subject.study)
         return sorted(missing)
 
     def learned(self, found: dict[str, tuple[str | None, str | None]]) -> None:
