@@ -8,7 +8,7 @@ import logging
 import threading
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, bindparam, delete, select
+from sqlalchemy import Connection, Engine, select
 
 from dicomweb.errors import NOT_AUTHORIZED, InstanceRejected
 from dicomweb.ingest import IngestedInstance
@@ -16,8 +16,8 @@ from dicomweb.store.access import StudyWriter, label_studies
 from dicomweb.store.blobs import BlobStore
 from dicomweb.store.deletion import chunks
 from dicomweb.store.outcomes import StoredInstance, guarded, rejection_for
-from dicomweb.store.statements import INSTANCE_INSERT, insert_ignoring_duplicates
-from dicomweb.store.tables import INSTANCES, PATIENTS, PENDING, SERIES, STUDIES, utcnow
+from dicomweb.store.statements import forget_pending, insert_rows, select_existing_sops
+from dicomweb.store.tables import INSTANCES, PATIENTS, PENDING, SERIES, STUDIES
 
 log = logging.getLogger("dicomweb.store.repository")  # the name these records always had
 
@@ -25,16 +25,6 @@ log = logging.getLogger("dicomweb.store.repository")  # the name these records a
 #: transaction (a statement less per batch; a DIMSE C-STORE is a batch of one). A row a crash
 #: leaves names an indexed blob, which recovery keeps (it only deletes the row).
 SETTLED_BATCH = 32
-
-# Built once, their IN lists bound per call: a batch (or a DIMSE C-STORE of one instance)
-# pays no statement construction.
-EXISTING_SOPS = select(INSTANCES.c.sop_instance_uid).where(
-    INSTANCES.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
-)
-EXISTING_SOP = select(INSTANCES.c.sop_instance_uid).where(
-    INSTANCES.c.sop_instance_uid == bindparam("uid")
-)
-FORGET_PENDING = delete(PENDING).where(PENDING.c.blob_key.in_(bindparam("keys", expanding=True)))
 
 #: Per position in the batch: its outcome, or None while it is still to be stored.
 Outcomes = list[StoredInstance | InstanceRejected | None]
@@ -105,11 +95,9 @@ class BatchIngest:
                 stored = existing_sops(connection, [i.sop_instance_uid for _, i, _ in parsed])
                 split = self._split_fresh(parsed, stored)
                 if settled := self._take_settled(SETTLED_BATCH):
-                    connection.execute(FORGET_PENDING, {"keys": settled})
+                    forget_all_pending(connection, settled)
                 if split[0]:
-                    now = utcnow()
-                    connection.execute(PENDING.insert(), [
-                        {"blob_key": key, "created_at": now} for *_, key in split[0]])
+                    insert_rows(connection, PENDING, [{"blob_key": key} for *_, key in split[0]])
         except Exception as exc:
             if split is None:
                 raise
@@ -178,7 +166,7 @@ class BatchIngest:
     def _forget_settled(self, at_least: int) -> None:
         if settled := self._take_settled(at_least):
             with self.engine.begin() as connection:
-                connection.execute(FORGET_PENDING, {"keys": settled})
+                forget_all_pending(connection, settled)
 
     def index_existing(self, items: list[tuple[IngestedInstance, str]]) -> None:
         """Bulk loading: index parsed instances whose blobs are already in place under the
@@ -193,22 +181,17 @@ class BatchIngest:
         The journal rows of `items` are deleted in it, or later when not `forget_now`."""
         warnings: list[list[str]] = []
         with self.engine.begin() as connection:
-            dialect = connection.dialect.name
             for table, rows in (
                 (PATIENTS, {i.patient_row["patient_key"]: i.patient_row for i, _ in items}),
                 (STUDIES, {i.study_instance_uid: i.study_row for i, _ in items}),
                 (SERIES, {i.series_instance_uid: i.series_row for i, _ in items}),
             ):
-                connection.execute(
-                    insert_ignoring_duplicates(dialect, table.name), list(rows.values())
-                )
-            connection.execute(
-                INSTANCE_INSERT,
-                [{**ingested.instance_row, "blob_key": key} for ingested, key in items],
-            )
+                insert_rows(connection, table, list(rows.values()), ignore_duplicates=True)
+            insert_rows(connection, INSTANCES,
+                        [{**ingested.instance_row, "blob_key": key} for ingested, key in items])
             label_studies(connection, sorted({i.study_instance_uid for i, _ in items}), labels)
             if forget_now:
-                connection.execute(FORGET_PENDING, {"keys": [key for _, key in items]})
+                forget_all_pending(connection, [key for _, key in items])
             for ingested, _ in items:
                 found: list[str] = []
                 for hook in self.index_hooks:
@@ -221,9 +204,12 @@ class BatchIngest:
 def existing_sops(connection: Connection, sop_instance_uids: list[str]) -> set[str]:
     """Those of `sop_instance_uids` that are indexed (every row fetched: on SQLite the read
     ends with the statement)."""
-    if len(sop_instance_uids) == 1:  # a DIMSE C-STORE: no IN list to render for each call
-        return set(connection.execute(EXISTING_SOP, {"uid": sop_instance_uids[0]}).scalars())
     found: set[str] = set()
     for chunk in chunks(sop_instance_uids, 500):
-        found.update(uid for (uid,) in connection.execute(EXISTING_SOPS, {"uids": list(chunk)}))
+        found |= select_existing_sops(connection, chunk)
     return found
+
+
+def forget_all_pending(connection: Connection, keys: list[str]) -> None:
+    for chunk in chunks(keys, 500):
+        forget_pending(connection, chunk)

@@ -31,7 +31,7 @@ from dicomweb.store.reads import (  # noqa: F401  (other modules import them fro
     IndexReads,
     InstanceLocation,
 )
-from dicomweb.store.statements import INSTANCE_INSERT, insert_ignoring_duplicates
+from dicomweb.store.statements import forget_pending, insert_rows
 from dicomweb.store.tables import (  # noqa: F401  (other modules import them from here)
     INSTANCES,
     PATIENTS,
@@ -311,19 +311,15 @@ class Store(BatchIngest, Deletion, IndexReads):
         with self.engine.begin() as connection:
             if replace:
                 self._delete_instance_rows(connection, [ingested.sop_instance_uid])
-            dialect = connection.dialect.name
             for table, row in (
                 (PATIENTS, ingested.patient_row),
                 (STUDIES, ingested.study_row),
                 (SERIES, ingested.series_row),
             ):
-                statement = insert_ignoring_duplicates(dialect, table.name)
-                connection.execute(statement, row)
-            connection.execute(INSTANCE_INSERT, {**ingested.instance_row, "blob_key": blob_key})
+                insert_rows(connection, table, [row], ignore_duplicates=True)
+            insert_rows(connection, INSTANCES, [{**ingested.instance_row, "blob_key": blob_key}])
             label_studies(connection, [ingested.study_instance_uid], labels)
-            connection.execute(delete(PENDING).where(PENDING.c.blob_key == blob_key))
+            forget_pending(connection, [blob_key])
             for hook in self.index_hooks:
                 warnings.extend(hook(connection, ingested))
         return warnings
-
-    # --- delete -------------------------------------------------------------------------
