@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -54,7 +53,7 @@ class BlobStore:
     def new_temp_path(self) -> Path:
         """A new empty file on the blob filesystem (so committing it is a rename, not a copy),
         locked until the store consumes it or `discard` removes it. Write it in place."""
-        path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        path = self.tmp_dir / f"{os.urandom(16).hex()}.part"  # a third of uuid4's cost
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         fcntl.flock(fd, fcntl.LOCK_EX)
         with self._temp_locks_guard:
@@ -117,7 +116,7 @@ class BlobStore:
         """Each stored version gets a unique key, so a new file never replaces one the index
         still points to. Digests keep a study's files in one folder, and cannot hold `..`."""
         return (f"{uid_digest(study)}/{uid_digest(series)}/{uid_digest(sop)}."
-                f"{uuid.uuid4().hex[:12]}.dcm")
+                f"{os.urandom(6).hex()}.dcm")
 
     def commit(self, temp_path: Path, key: str) -> None:
         """Move a complete temp file into place: data on disk first, then the rename."""
