@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             # --gil: where the server process's Python time goes, not its waits on the disk
             spy = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
-                 "--nonblocking", "--gil", "-p", str(pid), "-o", str(args.py_spy)],
+                 "--nonblocking", "--gil", "--rate", "250", "-p", str(pid), "-o", str(args.py_spy)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
         server_before, pool_before = tree_cpu(pid)
