@@ -104,6 +104,7 @@ class TopLevelGuard:
         self.count = 0
 
     def __call__(self, tag: int, vr: str | None, length: int) -> bool:
+        tag = int(tag)  # pydicom's Tag compares in Python: a plain int, natively
         self.count += 1
         if tag == self.last:
             if self.count == 2:  # pydicom asks twice about a first element whose VR surprised it
