@@ -135,8 +135,9 @@ class Store(BatchIngest, Deletion, IndexReads):
         process); the files are consumed.
 
         Each instance is still whole or absent, but the batch shares one duplicate query, one
-        journal transaction, concurrent fdatasyncs and one index transaction. If that
-        transaction fails, its instances are indexed one by one. Instances of an existing
+        journal transaction, the disk's writeback of all its files (then each file's
+        fdatasync) and one index transaction. If that transaction fails, its instances are
+        indexed one by one. Instances of an existing
         study `writer` may not add to are rejected; the studies stored get `writer.labels`.
         """
         outcomes: list[StoredInstance | InstanceRejected | None] = [None] * len(temp_paths)
