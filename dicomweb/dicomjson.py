@@ -177,7 +177,7 @@ class DicomJsonEncoder:
         # The elements as read (what get_item returns: raw until converted), without a
         # method call per element; pydicom's own Dataset.get_item costs more than the rest.
         elements = ds._dict
-        for tag in sorted(elements):
+        for tag in sorted(elements, key=int):  # Tag's own __lt__ is Python: ints sort natively
             # PS3.18 F.2: group lengths are not encoded; file meta is not part of the dataset.
             if tag.element == 0 or tag.group == 0x0002:
                 continue

@@ -10,11 +10,13 @@ import logging
 import re
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 from pydicom import Dataset
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomweb import attributes as attrs
@@ -58,10 +60,16 @@ def instance_path(study: str, series: str, sop: str) -> str:
     return f"/studies/{study}/series/{series}/instances/{sop}"
 
 
+@lru_cache(maxsize=64)
+def tag_of(keyword: str) -> BaseTag:
+    """A keyword's tag, as the Tag pydicom's lookups take without converting it again."""
+    return Tag(keyword)
+
+
 def uid_text(ds: Dataset, keyword: str) -> str:
     """A UID element's text read from its raw bytes (what pydicom's UI conversion gives, less
     its cost); '' when absent."""
-    elem = ds.get_item(keyword)
+    elem = ds.get_item(tag_of(keyword))
     if elem is None:
         return ""
     value = elem.value

@@ -138,3 +138,47 @@ def test_sweep_drops_locks_of_temp_files_removed_by_others(tmp_path: Path) -> No
     path.unlink()
     blobs.sweep_temp_files()
     assert path not in blobs._temp_locks
+
+
+@pytest.mark.parametrize("writeback", ["sync_file_range", "threads"])
+def test_a_batch_commit_syncs_every_file_before_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writeback: str
+) -> None:
+    """Crash consistency of a STOW batch: each file's data is on disk (fdatasync of that
+    file) before it is renamed into place, with writeback started for all at once or with
+    the fdatasyncs in threads; files this process did not create (DIMSE receives) too."""
+    from dicomweb.store import blobs as module
+
+    blobs = new_blob_store(tmp_path)
+    events: list[tuple[str, int]] = []
+    real_fdatasync, real_replace = os.fdatasync, os.replace
+
+    def fdatasync(fd: int) -> None:
+        events.append(("sync", os.fstat(fd).st_ino))
+        real_fdatasync(fd)
+
+    def replace(source: Path, target: Path) -> None:
+        events.append(("rename", os.stat(source).st_ino))
+        real_replace(source, target)
+
+    monkeypatch.setattr(module.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(module.os, "replace", replace)
+    if writeback == "threads":
+        monkeypatch.setattr(module, "START_WRITEBACK", None)
+    temps = [blobs.new_temp_path() for _ in range(5)]
+    for number, temp in enumerate(temps):
+        with blobs.open_temp(temp) as fp:
+            fp.write(b"instance %d" % number)
+    received = tmp_path / ".tmp" / "received.dcm"  # not a temp file of this store's making
+    received.write_bytes(b"received")
+    temps.append(received)
+    keys = [blobs.new_key("1.2", "1.2.3", f"1.2.3.{n}") for n in range(len(temps))]
+    blobs.commit_many(list(zip(temps, keys, strict=True)))
+    synced: set[int] = set()
+    for event, inode in events:
+        if event == "sync":
+            synced.add(inode)
+        else:
+            assert inode in synced, "a file was renamed before its fdatasync"
+    assert len(synced) == len(temps)
+    assert [blobs.path(k).read_bytes() for k in keys[:2]] == [b"instance 0", b"instance 1"]

@@ -5,7 +5,7 @@ validation, duplicate policy, journaled blob-then-index commit and RT indexing.
 pynetdicom writes the received dataset to a temp file on the blob filesystem as it arrives
 (bounded memory); storing it is then a rename. The C-STOREs of all associations go through one
 `StoreQueue`: what arrives while a batch is being stored is stored together, as a STOW
-request's parts are (one journal and one index transaction, concurrent fdatasyncs), so
+request's parts are (one journal and one index transaction, writeback of all at once), so
 concurrent associations share the cost of a commit instead of queueing on the index lock.
 """
 

@@ -9,14 +9,14 @@ dead, so orphans are removed within a minute without touching a live upload of a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -25,6 +25,25 @@ log = logging.getLogger(__name__)
 
 #: A temp file this young may still be between its creation and its lock: never swept.
 TEMP_MIN_AGE_S = 10.0
+
+
+#: sync_file_range(2) flag: start writing the range's dirty pages, do not wait.
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _writeback_starter() -> Callable[[int], object] | None:
+    """libc's sync_file_range, starting a whole file's writeback, where there is one (Linux);
+    ctypes releases the GIL around it."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return lambda fd: function(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+
+
+START_WRITEBACK = _writeback_starter()
 
 
 def uid_digest(uid: str) -> str:
@@ -55,7 +74,7 @@ class BlobStore:
     def new_temp_path(self) -> Path:
         """A new empty file on the blob filesystem (so committing it is a rename, not a copy),
         locked until the store consumes it or `discard` removes it. Write it in place."""
-        path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        path = self.tmp_dir / f"{os.urandom(16).hex()}.part"  # a third of uuid4's cost
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         fcntl.flock(fd, fcntl.LOCK_EX)
         with self._temp_locks_guard:
@@ -118,7 +137,7 @@ class BlobStore:
         """Each stored version gets a unique key, so a new file never replaces one the index
         still points to. Digests keep a study's files in one folder, and cannot hold `..`."""
         return (f"{uid_digest(study)}/{uid_digest(series)}/{uid_digest(sop)}."
-                f"{uuid.uuid4().hex[:12]}.dcm")
+                f"{os.urandom(6).hex()}.dcm")
 
     def commit(self, temp_path: Path, key: str) -> None:
         """Move a complete temp file into place: data on disk first, then the rename."""
@@ -151,13 +170,38 @@ class BlobStore:
         return f"{self._root_name}/{key}"
 
     def commit_many(self, items: list[tuple[Path, str]]) -> None:
-        """`commit` for a batch: the fdatasyncs wait on the disk together, then the renames."""
+        """`commit` for a batch: every file on disk (fdatasync), then the renames. The disk
+        writes the files together: their writeback is started for all first (so the first
+        fdatasync's journal commit covers the others, which then find little to wait for),
+        in this thread; without sync_file_range, the fdatasyncs run in threads at once."""
         if len(items) == 1:
             self.commit(*items[0])
             return
-        list(self._sync_pool.map(self._sync_temp, [path for path, _ in items]))
+        if START_WRITEBACK is None:
+            list(self._sync_pool.map(self._sync_temp, [path for path, _ in items]))
+        else:
+            self._sync_together([path for path, _ in items], START_WRITEBACK)
         for path, key in items:
             self._move(path, key)
+
+    def _sync_together(self, paths: list[Path], start_writeback: Callable[[int], object]) -> None:
+        with self._temp_locks_guard:
+            held = [self._temp_locks.get(path) for path in paths]
+        opened: list[int] = []  # files this process did not create (e.g. DIMSE receives)
+        try:
+            descriptors = []
+            for path, fd in zip(paths, held, strict=True):
+                if fd is None:
+                    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                    opened.append(fd)
+                descriptors.append(fd)
+            for fd in descriptors:
+                start_writeback(fd)  # a hint (its errors do not matter): fdatasync decides
+            for fd in descriptors:
+                os.fdatasync(fd)
+        finally:
+            for fd in opened:
+                os.close(fd)
 
     def path(self, key: str) -> Path:
         return self._file(key)

@@ -144,3 +144,11 @@ class StudyLabel(SQLModel, table=True):
 
     study_instance_uid: str = Field(primary_key=True, max_length=UID)
     label: str = Field(primary_key=True, max_length=64, index=True)
+
+
+# The tables, for Core statements.
+PATIENTS = Patient.__table__
+STUDIES = Study.__table__
+SERIES = Series.__table__
+INSTANCES = Instance.__table__
+PENDING = PendingBlob.__table__
