@@ -148,23 +148,18 @@ def locate_statement(
         INSTANCES.c.bulk_json if with_bulk else null(),
         INSTANCES.c.metadata_json if with_metadata else null(),
     ]
-    statement = select(*columns).where(INSTANCES.c.study_instance_uid == bindparam("study"))
-    if by_series:
-        statement = statement.where(INSTANCES.c.series_instance_uid == bindparam("series"))
-    if by_sop:
-        statement = statement.where(INSTANCES.c.sop_instance_uid == bindparam("sop"))
-    return statement.order_by(
-        INSTANCES.c.series_instance_uid,
-        INSTANCES.c.instance_number,
-        INSTANCES.c.sop_instance_uid,
-    )
+    return of_resource(select(*columns), by_series, by_sop)
 
 
 @lru_cache(maxsize=8)
 def blob_keys_statement(by_series: bool, by_sop: bool) -> Any:
-    statement = select(INSTANCES.c.blob_key).where(
-        INSTANCES.c.study_instance_uid == bindparam("study")
-    )
+    return of_resource(select(INSTANCES.c.blob_key), by_series, by_sop)
+
+
+def of_resource(statement: Any, by_series: bool, by_sop: bool) -> Any:
+    """`statement` limited to the instances of a study, series or instance (bound as `study`,
+    `series`, `sop`), in retrieve order."""
+    statement = statement.where(INSTANCES.c.study_instance_uid == bindparam("study"))
     if by_series:
         statement = statement.where(INSTANCES.c.series_instance_uid == bindparam("series"))
     if by_sop:
