@@ -48,6 +48,14 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_once_it_holds(self, text: str, timeout: float = 10.0) -> str:
+        """The log once `text` is in it: the access line of a request is written after its
+        response is sent, so a test reading at once can race the server."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return log
+
 
 def start_server(
     data_dir: Path,
