@@ -2,24 +2,27 @@
 measured in one run on the same data.
 
     python -m conformance.bench_auth [--rounds 3] [--requests 300] [--json out.json]
-                                     [--database-url postgresql+psycopg://…]
 
-Starts `dicomweb serve` itself (127.0.0.1, one worker, otherwise the defaults a user gets) on
-one data folder, once per configuration and round, the configurations interleaved so that the
-drift of a shared machine hits them alike:
+Starts `dicomweb serve` itself (127.0.0.1, one worker, otherwise the defaults a user gets),
+the four configurations side by side, once per round:
 
 * ``off``: no authentication, ``--audit off``;
 * ``audit``: no authentication, the audit trail on (the default);
 * ``oidc``: OpenID Connect bearer tokens and the audit trail. The issuer is a small local one
   (discovery and JWKS over HTTP, RS256 tokens minted here with PyJWT): the server verifies them
   exactly as a real provider's;
-* ``apikey``: an API key (`dicomweb apikey create`) and the audit trail.
+* ``apikey``: an API key (`dicomweb apikey create`) and the audit trail, on a copy of the data
+  folder (with a key in its database, a server refuses anonymous calls).
 
-Each configuration: sequential latency (p50, p95 over ``--requests`` requests after a warm-up)
-of OHIF's study-list QIDO (50 studies listed), of a PatientID QIDO (one study) and of one 128 KiB
-frame (OHIF's Accept), with the server process's CPU time per request (from /proc: on a busy
-machine the steadiest figure); and frames/s of 6 concurrent clients. The report gives medians
-over the rounds, each configuration's ratio to ``off``, and the machine's load average.
+The first three share one data folder. Each latency measure sends its requests to the four
+servers in turn (request k to all four, the order rotated each time), so whatever else the
+machine does hits every configuration alike, within milliseconds: sequential latency (p50, p95
+over ``--requests`` requests per configuration after a warm-up) of OHIF's study-list QIDO (50
+studies listed), of a PatientID QIDO (one study) and of one 128 KiB frame (OHIF's Accept), with
+each server process's CPU time per request (from /proc); then frames/s of 6 concurrent
+clients, one configuration after another. The report gives medians over the rounds, each
+configuration's ratio to ``off``, and the machine's load average. SQLite only: on PostgreSQL
+the API key would be in the index the other three share.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -115,7 +119,6 @@ class Options:
     rounds: int
     requests: int
     data_dir: Path
-    database_url: str | None
 
 
 def dicomweb(*args: str) -> subprocess.CompletedProcess[str]:
@@ -125,8 +128,7 @@ def dicomweb(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def store_options(options: Options) -> list[str]:
-    found = ["--data", str(options.data_dir)]
-    return found + (["--database-url", options.database_url] if options.database_url else [])
+    return ["--data", str(options.data_dir)]
 
 
 @dataclass
@@ -191,100 +193,132 @@ def frame_path(k: int) -> str:
 
 
 # --- measurements --------------------------------------------------------------------------
-def latencies(url: str, headers: dict[str, str], paths: list[str], accept: str,
-              count: int) -> list[float]:
-    session = make_session(1)
-    session.headers.update(headers)
-    timings = []
+@dataclass
+class Client:
+    """One configuration's server and the session that calls it."""
+
+    server: Running
+    session: requests.Session
+
+
+def timed_get(client: Client, path: str, accept: str) -> float:
+    started = time.perf_counter()
+    response = client.session.get(f"{client.server.url}/{path}", timeout=TIMEOUT,
+                                  headers={"Accept": accept})
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:200]}")
+    return elapsed
+
+
+def interleaved_latencies(clients: dict[str, Client], paths: list[str], accept: str,
+                          count: int) -> dict[str, list[float]]:
+    """Request k goes to every configuration in turn, starting one further along each time, so
+    no configuration always follows the same one."""
+    names = list(clients)
+    timings: dict[str, list[float]] = {name: [] for name in names}
     for k in range(WARM_UP + count):
-        started = time.perf_counter()
-        response = session.get(f"{url}/{paths[k % len(paths)]}", timeout=TIMEOUT,
-                               headers={"Accept": accept})
-        elapsed = time.perf_counter() - started
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {paths[k % len(paths)]}: {response.status_code} "
-                               f"{response.text[:200]}")
-        if k >= WARM_UP:
-            timings.append(elapsed)
+        shift = k % len(names)
+        for name in names[shift:] + names[:shift]:
+            elapsed = timed_get(clients[name], paths[k % len(paths)], accept)
+            if k >= WARM_UP:
+                timings[name].append(elapsed)
     return timings
 
 
-def frames_per_second(url: str, headers: dict[str, str]) -> float:
+def frames_per_second(client: Client) -> float:
     def request_once(session: requests.Session, k: int) -> Sample:
         started = time.perf_counter()
-        response = session.get(f"{url}/{frame_path(k)}", timeout=TIMEOUT,
+        response = session.get(f"{client.server.url}/{frame_path(k)}", timeout=TIMEOUT,
                                headers={"Accept": FRAME_ACCEPT})
         return Sample(time.perf_counter() - started, response.status_code == 200, 1,
                       len(response.content))
 
     samples, wall = run_for_duration(request_once, CONCURRENT_CLIENTS, CONCURRENT_SECONDS,
-                                     session_headers=headers)
+                                     session_headers=dict(client.session.headers))
     result = summarise("frames", CONCURRENT_CLIENTS, samples, wall)
     if result.errors:
         raise RuntimeError(f"{result.errors} frame requests failed")
     return result.items_per_s or 0.0
 
 
-def measure(server: Running, headers: dict[str, str], count: int) -> dict[str, float]:
-    figures: dict[str, float] = {}
-    for name, paths, accept in (
+def measure(clients: dict[str, Client], count: int) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = {name: {} for name in clients}
+    for measure_name, paths, accept in (
         ("qido_study_list", [STUDY_LIST], "application/dicom+json"),
         ("qido_patient", [PATIENT_SEARCH], "application/dicom+json"),
         ("frame", [frame_path(k) for k in range(MR_SLICES)], FRAME_ACCEPT),
     ):
-        before = server.cpu_seconds()
-        timings = latencies(server.url, headers, paths, accept, count)
-        cpu = server.cpu_seconds() - before
-        figures[f"{name}_p50_ms"] = percentile_ms(timings, 50) or 0.0
-        figures[f"{name}_p95_ms"] = percentile_ms(timings, 95) or 0.0
-        figures[f"{name}_cpu_ms"] = round(cpu * 1000 / (WARM_UP + count), 3)
-    figures["frames_per_s_6_clients"] = frames_per_second(server.url, headers)
+        before = {name: client.server.cpu_seconds() for name, client in clients.items()}
+        timings = interleaved_latencies(clients, paths, accept, count)
+        for name, client in clients.items():
+            cpu = client.server.cpu_seconds() - before[name]
+            found = figures[name]
+            found[f"{measure_name}_p50_ms"] = percentile_ms(timings[name], 50) or 0.0
+            found[f"{measure_name}_p95_ms"] = percentile_ms(timings[name], 95) or 0.0
+            found[f"{measure_name}_cpu_ms"] = round(cpu * 1000 / (WARM_UP + count), 3)
+    for name, client in clients.items():
+        figures[name]["frames_per_s_6_clients"] = frames_per_second(client)
     return figures
 
 
-def run_configuration(name: str, options: Options, issuer: LocalIssuer) -> dict[str, float]:
-    if name == "off":
-        with serving(options, ["--audit", "off"]) as server:
-            upload(server.url)
-            return measure(server, {}, options.requests)
-    if name == "audit":
-        with serving(options, []) as server:
-            return measure(server, {}, options.requests)
-    if name == "oidc":
-        oidc = ["--oidc-issuer", issuer.url, "--oidc-audience", AUDIENCE]
-        with serving(options, oidc) as server:
-            return measure(server, {"Authorization": f"Bearer {issuer.token()}"},
-                           options.requests)
-    # An API key exists only during its own configuration: with one, anonymous calls are 401.
-    created = dicomweb("apikey", "create", "--name", "bench", "--scopes",
-                       "dicomweb:read dicomweb:write", *store_options(options))
-    key = created.stdout.split()[0]
-    try:
-        with serving(options, []) as server:
-            return measure(server, {"Authorization": f"Bearer {key}"}, options.requests)
-    finally:
-        dicomweb("apikey", "revoke", "bench", *store_options(options))
+def prepare(options: Options) -> Options:
+    """Fills the data folder (unless a previous run did) and copies it for the API key's
+    server; returns the copy's options."""
+    with serving(options, ["--audit", "off"]) as server:
+        upload(server.url)
+    keyed = Options(options.rounds, options.requests,
+                    options.data_dir.with_name(options.data_dir.name + "-apikey"))
+    shutil.rmtree(keyed.data_dir, ignore_errors=True)
+    shutil.copytree(options.data_dir, keyed.data_dir)
+    return keyed
+
+
+@contextmanager
+def all_configurations(options: Options, keyed: Options, issuer: LocalIssuer,
+                       key: str) -> Iterator[dict[str, Client]]:
+    oidc = ["--oidc-issuer", issuer.url, "--oidc-audience", AUDIENCE]
+    plans = {
+        "off": (options, ["--audit", "off"], {}),
+        "audit": (options, [], {}),
+        "oidc": (options, oidc, {"Authorization": f"Bearer {issuer.token()}"}),
+        "apikey": (keyed, [], {"Authorization": f"Bearer {key}"}),
+    }
+    with ExitStack() as stack:
+        clients = {}
+        for name, (where, extra, headers) in plans.items():
+            session = make_session(1)
+            session.headers.update(headers)
+            clients[name] = Client(stack.enter_context(serving(where, extra)), session)
+        yield clients
 
 
 def run_auth_bench(options: Options, say: Any = print) -> dict[str, Any]:
     issuer = LocalIssuer()
+    keyed = prepare(options)
+    created = dicomweb("apikey", "create", "--name", "bench", "--scopes",
+                       "dicomweb:read dicomweb:write", *store_options(keyed))
+    key = created.stdout.split()[0]
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGURATIONS}
     load: list[float] = []
     try:
         for number in range(1, options.rounds + 1):
+            load.append(os.getloadavg()[0])
+            with all_configurations(options, keyed, issuer, key) as clients:
+                figures = measure(clients, options.requests)
             for name in CONFIGURATIONS:
-                load.append(os.getloadavg()[0])
-                rounds[name].append(run_configuration(name, options, issuer))
-                say(f"round {number}/{options.rounds} {name}: {rounds[name][-1]}")
+                rounds[name].append(figures[name])
+                say(f"round {number}/{options.rounds} {name}: {figures[name]}")
     finally:
         issuer.stop()
+        shutil.rmtree(keyed.data_dir, ignore_errors=True)
     medians = {name: {metric: round(statistics.median(r[metric] for r in runs), 3)
                       for metric in runs[0]} for name, runs in rounds.items()}
     ratios = {name: {metric: round(value / medians["off"][metric], 3)
                      for metric, value in figures.items() if medians["off"][metric]}
               for name, figures in medians.items()}
     return {
-        "database": "postgresql" if options.database_url else "sqlite",
+        "database": "sqlite",
         "rounds": options.rounds, "requests": options.requests, "cpus": os.cpu_count(),
         "load_average_1min": {"min": min(load), "median": statistics.median(load),
                               "max": max(load)},
@@ -331,12 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300,
                         help="timed requests per latency measure")
     parser.add_argument("--data", type=Path, help="data folder (default: a temporary one)")
-    parser.add_argument("--database-url", help="PostgreSQL instead of the embedded SQLite")
     parser.add_argument("--json", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-auth-") as temporary:
-        options = Options(args.rounds, args.requests, args.data or Path(temporary),
-                          args.database_url)
+        options = Options(args.rounds, args.requests, args.data or Path(temporary))
         report = run_auth_bench(options, say=lambda text: print(text, file=sys.stderr))
     print(render_table(report))
     if args.json:
