@@ -48,11 +48,14 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def log_once_it_holds(self, text: str, timeout: float = 10.0) -> str:
-        """The log once `text` is in it: the access line of a request is written after its
-        response is sent, so a test reading at once can race the server."""
+    def log_once_it_holds(self, text: str, since: int = 0, times: int = 1,
+                          timeout: float = 10.0) -> str:
+        """The log once `text` is in it `times` times after its first `since` characters: the
+        access line of a request is written after its response is sent, so a test reading at
+        once can race the server."""
         deadline = time.monotonic() + timeout
-        while text not in (log := self.log()) and time.monotonic() < deadline:
+        while (log := self.log())[since:].count(text) < times:
+            assert time.monotonic() < deadline, f"{text!r} not {times} times in the log"
             time.sleep(0.05)
         return log
 
