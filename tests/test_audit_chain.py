@@ -64,10 +64,12 @@ def test_index_batches_are_bounded_by_study_rows(tmp_path: Path,
     store.close()
 
 
-def test_the_wal_starts_again_while_requests_keep_appending(tmp_path: Path) -> None:
+def test_the_wal_starts_again_while_requests_keep_appending(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Lone appends never stop while the writer thread checkpoints (as under steady load): the
     WAL must still be restarted, not grow by every record written (it grew 14 MB/s at 1,500
     audited frames/s when only passive checkpoints ran, and restarted only when idle)."""
+    monkeypatch.setattr(chain, "WAL_RESTART_FRAMES", 64)  # 256 KiB, not 16 MiB: a short test
     store = Store(Settings(data_dir=tmp_path))
     trail = AuditTrail(store)
     store.create_schema()
