@@ -71,6 +71,11 @@ class AuditTrail:
 
     def known(self, subjects: Sequence[Subject]) -> list[str]:
         """Resolve subjects whose study's patient is remembered; the study UIDs left."""
+        if len(subjects) == 1:  # a retrieve names one study: no lists to build
+            subject = subjects[0]
+            if subject.patient is None:
+                subject.patient = self.patients.get(subject.study)
+            return [] if subject.patient is not None else [subject.study]
         pending = [subject for subject in subjects if subject.patient is None]
         if not pending:
             return []
