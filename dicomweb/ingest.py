@@ -54,6 +54,9 @@ class IngestedInstance:
     warnings: list[str] = field(default_factory=list)
     #: Where the file is now: the received temp file, then its blob once committed.
     file_path: Path | None = None
+    #: An RT object's index rows (`rt.indexing.RtIndexRows`), built with the parse; None for
+    #: other instances and until built.
+    rt_rows: Any = None
 
 
 def instance_path(study: str, series: str, sop: str) -> str:
@@ -272,9 +275,12 @@ def ingest_file(
 def parse_part(
     path: Path, expected_study: str | None = None, limits: InflateLimits = InflateLimits()
 ) -> IngestedInstance | InstanceRejected:
-    """`ingest_file`, with a rejection as the value rather than raised (batches, pools)."""
+    """`ingest_file`, with a rejection as the value rather than raised (batches, pools), and
+    an RT object's index rows built here too (in the ingest process, not the server's)."""
+    from dicomweb.rt.indexing import attach_rt_rows  # rt imports this module
+
     try:
-        return ingest_file(path, expected_study=expected_study, limits=limits)
+        return attach_rt_rows(ingest_file(path, expected_study=expected_study, limits=limits))
     except InstanceRejected as rejected:
         return rejected
 

@@ -51,6 +51,12 @@ def _parse_in_worker(
 
 
 def _warm_up() -> int:
+    # What an RT object's index rows need (imported lazily by the parse and the indexers):
+    # imported at start-up, so the first RT upload does not wait for it.
+    import dicomweb.rt.indexing  # noqa: F401
+    import dicomweb.rt.serialize  # noqa: F401
+    import dicomweb.rt.slabs  # noqa: F401
+
     return os.getpid()
 
 

@@ -8,7 +8,13 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import dimse_primitives, dsutils
-from pynetdicom.dimse_messages import C_FIND_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_messages import (
+    C_FIND_RSP,
+    C_MOVE_RSP,
+    C_STORE_RQ,
+    C_STORE_RSP,
+    DIMSEMessage,
+)
 from pynetdicom.dsutils import create_file_meta
 
 from dicomweb.dimse import encoding
@@ -127,3 +133,17 @@ def test_a_store_request_with_an_unexpected_element_is_read_by_pydicom() -> None
     command_set.add_new(0x00000600, "AE", "ODD")  # Move Destination: not a C-STORE field
     data = BytesIO(dsutils.encode(command_set, True, True))
     assert isinstance(encoding.command_set_decoder(dsutils.decode)(data, True, True), Dataset)
+
+
+def test_received_messages_start_without_a_command_set_and_decode_as_pynetdicoms() -> None:
+    # The same attributes as pynetdicom's, but the empty Dataset (made if asked for).
+    assert set(vars(encoding.ReceivedMessage())) == set(vars(DIMSEMessage())) - {"command_set"}
+    assert encoding.ReceivedMessage().command_set == Dataset()
+    for message in messages():
+        theirs, ours = DIMSEMessage(), encoding.ReceivedMessage()
+        for pdata in message.encode_msg(1, 16382):
+            done = [theirs.decode_msg(pdata), ours.decode_msg(pdata)]
+        assert done == [True, True]
+        assert type(ours) is type(theirs) is type(message)
+        assert ours.command_set == theirs.command_set
+        assert ours.context_id == theirs.context_id == 1

@@ -262,3 +262,34 @@ def test_stored_with_problems_gets_b000(dimse_server, tmp_path) -> None:
         f"{dimse_server.http.url}/instances?SOPInstanceUID={ds.SOPInstanceUID}", timeout=30)
     assert found.status_code == 200
 
+
+
+def test_concurrent_associations_store_every_instance_as_received(dimse_server, tmp_path) -> None:
+    """Four associations at once share batches (an RT structure set among their files, its
+    ROIs indexed): each instance is stored byte for byte, with a status of its own."""
+    from conformance import generate as gen
+
+    rt = gen.RtStudy(seed=7311, ct_slices=2, mr_slices=0)
+    structure = gen.rtstruct_dataset(rt)
+    study = factory.new_uid()
+    groups = [a_series(10, study=study) for _ in range(4)]
+    folders = [write(tmp_path / f"a{i}", group) for i, group in enumerate(groups)]
+    folders[1].insert(5, gen.write(structure, tmp_path / "rt" / "structure.dcm"))
+    senders = [subprocess.Popen(
+        [dcmtk.dcmtk_tool("storescu") or "storescu", "-d", *peer(dimse_server.port),
+         *map(str, paths)], env=dcmtk.tool_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, errors="replace") for paths in folders]
+    outputs = [sender.communicate(timeout=300)[0] for sender in senders]
+    for output, paths in zip(outputs, folders, strict=True):
+        assert statuses(output) == [0] * len(paths), output
+    for group, paths in zip(groups, folders, strict=True):
+        for ds, path in zip(group, [p for p in paths if "/rt/" not in str(p)], strict=True):
+            stored = retrieve(dimse_server.http, study, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+            assert dataset_bytes(stored) == dataset_bytes(path)
+    found = requests.get(f"{dimse_server.http.url}/studies/{study}/instances", timeout=30)
+    assert len(found.json()) == 40
+    url = (f"{dimse_server.http.url}/studies/{structure.StudyInstanceUID}/series/"
+           f"{structure.SeriesInstanceUID}/instances/{structure.SOPInstanceUID}/rt/rois")
+    rois = requests.get(url, timeout=60)
+    assert rois.status_code == 200, rois.text
+    assert rois.json()

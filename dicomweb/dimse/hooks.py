@@ -260,6 +260,7 @@ def install(temp_dir: Path) -> None:
     dimse_messages.write_file_meta_info = encoding.write_file_meta  # type: ignore[attr-defined]
     dimse_messages.encode = encoding.command_set_encoder(dsutils.encode)  # type: ignore
     dimse_messages.decode = encoding.command_set_decoder(dsutils.decode)  # type: ignore
+    dimse.DIMSEMessage = encoding.ReceivedMessage  # type: ignore[misc]
     request = dimse_messages.C_STORE_RQ
     if not hasattr(request, "_dicomweb_original"):
         request._dicomweb_original = request.message_to_primitive  # type: ignore[attr-defined]

@@ -41,8 +41,9 @@ class PreparedInsert:
     """An INSERT of whole rows of one table (column → value mappings, missing columns take
     their defaults), compiled for one dialect."""
 
-    def __init__(self, statement: Any, table: Table, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement: Any, table: Table, dialect: Dialect,
+                 column_keys: list[str] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         self.sql = compiled.string
         self.positional = compiled.positional
         self.names = list(compiled.positiontup or compiled.binds)
@@ -117,6 +118,20 @@ def insert_rows(
     *, ignore_duplicates: bool = False,
 ) -> None:
     prepared_insert(connection.dialect, table.name, ignore_duplicates).execute(connection, rows)
+
+
+@lru_cache(maxsize=64)
+def prepared_keyed_insert(dialect: Dialect, table: Table) -> PreparedInsert:
+    """An INSERT of every column but the table's generated integer key (RT index rows)."""
+    names = [c.name for c in table.columns if not (c.primary_key and c.autoincrement)]
+    # inline: no RETURNING of the key (an executemany fetches nothing back).
+    return PreparedInsert(table.insert().inline(), table, dialect, column_keys=names)
+
+
+def insert_keyed_rows(connection: Connection, table: Table,
+                      rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows of a table whose key the database generates, in order (so the keys follow it)."""
+    prepared_keyed_insert(connection.dialect, table).execute(connection, rows)
 
 
 @lru_cache(maxsize=8)
