@@ -44,15 +44,10 @@ from .dose import DoseGrid
 from .errors import NoDoseData
 from .grid import Grid
 from .interpolation import DoseSampler, Interpolation
+from .planes import PlanarStack, planar_stack
+from .polygons import lattice_mask, points_in_polygons_banded, polygon_area_centroid
 from .slabs import DEFAULT_ENDCAP, Endcap, SlabPiece, slab_pieces
-from .structures import (
-    PlanarStack,
-    Roi,
-    lattice_mask,
-    planar_stack,
-    points_in_polygons_banded,
-    polygon_area_centroid,
-)
+from .structures import Roi
 
 DEFAULT_VOLUME_LEVELS = (98.0, 95.0, 50.0, 2.0)
 DEFAULT_INTERPOLATION = Interpolation.QUADRATIC
