@@ -227,17 +227,20 @@ def search_json(engine: Engine, query: SearchQuery, base_url: str,
         if query.level == Level.STUDY:
             rows, more = matching_rows(connection, query, access, with_counts)
             body = studies_json(connection, rows, query, base_url)
+            study_uids = [r[0] for r in rows]  # one row per study
         else:
             rows, more = matching_rows(connection, query, access)
             body = orjson.dumps(RENDER[query.level](connection, rows, query, base_url))
-    return JsonPage(body, list(dict.fromkeys(r["study_instance_uid"] for r in rows)), more)
+            study_uids = list(dict.fromkeys(r["study_instance_uid"] for r in rows))
+    return JsonPage(body, study_uids, more)
 
 
 def matching_rows(connection: Connection, query: SearchQuery, access: StudyFilter,
                   decorate: Callable[[Select[Any]], Select[Any]] | None = None,
                   ) -> tuple[list[Any], bool]:
-    """The index rows of one page, and whether more match. `decorate` (studies only) turns
-    the statement of the page into one that adds columns to its rows."""
+    """The index rows of one page (mappings), and whether more match. `decorate` (studies
+    only) turns the statement of the page into one that adds columns to its rows; its rows
+    come as tuples in its columns' order (what a mapping per row costs is most of a fetch)."""
     statement, json_conditions = matching_statement(query, access)
     limit = query.limit or 0
     if not json_conditions:
@@ -245,7 +248,9 @@ def matching_rows(connection: Connection, query: SearchQuery, access: StudyFilte
         if decorate is not None:
             statement = decorate(statement)
     # fetchall: one driver call for the page, not one fetchone per row.
-    rows = list(connection.execute(statement).mappings().all())
+    result = connection.execute(statement)
+    rows = list(result.all() if decorate is not None and not json_conditions
+                else result.mappings().all())
     if json_conditions:
         level = query.level
         rows = [
@@ -260,7 +265,7 @@ def matching_rows(connection: Connection, query: SearchQuery, access: StudyFilte
                         [r["study_instance_uid"] for r in rows[:limit]]))
                     .order_by(*ORDER[Level.STUDY]()))
             more = len(rows) > limit
-            return list(connection.execute(decorate(page)).mappings().all()), more
+            return list(connection.execute(decorate(page)).all()), more
     return rows[:limit], len(rows) > limit
 
 
