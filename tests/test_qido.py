@@ -405,3 +405,26 @@ def test_study_list_shows_a_study_stored_again_after_delete(server):
     assert again["00081030"]["Value"] == ["Second"]
     assert again["00080061"]["Value"] == ["MR"]
     assert again["00201208"]["Value"] == [2]
+
+
+def test_study_list_counts_what_is_stored_after_it_was_listed(server):
+    """A study's listed object is kept with what it was made of: an instance and a series
+    stored later (the study's own attributes unchanged) are counted on the next list."""
+    study = new_uid()
+    accession = "C" + uuid.uuid4().hex[:10].upper()
+
+    def listed() -> dict:
+        found = query(server, "/studies", f"AccessionNumber={accession}").json()
+        assert len(found) == 1
+        return found[0]
+
+    assert server.stow(image(study=study, accession=accession)).status_code == 200
+    for _ in range(2):
+        first = listed()
+    assert first["00201206"]["Value"] == [1] and first["00201208"]["Value"] == [1]
+    assert server.stow(image(study=study, accession=accession, modality="MR")
+                       ).status_code == 200
+    again = listed()
+    assert again["00201206"]["Value"] == [2]
+    assert again["00201208"]["Value"] == [2]
+    assert again["00080061"]["Value"] == sorted({*first["00080061"]["Value"], "MR"})

@@ -4,8 +4,10 @@ A study list of 500 studies built as dicts is ~30,000 Python objects (an element
 holding a list, a person name one more dict), parsed from each study's stored JSON, sorted and
 serialised again: most of the CPU of `PatientName=S*`. Here the stored attributes a page asks
 for are kept per study as JSON bytes (untracked by the garbage collector), cut at the places
-where the computed attributes go, so a row is a join of bytes. The output is the same bytes
-as `orjson.dumps` of `results.render_studies` (tests/test_qido.py compares them).
+where the computed attributes go, so a row is a join of bytes; and the joined object is kept
+too, reused while what it was made of (stored JSON, series, counts, URL base) is unchanged.
+The output is the same bytes as `orjson.dumps` of `results.render_studies` (tests/test_qido.py
+compares them).
 """
 
 from __future__ import annotations
@@ -73,32 +75,40 @@ def segments(dataset: dict[str, Any]) -> Segments:
             b"".join(b"," + m for m in after))
 
 
-class StudyParts:
-    """The segments of a study's stored attributes that a page asks for, under (requested
-    fields, stored JSON): the key is the stored bytes themselves, so an entry whose study
-    changed is simply never asked for again (and ages out)."""
+#: What a study's JSON object is made of, besides the requested fields: its stored JSON, the
+#: database's text of its series' modalities, its number of instances, the URL base, its SOP
+#: classes (None unless asked for).
+MadeOf = tuple[bytes, str | None, int, str, list[str] | None]
+
+
+class StudyObjects:
+    """The JSON object of a study in a page, under (requested fields, study UID), with what it
+    was made of: used only while that is equal (comparing ~1 kB of stored JSON costs less
+    than hashing it as a key would); a changed study replaces its entry. A page of known
+    studies is then a lookup per study, not a join of a dozen parts."""
 
     def __init__(self, max_entries: int = STUDY_PARTS_KEPT) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[tuple[Any, ...], bytes], Segments] = OrderedDict()
+        self._entries: OrderedDict[tuple[tuple[Any, ...], str], tuple[MadeOf, bytes]] = \
+            OrderedDict()
         self._lock = Lock()
 
-    def segments(self, stored: bytes, fields: tuple[Any, ...],
-                 wanted: frozenset[str] | None) -> Segments:
+    def object(self, uid: str, made_of: MadeOf, fields: tuple[Any, ...],
+               wanted: frozenset[str] | None) -> bytes:
         """`fields`, `wanted`: `fields_key(query)`, `wanted_keys(...)`, once per page."""
-        key = (fields, stored)
+        key = (fields, uid)
         found = self._entries.get(key)
-        if found is not None:
-            return found
-        found = segments(take(orjson.loads(stored), wanted))
+        if found is not None and found[0] == made_of:
+            return found[1]
+        made = study_object(uid, made_of, segments(take(orjson.loads(made_of[0]), wanted)))
         with self._lock:
-            self._entries[key] = found
+            self._entries[key] = (made_of, made)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        return found
+        return made
 
 
-STUDY_PARTS = StudyParts()
+STUDY_OBJECTS = StudyObjects()
 
 
 def study_order(columns: Any) -> list[Any]:
@@ -178,6 +188,22 @@ def series_part(found: str | None) -> tuple[int, bytes]:
     return len(modalities), MODALITIES % orjson.dumps(distinct) if distinct else b""
 
 
+def study_object(uid: str, made_of: MadeOf, stored: Segments) -> bytes:
+    """A study's JSON object: its stored members (`stored`, cut by `segments`) with the
+    computed ones in their places."""
+    _, series_modalities, instance_count, base, classes = made_of
+    series_count, modalities = series_part(series_modalities)
+    return b"".join((
+        b"{", stored[0], ONLINE,
+        stored[1], modalities,
+        stored[2], SOP_CLASSES % orjson.dumps(classes) if classes else b"",
+        stored[3], RETRIEVE_URL % orjson.dumps(study_url(base, uid)),
+        stored[4], SERIES_COUNT % series_count,
+        stored[5], INSTANCE_COUNT % instance_count,
+        stored[6], b"}",
+    ))
+
+
 def studies_json(connection: Any, rows: list[Any], query: SearchQuery, base: str) -> bytes:
     """The JSON array of the page's studies (rows: `with_counts`'s, as tuples)."""
     sop_classes = (
@@ -188,23 +214,12 @@ def studies_json(connection: Any, rows: list[Any], query: SearchQuery, base: str
     )
     wanted = wanted_keys(attrs.STUDY_DEFAULT_KEYS, query)
     fields = fields_key(query)
-    dumps = orjson.dumps
-    objects = []
+    known = STUDY_OBJECTS.object
     # Unpacked by position (COUNTED's columns): a Row's attribute or mapping access cost more
     # than the rest of the row's work.
-    for uid, stored_json, series_modalities, instance_count in rows:
-        stored = STUDY_PARTS.segments(stored_json, fields, wanted)
-        series_count, modalities = series_part(series_modalities)
-        found_classes = sop_classes.get(uid)
-        objects.append(b"".join((
-            b"{", stored[0], ONLINE,
-            stored[1], modalities,
-            stored[2], SOP_CLASSES % dumps(found_classes) if found_classes else b"",
-            stored[3], RETRIEVE_URL % dumps(study_url(base, uid)),
-            stored[4], SERIES_COUNT % series_count,
-            stored[5], INSTANCE_COUNT % instance_count,
-            stored[6], b"}",
-        )))
+    objects = [known(uid, (stored, series_modalities, instance_count, base, sop_classes.get(uid)),
+                     fields, wanted)
+               for uid, stored, series_modalities, instance_count in rows]
     if not objects:
         return b"[]"
     objects[0] = b"[" + objects[0]  # the brackets on the ends: one copy of the page, not three
