@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -225,7 +226,8 @@ def search_json(engine: Engine, query: SearchQuery, base_url: str,
     """`search` as the JSON array an HTTP answer sends, and the studies it names."""
     with engine.connect() as connection:
         if query.level == Level.STUDY:
-            rows, more = matching_rows(connection, query, access, with_counts)
+            counted = partial(with_counts, dialect=connection.dialect.name)
+            rows, more = matching_rows(connection, query, access, counted)
             body = studies_json(connection, rows, query, base_url)
             study_uids = [r[0] for r in rows]  # one row per study
         else:
