@@ -3,12 +3,13 @@
     python -m conformance.qido_instructions [--data DIR] [--requests 20] [--query NAME]
 
 The app is built as `dicomweb serve` builds it (settings from the environment, audit on) on a
-data folder holding `conformance.benchdata`'s 2,000 small studies (filled once, through the
-store's own ingest, into `--data`; later runs reuse it). It runs in one process under
-valgrind's callgrind; requests go straight through the ASGI app (no socket, no HTTP parser),
-instrumented only while the counted requests run, after a warm-up. `--query` names one of
-`conformance.bench.qido_paths` ("PatientName=S*" by default). `--database-url` measures on
-PostgreSQL instead of the folder's SQLite index. `--source` runs another checkout's code.
+data folder holding `conformance.benchdata`'s 2,000 small studies and 392-slice MR series
+(filled once, through the store's own ingest, into `--data`; later runs reuse it). It runs in
+one process under valgrind's callgrind; requests go straight through the ASGI app (no socket,
+no HTTP parser), instrumented only while the counted requests run, after a warm-up.
+`--query` names one of `conformance.bench.qido_paths` ("PatientName=S*" by default);
+`--database-url` measures on PostgreSQL instead of the folder's SQLite index; `--source` runs
+another checkout's code.
 """
 
 from __future__ import annotations
@@ -25,31 +26,44 @@ from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 STUDIES = 2000
+MR_SLICES = 392
 WARM_UP = 5
 FILLED = "qido-instructions-filled"
 
 
 def fill(data_dir: Path, database_url: str | None) -> None:
-    """The bench's small studies, ingested through the store (once per folder and index)."""
+    """The bench's small studies and its 392-slice MR series, ingested through the store
+    (once per folder and index)."""
     from conformance import benchdata
     from dicomweb.config import Settings
     from dicomweb.store.repository import Store
 
-    marker = data_dir / (FILLED + ("-pg" if database_url else ""))
-    if marker.exists():
+    suffix = "-pg" if database_url else ""
+    small, mr = data_dir / (FILLED + suffix), data_dir / (FILLED + "-mr" + suffix)
+    if small.exists() and mr.exists():
         return
     settings = Settings.from_env(data_dir=data_dir, **database_option(database_url))
     store = Store(settings)
     store.create_schema()
-    for index in range(STUDIES):
-        paths = []
-        for instance in benchdata.small_study(index):
-            path = store.blobs.new_temp_path()
-            path.write_bytes(instance.data)
-            paths.append(path)
-        store.store_files(paths)
+    if not small.exists():
+        for index in range(STUDIES):
+            store_all(store, benchdata.small_study(index))
+        small.write_text("done\n")
+    if not mr.exists():
+        for first in range(0, MR_SLICES, 32):
+            store_all(store, [benchdata.mr_slice(i, MR_SLICES)
+                              for i in range(first, min(first + 32, MR_SLICES))])
+        mr.write_text("done\n")
     store.close()
-    marker.write_text("done\n")
+
+
+def store_all(store: Any, instances: list[Any]) -> None:
+    paths = []
+    for instance in instances:
+        path = store.blobs.new_temp_path()
+        path.write_bytes(instance.data)
+        paths.append(path)
+    store.store_files(paths)
 
 
 def database_option(database_url: str | None) -> dict[str, Any]:
