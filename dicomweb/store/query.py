@@ -16,6 +16,7 @@ from dicomweb.attributes import Kind, Level
 from dicomweb.errors import BadRequest
 from dicomweb.qido import Condition, SearchQuery, split_list
 from dicomweb.store.access import EVERY_STUDY, StudyFilter
+from dicomweb.store.instance_page import instances_json
 from dicomweb.store.repository import INSTANCES, SERIES, STUDIES
 from dicomweb.store.results import RENDER, element, pick
 from dicomweb.store.study_page import studies_json, study_order, with_counts
@@ -232,7 +233,8 @@ def search_json(engine: Engine, query: SearchQuery, base_url: str,
             study_uids = [r[0] for r in rows]  # one row per study
         else:
             rows, more = matching_rows(connection, query, access)
-            body = orjson.dumps(RENDER[query.level](connection, rows, query, base_url))
+            body = (instances_json(rows, query, base_url) if query.level == Level.INSTANCE
+                    else orjson.dumps(RENDER[query.level](connection, rows, query, base_url)))
             study_uids = list(dict.fromkeys(r["study_instance_uid"] for r in rows))
     return JsonPage(body, study_uids, more)
 
