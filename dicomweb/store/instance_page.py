@@ -61,10 +61,16 @@ def instances_json(rows: list[Any], query: SearchQuery, base: str) -> bytes:
     study_keys = study_context_keys(query)
     fields = fields_key(query)
     study_fixed = query.study is not None  # decides the study attributes a result carries
+    # One copy of a study's and a series' stored JSON per page (one statement: the same for
+    # every row of the study or series), shared by the entries kept: each row holds its own
+    # copy, and 392 kept entries would hold 392 of them.
+    study_json: dict[str, bytes] = {}
+    series_json: dict[str, bytes] = {}
     objects = []
     for row in rows:
         key = (row["blob_key"], study_fixed, fields)
-        made_of = (row["study_json"], row["series_json"], base)
+        made_of = (study_json.setdefault(row["study_instance_uid"], row["study_json"]),
+                   series_json.setdefault(row["series_instance_uid"], row["series_json"]), base)
         made = INSTANCE_OBJECTS.get(key, made_of)
         if made is None:
             made = orjson.dumps(instance_result(row, query, base, studies, series, study_keys,
