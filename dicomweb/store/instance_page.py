@@ -15,10 +15,13 @@ from threading import Lock
 from typing import Any
 
 import orjson
+from sqlalchemy import select
 
 from dicomweb.qido import SearchQuery
+from dicomweb.store.repository import INSTANCES
 from dicomweb.store.results import (
     INSTANCE_PARTS_KEPT,
+    KEYS,
     fields_key,
     instance_result,
     study_context_keys,
@@ -53,9 +56,10 @@ class InstanceObjects:
 INSTANCE_OBJECTS = InstanceObjects()
 
 
-def instances_json(rows: list[Any], query: SearchQuery, base: str) -> bytes:
+def instances_json(connection: Any, rows: list[Any], query: SearchQuery, base: str) -> bytes:
     """The JSON array of the page's instances (rows: query.RESULT_COLUMNS[Level.INSTANCE]
-    with the study's and series' JSON)."""
+    with the study's and series' JSON; without `metadata_json` when the page was read lean:
+    a kept result does not need it, so only the page's new results read it, afterwards)."""
     studies: dict[str, dict[str, Any]] = {}
     series: dict[str, dict[str, Any]] = {}
     study_keys = study_context_keys(query)
@@ -66,15 +70,34 @@ def instances_json(rows: list[Any], query: SearchQuery, base: str) -> bytes:
     # copy, and 392 kept entries would hold 392 of them.
     study_json: dict[str, bytes] = {}
     series_json: dict[str, bytes] = {}
-    objects = []
+    objects: list[bytes | None] = []
+    new: list[tuple[int, Any, MadeOf]] = []
     for row in rows:
-        key = (row["blob_key"], study_fixed, fields)
         made_of = (study_json.setdefault(row["study_instance_uid"], row["study_json"]),
                    series_json.setdefault(row["series_instance_uid"], row["series_json"]), base)
-        made = INSTANCE_OBJECTS.get(key, made_of)
-        if made is None:
-            made = orjson.dumps(instance_result(row, query, base, studies, series, study_keys,
-                                                fields))
-            INSTANCE_OBJECTS.put(key, made_of, made)
-        objects.append(made)
-    return b"[" + b",".join(objects) + b"]"
+        objects.append(INSTANCE_OBJECTS.get((row["blob_key"], study_fixed, fields), made_of))
+        if objects[-1] is None:
+            new.append((len(objects) - 1, row, made_of))
+    stored = (instance_metadata(connection, [row for _, row, _ in new])
+              if new and "metadata_json" not in new[0][1] else {})
+    for index, row, made_of in new:
+        source = row
+        if stored:
+            found = stored.get(row["sop_instance_uid"])
+            if found is None:  # deleted since the page was read: not listed
+                continue
+            source = {**row, "blob_key": found[0], "metadata_json": found[1]}
+        made = orjson.dumps(instance_result(source, query, base, studies, series, study_keys,
+                                            fields))
+        # Under the blob key of the version read (an overwrite in between has a new one).
+        INSTANCE_OBJECTS.put((source["blob_key"], study_fixed, fields), made_of, made)
+        objects[index] = made
+    return b"[" + b",".join(o for o in objects if o is not None) + b"]"
+
+
+def instance_metadata(connection: Any, rows: list[Any]) -> dict[str, tuple[str, bytes]]:
+    """Blob key and stored JSON of the rows' instances, by SOP Instance UID."""
+    statement = select(INSTANCES.c.sop_instance_uid, INSTANCES.c.blob_key,
+                       INSTANCES.c.metadata_json).where(INSTANCES.c.sop_instance_uid.in_(KEYS))
+    found = connection.execute(statement, {"keys": [r["sop_instance_uid"] for r in rows]})
+    return {sop: (key, metadata) for sop, key, metadata in found}

@@ -232,8 +232,9 @@ def search_json(engine: Engine, query: SearchQuery, base_url: str,
             body = studies_json(connection, rows, query, base_url)
             study_uids = [r[0] for r in rows]  # one row per study
         else:
-            rows, more = matching_rows(connection, query, access)
-            body = (instances_json(rows, query, base_url) if query.level == Level.INSTANCE
+            instances = query.level == Level.INSTANCE
+            rows, more = matching_rows(connection, query, access, lean=instances)
+            body = (instances_json(connection, rows, query, base_url) if instances
                     else orjson.dumps(RENDER[query.level](connection, rows, query, base_url)))
             study_uids = list(dict.fromkeys(r["study_instance_uid"] for r in rows))
     return JsonPage(body, study_uids, more)
@@ -241,12 +242,17 @@ def search_json(engine: Engine, query: SearchQuery, base_url: str,
 
 def matching_rows(connection: Connection, query: SearchQuery, access: StudyFilter,
                   decorate: Callable[[Select[Any]], Select[Any]] | None = None,
-                  ) -> tuple[list[Any], bool]:
+                  lean: bool = False) -> tuple[list[Any], bool]:
     """The index rows of one page (mappings), and whether more match. `decorate` (studies
     only) turns the statement of the page into one that adds columns to its rows; its rows
-    come as tuples in its columns' order (what a mapping per row costs is most of a fetch)."""
+    come as tuples in its columns' order (what a mapping per row costs is most of a fetch).
+    `lean` (instances only): without the instances' stored JSON when no key is matched on it
+    (~3 kB a row, most of a PostgreSQL fetch; store.instance_page reads what it needs)."""
     statement, json_conditions = matching_statement(query, access)
     limit = query.limit or 0
+    if lean and not json_conditions:
+        statement = statement.with_only_columns(
+            *(c for c in statement.selected_columns if c.name != "metadata_json"))
     if not json_conditions:
         statement = statement.offset(query.offset).limit(limit + 1)
         if decorate is not None:
