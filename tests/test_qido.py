@@ -405,3 +405,51 @@ def test_study_list_shows_a_study_stored_again_after_delete(server):
     assert again["00081030"]["Value"] == ["Second"]
     assert again["00080061"]["Value"] == ["MR"]
     assert again["00201208"]["Value"] == [2]
+
+
+def test_study_list_counts_what_is_stored_after_it_was_listed(server):
+    """A study's listed object is kept with what it was made of: an instance and a series
+    stored later (the study's own attributes unchanged) are counted on the next list."""
+    study = new_uid()
+    accession = "C" + uuid.uuid4().hex[:10].upper()
+
+    def listed() -> dict:
+        found = query(server, "/studies", f"AccessionNumber={accession}").json()
+        assert len(found) == 1
+        return found[0]
+
+    assert server.stow(image(study=study, accession=accession)).status_code == 200
+    for _ in range(2):
+        first = listed()
+    assert first["00201206"]["Value"] == [1] and first["00201208"]["Value"] == [1]
+    assert server.stow(image(study=study, accession=accession, modality="MR")
+                       ).status_code == 200
+    again = listed()
+    assert again["00201206"]["Value"] == [2]
+    assert again["00201208"]["Value"] == [2]
+    assert again["00080061"]["Value"] == sorted({*first["00080061"]["Value"], "MR"})
+
+
+def test_instance_answer_is_the_results_as_dimse_gets_them(server, stored_study):
+    """An HTTP instance list is joined from kept result bytes (store/instance_page); it must
+    be exactly the JSON of the result objects C-FIND is built from (render_instances), with
+    the study fixed by the path or not."""
+    engine = make_engine(server.database_url or f"sqlite:///{server.data_dir / 'index.sqlite'}")
+    study = stored_study["study"]
+    cases = [(f"/studies/{study}/instances", "", study),
+             (f"/studies/{study}/instances", "includefield=all", study),
+             (f"/studies/{study}/instances", "limit=2&offset=1", study),
+             ("/instances", f"StudyInstanceUID={study}", None),
+             ("/instances", f"StudyInstanceUID={study}&includefield=00081030", None)]
+    try:
+        for _ in range(2):  # the second from the kept results
+            for path, params, fixed in cases:
+                response = requests.get(f"{server.url}{path}?{params}", timeout=30,
+                                        headers={**JSON, "Accept-Encoding": "identity"})
+                assert response.status_code == 200, (path, params)
+                expected = store_query.search(
+                    engine, parse_search(params, Level.INSTANCE, fixed, max_results=10_000),
+                    server.url)
+                assert response.content == orjson.dumps(expected.rows), (path, params)
+    finally:
+        engine.dispose()

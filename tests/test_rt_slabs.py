@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from test_rt_structures import circle, make_roi
 
+from dicomweb.rt.planes import planar_stack
+from dicomweb.rt.roi_measures import roi_volume_cc
 from dicomweb.rt.slabs import Endcap, SlabPiece, slab_pieces
-from dicomweb.rt.structures import planar_stack, roi_volume_cc
 
 EX, EY = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
 

@@ -12,19 +12,10 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from dicomweb.rt import Grid, NotAnRtObject
-from dicomweb.rt.structures import (
-    Contour,
-    ContourGeometricType,
-    Roi,
-    parse_structure_set,
-    planar_stack,
-    points_in_roi,
-    rasterize_roi,
-    rasterize_roi_fraction,
-    roi_bounds,
-    roi_centroid,
-    roi_volume_cc,
-)
+from dicomweb.rt.planes import planar_stack
+from dicomweb.rt.rasterize import points_in_roi, rasterize_roi, rasterize_roi_fraction
+from dicomweb.rt.roi_measures import roi_bounds, roi_centroid, roi_volume_cc
+from dicomweb.rt.structures import Contour, ContourGeometricType, Roi, parse_structure_set
 
 CP = ContourGeometricType.CLOSED_PLANAR
 

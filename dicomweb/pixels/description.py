@@ -8,14 +8,23 @@ malformed optional values, they leave the field ``None``.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from pydicom.datadict import tag_for_keyword
-
+from .attribute_sources import (
+    AttributeSource,
+    DatasetSource,
+    JsonSource,
+    as_floats,
+    as_int,
+    first_float,
+    first_int,
+    first_not_none,
+    first_str,
+    vector,
+)
 from .palette import expand_segmented_lut
 
 Vector3 = tuple[float, float, float]
@@ -139,9 +148,9 @@ class PixelDescription:
             image_orientation_patient=info.image_orientation_patient
             or self.image_orientation_patient,
             pixel_spacing=info.pixel_spacing or self.pixel_spacing,
-            slice_thickness=_first_not_none(info.slice_thickness, self.slice_thickness),
-            rescale_slope=_first_not_none(info.rescale_slope, self.rescale_slope),
-            rescale_intercept=_first_not_none(info.rescale_intercept, self.rescale_intercept),
+            slice_thickness=first_not_none(info.slice_thickness, self.slice_thickness),
+            rescale_slope=first_not_none(info.rescale_slope, self.rescale_slope),
+            rescale_intercept=first_not_none(info.rescale_intercept, self.rescale_intercept),
             window_centers=info.window_centers or self.window_centers,
             window_widths=info.window_widths or self.window_widths,
         )
@@ -180,167 +189,16 @@ class PixelDescription:
     @classmethod
     def from_dicom_json(cls, d: dict[str, Any]) -> PixelDescription:
         """Build from a PS3.18 Annex F DICOM JSON object (``{"00280010": {...}}``)."""
-        return _build(_JsonSource(d))
+        return _build(JsonSource(d))
 
     @classmethod
     def from_dataset(cls, ds: Any) -> PixelDescription:
         """Build from a :class:`pydicom.dataset.Dataset`."""
-        return _build(_DatasetSource(ds))
+        return _build(DatasetSource(ds))
 
 
-# ---------------------------------------------------------------------------------------
-# Attribute sources: one interface over DICOM JSON and pydicom datasets.
-# ---------------------------------------------------------------------------------------
-class _Source(Protocol):
-    def values(self, keyword: str) -> list[Any]: ...
-
-    def items(self, keyword: str) -> list[_Source]: ...
-
-    def binary(self, keyword: str) -> tuple[bytes | None, str | None]: ...
-
-    def vr(self, keyword: str) -> str | None: ...
-
-
-def json_key(keyword: str) -> str:
-    """The DICOM JSON key (8 upper-case hex digits) of a pydicom keyword."""
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        raise KeyError(keyword)
-    return f"{tag:08X}"
-
-
-class _JsonSource:
-    def __init__(self, d: dict[str, Any]) -> None:
-        self._d = d if isinstance(d, dict) else {}
-
-    def _element(self, keyword: str) -> dict[str, Any]:
-        elem = self._d.get(json_key(keyword))
-        return elem if isinstance(elem, dict) else {}
-
-    def vr(self, keyword: str) -> str | None:
-        vr = self._element(keyword).get("vr")
-        return vr if isinstance(vr, str) else None
-
-    def values(self, keyword: str) -> list[Any]:
-        value = self._element(keyword).get("Value")
-        return list(value) if isinstance(value, list) else []
-
-    def items(self, keyword: str) -> list[_Source]:
-        return [_JsonSource(item) for item in self.values(keyword) if isinstance(item, dict)]
-
-    def binary(self, keyword: str) -> tuple[bytes | None, str | None]:
-        elem = self._element(keyword)
-        inline = elem.get("InlineBinary")
-        if isinstance(inline, str):
-            try:
-                return base64.b64decode(inline), None
-            except ValueError:
-                return None, None
-        uri = elem.get("BulkDataURI")
-        return None, uri if isinstance(uri, str) else None
-
-
-class _DatasetSource:
-    def __init__(self, ds: Any) -> None:
-        self._ds = ds
-
-    def _value(self, keyword: str) -> Any:
-        try:
-            return getattr(self._ds, keyword, None)
-        except Exception:  # malformed raw element: treat as absent
-            return None
-
-    def vr(self, keyword: str) -> str | None:
-        try:
-            return str(self._ds[keyword].VR) if keyword in self._ds else None
-        except Exception:
-            return None
-
-    def values(self, keyword: str) -> list[Any]:
-        value = self._value(keyword)
-        if value is None or value == "":
-            return []
-        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-            return [value]
-        return list(value)
-
-    def items(self, keyword: str) -> list[_Source]:
-        value = self._value(keyword)
-        if value is None or isinstance(value, (str, bytes)):
-            return []
-        try:
-            return [_DatasetSource(item) for item in value]
-        except TypeError:
-            return []
-
-    def binary(self, keyword: str) -> tuple[bytes | None, str | None]:
-        value = self._value(keyword)
-        if not isinstance(value, (bytes, bytearray)):
-            return None, None
-        data = bytes(value)
-        encoding = getattr(self._ds, "original_encoding", (None, True))
-        if encoding and encoding[1] is False and len(data) % 2 == 0:
-            data = bytes(_swap16(data))  # OW words of a big endian file
-        return data, None
-
-
-def _swap16(data: bytes) -> bytearray:
-    out = bytearray(data)
-    out[0::2], out[1::2] = data[1::2], data[0::2]
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# Value coercion: never raise on malformed optional values.
-# ---------------------------------------------------------------------------------------
-def _first_not_none(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _floats(values: Sequence[Any]) -> tuple[float, ...] | None:
-    out = tuple(_float(v) for v in values)
-    return None if any(v is None for v in out) else out  # type: ignore[return-value]
-
-
-def _first_int(src: _Source, keyword: str, default: int | None = None) -> int | None:
-    values = src.values(keyword)
-    return _int(values[0]) if values else default
-
-
-def _first_float(src: _Source, keyword: str) -> float | None:
-    values = src.values(keyword)
-    return _float(values[0]) if values else None
-
-
-def _first_str(src: _Source, keyword: str) -> str | None:
-    values = src.values(keyword)
-    if not values or values[0] is None:
-        return None
-    text = str(values[0]).strip()
-    return text or None
-
-
-def _vector(src: _Source, keyword: str, n: int) -> tuple[float, ...] | None:
-    values = _floats(src.values(keyword))
-    return values if values is not None and len(values) == n else None
-
-
-def _palette(src: _Source, color: str) -> PaletteLUT | None:
-    descriptor = [_int(v) for v in src.values(f"{color}PaletteColorLookupTableDescriptor")]
+def _palette(src: AttributeSource, color: str) -> PaletteLUT | None:
+    descriptor = [as_int(v) for v in src.values(f"{color}PaletteColorLookupTableDescriptor")]
     if len(descriptor) != 3 or any(v is None for v in descriptor):
         return None
     data, uri = src.binary(f"{color}PaletteColorLookupTableData")
@@ -353,7 +211,7 @@ def _palette(src: _Source, color: str) -> PaletteLUT | None:
     return lut
 
 
-def _frame_info(groups: Sequence[_Source]) -> FrameInfo:
+def _frame_info(groups: Sequence[AttributeSource]) -> FrameInfo:
     """Merge functional group macros (PS3.3 C.7.6.16.2), earlier groups win."""
     position = orientation = spacing = None
     thickness = slope = intercept = None
@@ -361,18 +219,18 @@ def _frame_info(groups: Sequence[_Source]) -> FrameInfo:
     widths: tuple[float, ...] = ()
     for group in groups:
         for item in group.items("PlanePositionSequence")[:1]:
-            position = position or _vector(item, "ImagePositionPatient", 3)
+            position = position or vector(item, "ImagePositionPatient", 3)
         for item in group.items("PlaneOrientationSequence")[:1]:
-            orientation = orientation or _vector(item, "ImageOrientationPatient", 6)
+            orientation = orientation or vector(item, "ImageOrientationPatient", 6)
         for item in group.items("PixelMeasuresSequence")[:1]:
-            spacing = spacing or _vector(item, "PixelSpacing", 2)
-            thickness = _first_not_none(thickness, _first_float(item, "SliceThickness"))
+            spacing = spacing or vector(item, "PixelSpacing", 2)
+            thickness = first_not_none(thickness, first_float(item, "SliceThickness"))
         for item in group.items("PixelValueTransformationSequence")[:1]:
-            slope = _first_not_none(slope, _first_float(item, "RescaleSlope"))
-            intercept = _first_not_none(intercept, _first_float(item, "RescaleIntercept"))
+            slope = first_not_none(slope, first_float(item, "RescaleSlope"))
+            intercept = first_not_none(intercept, first_float(item, "RescaleIntercept"))
         for item in group.items("FrameVOILUTSequence")[:1]:
-            centers = centers or (_floats(item.values("WindowCenter")) or ())
-            widths = widths or (_floats(item.values("WindowWidth")) or ())
+            centers = centers or (as_floats(item.values("WindowCenter")) or ())
+            widths = widths or (as_floats(item.values("WindowWidth")) or ())
     return FrameInfo(
         image_position_patient=position,  # type: ignore[arg-type]
         image_orientation_patient=orientation,  # type: ignore[arg-type]
@@ -385,11 +243,11 @@ def _frame_info(groups: Sequence[_Source]) -> FrameInfo:
     )
 
 
-def _build(src: _Source) -> PixelDescription:
-    bits_allocated = _first_int(src, "BitsAllocated", 16) or 16
-    bits_stored = _first_int(src, "BitsStored", bits_allocated) or bits_allocated
-    samples = _first_int(src, "SamplesPerPixel", 1) or 1
-    photometric = _first_str(src, "PhotometricInterpretation")
+def _build(src: AttributeSource) -> PixelDescription:
+    bits_allocated = first_int(src, "BitsAllocated", 16) or 16
+    bits_stored = first_int(src, "BitsStored", bits_allocated) or bits_allocated
+    samples = first_int(src, "SamplesPerPixel", 1) or 1
+    photometric = first_str(src, "PhotometricInterpretation")
     if photometric is None:
         photometric = "RGB" if samples == 3 else "MONOCHROME2"
 
@@ -402,39 +260,39 @@ def _build(src: _Source) -> PixelDescription:
         return value if value is not None else shared_value
 
     return PixelDescription(
-        rows=_first_int(src, "Rows", 0) or 0,
-        columns=_first_int(src, "Columns", 0) or 0,
+        rows=first_int(src, "Rows", 0) or 0,
+        columns=first_int(src, "Columns", 0) or 0,
         samples_per_pixel=samples,
         bits_allocated=bits_allocated,
         bits_stored=bits_stored,
-        high_bit=_first_int(src, "HighBit", bits_stored - 1) or bits_stored - 1,
-        pixel_representation=_first_int(src, "PixelRepresentation", 0) or 0,
+        high_bit=first_int(src, "HighBit", bits_stored - 1) or bits_stored - 1,
+        pixel_representation=first_int(src, "PixelRepresentation", 0) or 0,
         photometric_interpretation=photometric,
-        planar_configuration=_first_int(src, "PlanarConfiguration", 0) or 0,
-        number_of_frames=max(_first_int(src, "NumberOfFrames", 1) or 1, 1),
-        rescale_slope=pick(_first_float(src, "RescaleSlope"), shared_info.rescale_slope),
+        planar_configuration=first_int(src, "PlanarConfiguration", 0) or 0,
+        number_of_frames=max(first_int(src, "NumberOfFrames", 1) or 1, 1),
+        rescale_slope=pick(first_float(src, "RescaleSlope"), shared_info.rescale_slope),
         rescale_intercept=pick(
-            _first_float(src, "RescaleIntercept"), shared_info.rescale_intercept
+            first_float(src, "RescaleIntercept"), shared_info.rescale_intercept
         ),
-        rescale_type=_first_str(src, "RescaleType"),
-        window_centers=_floats(src.values("WindowCenter")) or shared_info.window_centers,
-        window_widths=_floats(src.values("WindowWidth")) or shared_info.window_widths,
-        voi_lut_function=_first_str(src, "VOILUTFunction"),
-        pixel_padding_value=_first_int(src, "PixelPaddingValue"),
+        rescale_type=first_str(src, "RescaleType"),
+        window_centers=as_floats(src.values("WindowCenter")) or shared_info.window_centers,
+        window_widths=as_floats(src.values("WindowWidth")) or shared_info.window_widths,
+        voi_lut_function=first_str(src, "VOILUTFunction"),
+        pixel_padding_value=first_int(src, "PixelPaddingValue"),
         red_palette=_palette(src, "Red"),
         green_palette=_palette(src, "Green"),
         blue_palette=_palette(src, "Blue"),
-        pixel_spacing=pick(_vector(src, "PixelSpacing", 2), shared_info.pixel_spacing),
+        pixel_spacing=pick(vector(src, "PixelSpacing", 2), shared_info.pixel_spacing),
         image_position_patient=pick(
-            _vector(src, "ImagePositionPatient", 3), shared_info.image_position_patient
+            vector(src, "ImagePositionPatient", 3), shared_info.image_position_patient
         ),
         image_orientation_patient=pick(
-            _vector(src, "ImageOrientationPatient", 6), shared_info.image_orientation_patient
+            vector(src, "ImageOrientationPatient", 6), shared_info.image_orientation_patient
         ),
-        frame_of_reference_uid=_first_str(src, "FrameOfReferenceUID"),
-        slice_thickness=pick(_first_float(src, "SliceThickness"), shared_info.slice_thickness),
-        sop_instance_uid=_first_str(src, "SOPInstanceUID"),
-        series_instance_uid=_first_str(src, "SeriesInstanceUID"),
+        frame_of_reference_uid=first_str(src, "FrameOfReferenceUID"),
+        slice_thickness=pick(first_float(src, "SliceThickness"), shared_info.slice_thickness),
+        sop_instance_uid=first_str(src, "SOPInstanceUID"),
+        series_instance_uid=first_str(src, "SeriesInstanceUID"),
         pixel_data_vr=src.vr("PixelData"),
         frames=frames,
     )

@@ -9,18 +9,10 @@ from .dvh import Dvh, compute_dvh
 from .errors import InvalidGeometry, NoDoseData, NoRegistrationPath, NotAnRtObject, RtError
 from .grid import Grid
 from .plan import Beam, ControlPoint, FractionGroup, Plan, parse_plan
+from .rasterize import rasterize_roi
 from .registration import Registration, apply, parse_registration, transform
-from .structures import (
-    Contour,
-    ContourGeometricType,
-    Roi,
-    StructureSet,
-    parse_structure_set,
-    rasterize_roi,
-    roi_bounds,
-    roi_centroid,
-    roi_volume_cc,
-)
+from .roi_measures import roi_bounds, roi_centroid, roi_volume_cc
+from .structures import Contour, ContourGeometricType, Roi, StructureSet, parse_structure_set
 
 __all__ = [
     "Beam", "Contour", "ContourGeometricType", "ControlPoint", "DoseGrid", "Dvh",

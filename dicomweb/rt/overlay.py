@@ -18,14 +18,9 @@ from PIL import Image, ImageDraw
 
 from .dose import sample_trilinear
 from .grid import Grid
-from .structures import (
-    PLANE_TOLERANCE_MM,
-    Contour,
-    ContourGeometricType,
-    Roi,
-    planar_stack,
-    points_in_roi,
-)
+from .planes import PLANE_TOLERANCE_MM, planar_stack
+from .rasterize import points_in_roi
+from .structures import Contour, ContourGeometricType, Roi
 
 #: Default isodose levels, in % of ``max_dose``.
 ISODOSE_PERCENT = (30.0, 50.0, 70.0, 90.0, 95.0, 100.0)
@@ -164,7 +159,7 @@ def _cut_mask(contours: list[np.ndarray], plane: PlaneGeometry) -> np.ndarray:
 
 def _slab_contours(contours: list[np.ndarray], plane: PlaneGeometry) -> list[np.ndarray]:
     """Of contours parallel to ``plane``, those of the contour plane whose slab (± half the
-    plane spacing, as :func:`~dicomweb.rt.structures.points_in_roi`) holds the plane."""
+    plane spacing, as :func:`~dicomweb.rt.rasterize.points_in_roi`) holds the plane."""
     roi = Roi(number=0, contours=[Contour(ContourGeometricType.CLOSED_PLANAR, c)
                                   for c in contours])
     stack = planar_stack(roi)

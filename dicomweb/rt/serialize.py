@@ -17,7 +17,8 @@ from .dose import DoseGrid
 from .dvh import Dvh
 from .plan import Beam, ControlPoint, Plan
 from .registration import Registration
-from .structures import Contour, Roi, StructureSet, roi_bounds, roi_centroid, roi_volume_cc
+from .roi_measures import roi_bounds, roi_centroid, roi_volume_cc
+from .structures import Contour, Roi, StructureSet
 
 
 def _f(x: Any) -> float | None:

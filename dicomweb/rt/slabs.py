@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .structures import ContourPlane, PlanarStack
+from .planes import ContourPlane, PlanarStack
 
 MAX_AREA_RATIO = 16.0
 CLOSURE_TOLERANCE = 1e-6

@@ -21,7 +21,8 @@ from .errors import NotAnRtObject, RtError
 from .plan import parse_plan
 from .record import RECORD_ROW_MODELS, RECORD_SOP_CLASSES, index_record
 from .registration import parse_registration
-from .structures import parse_structure_set, roi_bounds, roi_centroid, roi_volume_cc
+from .roi_measures import roi_bounds, roi_centroid, roi_volume_cc
+from .structures import parse_structure_set
 
 
 def _json(value: object) -> str:

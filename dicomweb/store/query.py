@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from dicomweb.attributes import Kind, Level
 from dicomweb.errors import BadRequest
 from dicomweb.qido import Condition, SearchQuery, split_list
 from dicomweb.store.access import EVERY_STUDY, StudyFilter
+from dicomweb.store.instance_page import instances_json
 from dicomweb.store.repository import INSTANCES, SERIES, STUDIES
 from dicomweb.store.results import RENDER, element, pick
 from dicomweb.store.study_page import studies_json, study_order, with_counts
@@ -225,27 +227,40 @@ def search_json(engine: Engine, query: SearchQuery, base_url: str,
     """`search` as the JSON array an HTTP answer sends, and the studies it names."""
     with engine.connect() as connection:
         if query.level == Level.STUDY:
-            rows, more = matching_rows(connection, query, access, with_counts)
+            counted = partial(with_counts, dialect=connection.dialect.name)
+            rows, more = matching_rows(connection, query, access, counted)
             body = studies_json(connection, rows, query, base_url)
+            study_uids = [r[0] for r in rows]  # one row per study
         else:
-            rows, more = matching_rows(connection, query, access)
-            body = orjson.dumps(RENDER[query.level](connection, rows, query, base_url))
-    return JsonPage(body, list(dict.fromkeys(r["study_instance_uid"] for r in rows)), more)
+            instances = query.level == Level.INSTANCE
+            rows, more = matching_rows(connection, query, access, lean=instances)
+            body = (instances_json(connection, rows, query, base_url) if instances
+                    else orjson.dumps(RENDER[query.level](connection, rows, query, base_url)))
+            study_uids = list(dict.fromkeys(r["study_instance_uid"] for r in rows))
+    return JsonPage(body, study_uids, more)
 
 
 def matching_rows(connection: Connection, query: SearchQuery, access: StudyFilter,
                   decorate: Callable[[Select[Any]], Select[Any]] | None = None,
-                  ) -> tuple[list[Any], bool]:
-    """The index rows of one page, and whether more match. `decorate` (studies only) turns
-    the statement of the page into one that adds columns to its rows."""
+                  lean: bool = False) -> tuple[list[Any], bool]:
+    """The index rows of one page (mappings), and whether more match. `decorate` (studies
+    only) turns the statement of the page into one that adds columns to its rows; its rows
+    come as tuples in its columns' order (what a mapping per row costs is most of a fetch).
+    `lean` (instances only): without the instances' stored JSON when no key is matched on it
+    (~3 kB a row, most of a PostgreSQL fetch; store.instance_page reads what it needs)."""
     statement, json_conditions = matching_statement(query, access)
     limit = query.limit or 0
+    if lean and not json_conditions:
+        statement = statement.with_only_columns(
+            *(c for c in statement.selected_columns if c.name != "metadata_json"))
     if not json_conditions:
         statement = statement.offset(query.offset).limit(limit + 1)
         if decorate is not None:
             statement = decorate(statement)
     # fetchall: one driver call for the page, not one fetchone per row.
-    rows = list(connection.execute(statement).mappings().all())
+    result = connection.execute(statement)
+    rows = list(result.all() if decorate is not None and not json_conditions
+                else result.mappings().all())
     if json_conditions:
         level = query.level
         rows = [
@@ -260,7 +275,7 @@ def matching_rows(connection: Connection, query: SearchQuery, access: StudyFilte
                         [r["study_instance_uid"] for r in rows[:limit]]))
                     .order_by(*ORDER[Level.STUDY]()))
             more = len(rows) > limit
-            return list(connection.execute(decorate(page)).mappings().all()), more
+            return list(connection.execute(decorate(page)).all()), more
     return rows[:limit], len(rows) > limit
 
 

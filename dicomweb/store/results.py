@@ -200,21 +200,26 @@ def render_instances(
     series: dict[str, dict[str, Any]] = {}
     study_keys = study_context_keys(query)
     fields = fields_key(query)
-    results = []
-    for row in rows:
-        dataset = dict(picked(studies, row["study_instance_uid"], row["study_json"], study_keys,
-                              query))
-        dataset.update(picked(series, row["series_instance_uid"], row["series_json"],
-                              attrs.SERIES_DEFAULT_KEYS, query))
-        dataset.update(INSTANCE_PARTS.part(row["blob_key"], row["metadata_json"], query, fields))
-        dataset[attrs.INSTANCE_AVAILABILITY] = element("CS", "ONLINE")
-        dataset[attrs.RETRIEVE_URL] = element(
-            "UR",
-            f"{study_url(base, row['study_instance_uid'])}/series/{row['series_instance_uid']}"
-            f"/instances/{row['sop_instance_uid']}",
-        )
-        results.append(dict(sorted(dataset.items())))
-    return results
+    return [instance_result(row, query, base, studies, series, study_keys, fields)
+            for row in rows]
+
+
+def instance_result(row: Any, query: SearchQuery, base: str,
+                    studies: dict[str, dict[str, Any]], series: dict[str, dict[str, Any]],
+                    study_keys: frozenset[str], fields: tuple[Any, ...]) -> dict[str, Any]:
+    """One instance's result; `studies`, `series`: the page's parsed parts (see `picked`)."""
+    dataset = dict(picked(studies, row["study_instance_uid"], row["study_json"], study_keys,
+                          query))
+    dataset.update(picked(series, row["series_instance_uid"], row["series_json"],
+                          attrs.SERIES_DEFAULT_KEYS, query))
+    dataset.update(INSTANCE_PARTS.part(row["blob_key"], row["metadata_json"], query, fields))
+    dataset[attrs.INSTANCE_AVAILABILITY] = element("CS", "ONLINE")
+    dataset[attrs.RETRIEVE_URL] = element(
+        "UR",
+        f"{study_url(base, row['study_instance_uid'])}/series/{row['series_instance_uid']}"
+        f"/instances/{row['sop_instance_uid']}",
+    )
+    return dict(sorted(dataset.items()))
 
 
 def study_context_keys(query: SearchQuery) -> frozenset[str]:

@@ -13,9 +13,11 @@ from dicomweb.errors import Unprocessable
 from dicomweb.store.repository import Store
 
 from .. import service as svc
+from ..planes import planar_stack
+from ..rasterize import rasterize_roi
+from ..roi_measures import roi_volume_cc
 from ..serialize import contour_to_json
 from ..slabs import DEFAULT_ENDCAP, Endcap
-from ..structures import planar_stack, rasterize_roi, roi_volume_cc
 from .common import (
     budgeted,
     choice,
