@@ -17,11 +17,13 @@ from dicomweb.store.tables import utcnow
 
 
 @pytest.fixture
-def make_store(tmp_path, backend):
+def make_store(tmp_path, own_database):
+    """Stores on the module's own database: recovery counts every journal row it finds, and
+    other modules' servers may leave theirs in the session's shared one."""
     stores = []
 
     def make(**overrides) -> Store:
-        store = Store(Settings(data_dir=tmp_path, database_url=backend, **overrides))
+        store = Store(Settings(data_dir=tmp_path, database_url=own_database, **overrides))
         store.create_schema()
         stores.append(store)
         return store
