@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dicomweb import metrics, qido, stow, wado
+from dicomweb import metrics, qido, stow, wado, wado_frames
 from dicomweb.access import study_filter_of
 from dicomweb.access.authenticate import AccessControl, Authentication
 from dicomweb.access.authorize import protect
@@ -135,8 +135,8 @@ def dicomweb_routes() -> list[Route]:
         Route(INSTANCE, wado.retrieve_instances, methods=["GET"]),
         Route(INSTANCE, wado.delete_resource, methods=["DELETE"]),
         Route(INSTANCE + "/metadata", wado.retrieve_metadata, methods=["GET"]),
-        Route(INSTANCE + "/frames/{frames}", wado.retrieve_frames, methods=["GET"]),
-        Route(INSTANCE + "/bulkdata/{path:path}", wado.retrieve_bulkdata, methods=["GET"]),
+        Route(INSTANCE + "/frames/{frames}", wado_frames.retrieve_frames, methods=["GET"]),
+        Route(INSTANCE + "/bulkdata/{path:path}", wado_frames.retrieve_bulkdata, methods=["GET"]),
     ]
 
 
