@@ -4,9 +4,9 @@ the request id every response carries (`X-Request-Id`) and every log line about 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 import orjson
 from starlette.requests import HTTPConnection
@@ -35,7 +35,7 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()  # as uuid4().hex, without building a UUID
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         sent = 0
