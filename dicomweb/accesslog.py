@@ -27,8 +27,12 @@ def redacted_query(query: str) -> str:
 
 
 class AccessLog:
-    def __init__(self, app: ASGIApp) -> None:
+    """Also adds `response_headers` (after X-Request-Id) to every response it sees start."""
+
+    def __init__(self, app: ASGIApp,
+                 response_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.app = app
+        self.response_headers = response_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,7 +49,8 @@ class AccessLog:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [
-                    *message.get("headers", []), (b"x-request-id", request_id.encode())
+                    *message.get("headers", []), (b"x-request-id", request_id.encode()),
+                    *self.response_headers,
                 ]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
