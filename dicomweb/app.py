@@ -16,9 +16,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dicomweb import metrics, qido, stow, wado
+from dicomweb import metrics, qido, stow, wado, wado_frames
 from dicomweb.access import study_filter_of
 from dicomweb.access.authenticate import AccessControl, Authentication
 from dicomweb.access.authorize import protect
@@ -135,8 +134,8 @@ def dicomweb_routes() -> list[Route]:
         Route(INSTANCE, wado.retrieve_instances, methods=["GET"]),
         Route(INSTANCE, wado.delete_resource, methods=["DELETE"]),
         Route(INSTANCE + "/metadata", wado.retrieve_metadata, methods=["GET"]),
-        Route(INSTANCE + "/frames/{frames}", wado.retrieve_frames, methods=["GET"]),
-        Route(INSTANCE + "/bulkdata/{path:path}", wado.retrieve_bulkdata, methods=["GET"]),
+        Route(INSTANCE + "/frames/{frames}", wado_frames.retrieve_frames, methods=["GET"]),
+        Route(INSTANCE + "/bulkdata/{path:path}", wado_frames.retrieve_bulkdata, methods=["GET"]),
     ]
 
 
@@ -166,27 +165,10 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     return Response(orjson.dumps(body), status_code=500, media_type="application/json")
 
 
-class CrossOriginResourcePolicy:
-    """OHIF runs cross-origin isolated (COEP require-corp): images it loads directly need
-    `Cross-Origin-Resource-Policy: cross-origin`."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"], (b"cross-origin-resource-policy", b"cross-origin")
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
+#: OHIF runs cross-origin isolated (COEP require-corp): images it loads directly need
+#: `Cross-Origin-Resource-Policy: cross-origin`. Added by AccessLog with the request id (one
+#: rewrite of the status line's headers, not one per middleware).
+RESPONSE_HEADERS = ((b"cross-origin-resource-policy", b"cross-origin"),)
 
 
 # Headers cross-origin clients may read: paging warnings, and the geometry that accompanies
@@ -296,8 +278,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     middleware = [
         Middleware(TrustedProxies, allow=settings.forwarded_allow_ips),  # first: the client
         Middleware(CorsPolicy, access=access, expose_headers=EXPOSED_HEADERS),
-        Middleware(CrossOriginResourcePolicy),
-        Middleware(AccessLog),
+        Middleware(AccessLog, response_headers=RESPONSE_HEADERS),
         Middleware(metrics.RequestMetrics),
         Middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes),
         Middleware(NoNulInUrl),

@@ -100,7 +100,12 @@ class RequestBodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = declared_length(scope)
+        declared, chunked = body_framing(scope)
+        if declared is None and not chunked:
+            # No Content-Length, no Transfer-Encoding: no body (RFC 9112 6.3), nothing to
+            # count or bound; the request passes without the two wrappers.
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared > self.max_bytes:
             log.info("%s %s -> 413: body of %d bytes (request %s)", scope["method"],
                      scope["path"], declared, request_id_of_scope(scope))
@@ -156,13 +161,23 @@ async def linger(receive: Receive) -> None:
 
 
 def declared_length(scope: Scope) -> int | None:
+    return body_framing(scope)[0]
+
+
+def body_framing(scope: Scope) -> tuple[int | None, bool]:
+    """(the declared Content-Length, None if absent or malformed; whether a Transfer-Encoding
+    is sent)."""
+    declared: int | None = None
+    chunked = False
     for name, value in scope.get("headers", []):
         if name == b"content-length":
             try:
-                return int(value)
+                declared = int(value)
             except ValueError:
-                return None
-    return None
+                chunked = True  # malformed: counted as it arrives, as a chunked body is
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked
 
 
 def too_large(max_bytes: int) -> str:

@@ -107,9 +107,26 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_noting_status)
         finally:
-            route = route_template(scope)
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            REQUEST_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
+            counter, latency = series_of(scope["method"], route_template(scope), status)
+            counter.inc()
+            latency.observe(time.perf_counter() - started)
+
+
+#: (method, route, status) -> the counter and histogram children: `labels()` takes a lock and
+#: checks every value on each call. Bounded: routes are templates, methods and statuses few.
+_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+MAX_SERIES = 4096
+
+
+def series_of(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    key = (method, route, status)
+    found = _SERIES.get(key)
+    if found is None:
+        found = (REQUESTS.labels(method, route, str(status)),
+                 REQUEST_SECONDS.labels(method, route))
+        if len(_SERIES) < MAX_SERIES:
+            _SERIES[key] = found
+    return found
 
 
 def record_store_outcome(outcome: str | None, size: int, reason: int | None = None) -> None:

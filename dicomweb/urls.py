@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 import orjson
 from starlette.requests import Request
@@ -49,7 +50,21 @@ def valid_scheme(value: str | None) -> str | None:
 
 
 def valid_host(value: str | None) -> str | None:
-    return value if value and HOST.fullmatch(value) else None
+    if not value:
+        return None
+    if len(value) <= MAX_HOST_LENGTH:
+        return value if host_is_valid(value) else None
+    return None  # longer than any host name with a port
+
+
+#: RFC 1035 name (253) plus a port; a longer value never matches HOST.
+MAX_HOST_LENGTH = 260
+
+
+@lru_cache(maxsize=256)
+def host_is_valid(value: str) -> bool:
+    """HOST checked once per distinct value (clients send the same Host on every request)."""
+    return HOST.fullmatch(value) is not None
 
 
 def service_base_url(request: Request, settings: Settings) -> str:
@@ -104,11 +119,23 @@ class TrustedProxies:
         self.networks = [ipaddress.ip_network(item, strict=False) for item in allow
                          if item != "*" and _is_address(item)]
         self.names = {item for item in allow if item != "*" and not _is_address(item)}
+        self.app = app
         self.proxy = ProxyHeadersMiddleware(app, trusted_hosts=list(allow))  # type: ignore[arg-type]
+        #: Peer address -> trusted: parsing it (twice, with uvicorn's check) on every request
+        #: was a tenth of a cached frame's Python time. Bounded; past the bound, computed.
+        self.known: dict[str, bool] = {}
 
     def trusts(self, host: str | None) -> bool:
         if host is None:
             return False
+        found = self.known.get(host)
+        if found is None:
+            found = self.decide(host)
+            if len(self.known) < MAX_KNOWN_PEERS:
+                self.known[host] = found
+        return found
+
+    def decide(self, host: str) -> bool:
         if self.allow_any or host in self.names:
             return True
         try:
@@ -122,8 +149,19 @@ class TrustedProxies:
             await self.proxy(scope, receive, send)  # type: ignore[arg-type]
             return
         client = scope.get("client")
-        scope.setdefault("state", {})[TRUSTED_KEY] = self.trusts(client[0] if client else None)
-        await self.proxy(scope, receive, send)  # type: ignore[arg-type]
+        trusted = self.trusts(client[0] if client else None)
+        scope.setdefault("state", {})[TRUSTED_KEY] = trusted
+        if any(name in PROXY_HEADERS for name, _ in scope.get("headers", ())):
+            await self.proxy(scope, receive, send)  # type: ignore[arg-type]  # it decides
+            return
+        # Neither header: uvicorn's middleware would change nothing (it reads only these
+        # two), so it is not called.
+        await self.app(scope, receive, send)
+
+
+#: The only headers ProxyHeadersMiddleware acts on.
+PROXY_HEADERS = (b"x-forwarded-for", b"x-forwarded-proto")
+MAX_KNOWN_PEERS = 4096
 
 
 def _is_address(item: str) -> bool:

@@ -164,7 +164,7 @@ def render_target(store: Store, params: dict[str, str],
             located.put((study, series or "", sop), loc)
     number = 1
     if "frames" in params:
-        from dicomweb.wado import parse_frame_list
+        from dicomweb.wado_frames import parse_frame_list
 
         number = parse_frame_list(params["frames"])[0]
     return loc, number
