@@ -160,10 +160,6 @@ async def linger(receive: Receive) -> None:
         await asyncio.wait_for(drain(), LINGER_S)
 
 
-def declared_length(scope: Scope) -> int | None:
-    return body_framing(scope)[0]
-
-
 def body_framing(scope: Scope) -> tuple[int | None, bool]:
     """(the declared Content-Length, None if absent or malformed; whether a Transfer-Encoding
     is sent)."""
