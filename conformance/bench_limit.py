@@ -35,11 +35,20 @@ from typing import Any
 import requests
 
 from conformance import benchdata
-from conformance.bench import FRAME_ACCEPT, encode_multipart, make_session
+from conformance.bench import (
+    FRAME_ACCEPT,
+    encode_multipart,
+    fetch_once,
+    make_session,
+    run_for_duration,
+    summarise,
+)
 from conformance.compare import free_port, run_ours
 
 CONNECTIONS = (1, 6)
 METADATA_ACCEPT = "application/dicom+json"
+#: The resource also fetched with the Python client (compare's "frames" rows).
+PYTHON_CLIENT_RESOURCE = "frame 128 KiB"
 NGINX_CONF = """
 daemon off;
 worker_processes auto;
@@ -132,6 +141,16 @@ def wrk_rate(url: str, accept: str, connections: int, seconds: float) -> float:
     return float(rate.group(1))
 
 
+def python_client_rate(url: str, accept: str, clients: int, seconds: float) -> float:
+    """Requests/s of conformance.bench's client (as its "frames" rows fetch) on one URL."""
+    samples, wall_s = run_for_duration(lambda session, _k: fetch_once(url, accept)(session),
+                                       clients, seconds)
+    result = summarise(url, clients, samples, wall_s)
+    if result.errors or not result.items_per_s:
+        raise RuntimeError(f"Python client {url}: {result.errors} errors")
+    return result.items_per_s
+
+
 def run_limit_bench(slices: int, seconds: float, runs: int, say: Any = print) -> dict[str, Any]:
     rates: dict[str, dict[str, list[float]]] = {}
     load: list[float] = []
@@ -145,7 +164,8 @@ def run_limit_bench(slices: int, seconds: float, runs: int, say: Any = print) ->
             response = requests.get(origin + path, headers={"Accept": accept}, timeout=60)
             response.raise_for_status()
             bodies[name] = response.content
-        files = {re.sub(r"\W+", "-", name) + ".bin": body for name, body in bodies.items()}
+        files_by_name = {name: re.sub(r"\W+", "-", name) + ".bin" for name in bodies}
+        files = {files_by_name[name]: body for name, body in bodies.items()}
         with run_nginx(files) as nginx:
             for number in range(1, runs + 1):
                 for (name, (path, accept)), file in zip(paths.items(), files, strict=True):
@@ -158,6 +178,16 @@ def run_limit_bench(slices: int, seconds: float, runs: int, say: Any = print) ->
                             rate = wrk_rate(target, accept, connections, seconds)
                             rates.setdefault(key, {}).setdefault(server, []).append(rate)
                             say(f"run {number}/{runs} {key} {server}: {rate:.0f}/s")
+                path, accept = paths[PYTHON_CLIENT_RESOURCE]
+                file = files_by_name[PYTHON_CLIENT_RESOURCE]
+                for connections in CONNECTIONS:
+                    for server, target in (("ours", origin + path), ("nginx", f"{nginx}/{file}")):
+                        load.append(os.getloadavg()[0])
+                        key = f"{PYTHON_CLIENT_RESOURCE}, Python client, {connections} " + \
+                            ("threads" if connections > 1 else "thread")
+                        rate = python_client_rate(target, accept, connections, seconds)
+                        rates.setdefault(key, {}).setdefault(server, []).append(rate)
+                        say(f"run {number}/{runs} {key} {server}: {rate:.0f}/s")
     medians = {key: {server: statistics.median(values) for server, values in by_server.items()}
                for key, by_server in rates.items()}
     return {
