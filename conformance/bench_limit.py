@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,32 @@ def python_client_rate(url: str, accept: str, clients: int, seconds: float) -> f
     return result.items_per_s
 
 
+#: (row name, Accept, connections, ((server, URL), ...), rate function) of one measure.
+Measure = tuple[str, str, int, tuple[tuple[str, str], ...], Callable[..., float]]
+
+
+def limit_measures(paths: dict[str, tuple[str, str]], origin: str, nginx: str,
+                   files_by_name: dict[str, str]) -> list[Measure]:
+    """Every resource under wrk with 1 and 6 connections, then the frame with the Python
+    client and 1 and 6 threads; each from ours, then from nginx."""
+    def targets(name: str) -> tuple[tuple[str, str], ...]:
+        return (("ours", origin + paths[name][0]), ("nginx", f"{nginx}/{files_by_name[name]}"))
+
+    def plural(count: int, word: str) -> str:
+        return f"{count} {word}" + ("s" if count > 1 else "")
+
+    measures: list[Measure] = [
+        (f"{name}, {plural(connections, 'connection')}", accept, connections, targets(name),
+         wrk_rate)
+        for name, (_path, accept) in paths.items() for connections in CONNECTIONS]
+    measures += [
+        (f"{PYTHON_CLIENT_RESOURCE}, Python client, {plural(connections, 'thread')}",
+         paths[PYTHON_CLIENT_RESOURCE][1], connections, targets(PYTHON_CLIENT_RESOURCE),
+         python_client_rate)
+        for connections in CONNECTIONS]
+    return measures
+
+
 def run_limit_bench(slices: int, seconds: float, runs: int, say: Any = print) -> dict[str, Any]:
     rates: dict[str, dict[str, list[float]]] = {}
     load: list[float] = []
@@ -167,25 +193,12 @@ def run_limit_bench(slices: int, seconds: float, runs: int, say: Any = print) ->
         files_by_name = {name: re.sub(r"\W+", "-", name) + ".bin" for name in bodies}
         files = {files_by_name[name]: body for name, body in bodies.items()}
         with run_nginx(files) as nginx:
+            measures = limit_measures(paths, origin, nginx, files_by_name)
             for number in range(1, runs + 1):
-                for (name, (path, accept)), file in zip(paths.items(), files, strict=True):
-                    for connections in CONNECTIONS:
-                        for server, target in (("ours", origin + path),
-                                               ("nginx", f"{nginx}/{file}")):
-                            load.append(os.getloadavg()[0])
-                            key = f"{name}, {connections} connection" + \
-                                ("s" if connections > 1 else "")
-                            rate = wrk_rate(target, accept, connections, seconds)
-                            rates.setdefault(key, {}).setdefault(server, []).append(rate)
-                            say(f"run {number}/{runs} {key} {server}: {rate:.0f}/s")
-                path, accept = paths[PYTHON_CLIENT_RESOURCE]
-                file = files_by_name[PYTHON_CLIENT_RESOURCE]
-                for connections in CONNECTIONS:
-                    for server, target in (("ours", origin + path), ("nginx", f"{nginx}/{file}")):
+                for key, accept, connections, targets, rate_of in measures:
+                    for server, target in targets:
                         load.append(os.getloadavg()[0])
-                        key = f"{PYTHON_CLIENT_RESOURCE}, Python client, {connections} " + \
-                            ("threads" if connections > 1 else "thread")
-                        rate = python_client_rate(target, accept, connections, seconds)
+                        rate = rate_of(target, accept, connections, seconds)
                         rates.setdefault(key, {}).setdefault(server, []).append(rate)
                         say(f"run {number}/{runs} {key} {server}: {rate:.0f}/s")
     medians = {key: {server: statistics.median(values) for server, values in by_server.items()}
