@@ -277,12 +277,17 @@ def parse_part(
 ) -> IngestedInstance | InstanceRejected:
     """`ingest_file`, with a rejection as the value rather than raised (batches, pools), and
     an RT object's index rows built here too (in the ingest process, not the server's)."""
-    from dicomweb.rt.indexing import attach_rt_rows  # rt imports this module
+    from dicomweb.rt._dicom import rt_kind_of  # rt imports this module
 
     try:
-        return attach_rt_rows(ingest_file(path, expected_study=expected_study, limits=limits))
+        ingested = ingest_file(path, expected_study=expected_study, limits=limits)
     except InstanceRejected as rejected:
         return rejected
+    if rt_kind_of(ingested.sop_class_uid, ingested.series_row["modality"]) is None:
+        return ingested  # an image: the worker never imports the RT tables and their stack
+    from dicomweb.rt.indexing import attach_rt_rows
+
+    return attach_rt_rows(ingested)
 
 
 # --- frames -------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ moves and every read, so a single server process still owns all its caches.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import multiprocessing
 import os
+import select
 import threading
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -22,7 +24,7 @@ from pathlib import Path
 from dicomweb.errors import PROCESSING_FAILURE, InstanceRejected
 from dicomweb.ingest import IngestedInstance, parse_part
 from dicomweb.part10 import InflateLimits
-from dicomweb.store.repository import rejection_for
+from dicomweb.store.outcomes import rejection_for
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +52,44 @@ def _parse_in_worker(
     return out
 
 
-def _warm_up() -> int:
-    # What an RT object's index rows need (imported lazily by the parse and the indexers):
-    # imported at start-up, so the first RT upload does not wait for it.
-    import dicomweb.rt.indexing  # noqa: F401
-    import dicomweb.rt.serialize  # noqa: F401
-    import dicomweb.rt.slabs  # noqa: F401
+#: What a worker runs: the parse, and what an RT object's index rows need (imported lazily by
+#: the parse and the indexers), loaded before the first upload so that it never waits for them.
+WORKER_MODULES = ("dicomweb.ingest_pool", "dicomweb.rt.indexing", "dicomweb.rt.serialize",
+                  "dicomweb.rt.slabs")
 
+
+def _warm_up() -> int:
+    for name in WORKER_MODULES:  # loaded already, unless the fork server's preload failed
+        importlib.import_module(name)
     return os.getpid()
 
 
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_server(server: int) -> None:
     """Worker start-up: leave when the server process is gone (even killed with SIGKILL, when
-    nothing tells the pool), instead of lingering as an orphan."""
+    nothing tells the pool) instead of lingering as an orphan. Its parent is the fork server,
+    which stays while any worker holds its pipe, so the server itself is watched."""
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
+        try:
+            exited = os.pidfd_open(server)  # readable once the process has exited (Linux)
+        except (AttributeError, OSError):
+            while _running(server):
+                time.sleep(0.5)
+        else:
+            select.select([exited], [], [])
         os._exit(0)
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="server-watch", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _rejection(value: IngestedInstance | _Rejection) -> Parsed:
@@ -99,20 +119,34 @@ class IngestPool:
         self.processes = processes
         self._executor: Executor | None = None
         self._warming: list[Future[int]] = []
+        self._starting = False
         self._closed = False
 
     def start(self) -> None:
-        if self.processes <= 0 or self._executor is not None:
+        """Start the workers in the background: until they are ready, parts are parsed in a
+        thread here, so the first upload never waits for them (nor does the event loop for
+        the fork server, which connects only once its imports are done, ~0.7 s)."""
+        if self.processes <= 0 or self._executor is not None or self._starting:
             return
-        # spawn, not fork: the server process has threads (thread pool, uvloop) by now.
-        context = multiprocessing.get_context("spawn")
-        self._executor = ProcessPoolExecutor(
-            self.processes, mp_context=context, initializer=_exit_with_parent,
+        self._starting = True
+        threading.Thread(target=self._start_now, name="ingest-pool-start", daemon=True).start()
+
+    def _start_now(self) -> None:
+        # Not fork: the server process has threads (thread pool, uvloop) by now. A fork server
+        # (single-threaded) imports the parser and the RT indexers once and forks each worker
+        # from itself; spawn imported them again in every worker (0.7 s of CPU each), and a
+        # pool restarted after a crash is ready at once.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(WORKER_MODULES))
+        executor = ProcessPoolExecutor(
+            self.processes, mp_context=context, initializer=_exit_with_server,
             initargs=(os.getpid(),),
         )
-        # Start the workers (and import pydicom there) now, in the background; until they are
-        # ready, parts are parsed in a thread here, so the first upload never waits for them.
-        self._warming = [self._executor.submit(_warm_up) for _ in range(self.processes)]
+        self._warming = [executor.submit(_warm_up) for _ in range(self.processes)]
+        self._executor = executor  # after the warm-ups: `ready` waits for them
+        self._starting = False
+        if self._closed:
+            self.close()
 
     @property
     def ready(self) -> bool:
@@ -176,7 +210,7 @@ class IngestPool:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = None
-        self.start()
+        self._start_now()  # the fork server runs already: forking the workers is quick
 
 
 def parse_here(

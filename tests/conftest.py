@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import factory
 import pytest
@@ -177,12 +178,44 @@ def backend(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("postgres_database")
 
 
+@dataclass
+class Kept:
+    value: Any
+    stop: Callable[[], None]
+
+
 @pytest.fixture(scope="session")
-def server(backend: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("sqlite" if backend is None else "postgresql")
-    running = start_server(data_dir, backend)
-    yield running
-    stop_server(running)
+def kept_servers() -> Iterator[dict[tuple[str, str | None], Kept]]:
+    """Servers kept for the whole session, by kind and backend. pytest tears a fixture that
+    depends on the parametrized `backend` down whenever the parameter changes (which
+    pytest-xdist's order of modules makes it do often), and the next one would meet the
+    previous one's database with blobs in another folder: `server` and `dimse_server` take
+    theirs from here, so each starts once per backend."""
+    kept: dict[tuple[str, str | None], Kept] = {}
+    yield kept
+    for entry in reversed(list(kept.values())):
+        entry.stop()
+
+
+def kept_server(kept: dict[tuple[str, str | None], Kept], kind: str, backend: str | None,
+                start: Callable[[], Kept]) -> Any:
+    if (kind, backend) not in kept:
+        kept[kind, backend] = start()
+    return kept[kind, backend].value
+
+
+def backend_name(backend: str | None) -> str:
+    return "sqlite" if backend is None else "postgresql"
+
+
+@pytest.fixture(scope="session")
+def server(backend: str | None, kept_servers: dict, tmp_path_factory: pytest.TempPathFactory
+           ) -> Server:
+    def start() -> Kept:
+        running = start_server(tmp_path_factory.mktemp(backend_name(backend)), backend)
+        return Kept(running, lambda: stop_server(running))
+
+    return kept_server(kept_servers, "http", backend, start)
 
 
 @pytest.fixture
@@ -239,12 +272,15 @@ DIMSE_PEERS = "TEST=read+write,READER=read,WRITER=write,LABELLED=read/trial-a,CO
 
 
 @pytest.fixture(scope="session")
-def dimse_server(
-    backend: str | None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DimseServer]:
+def dimse_server(backend: str | None, kept_servers: dict,
+                 tmp_path_factory: pytest.TempPathFactory) -> DimseServer:
+    return kept_server(kept_servers, "dimse", backend, lambda: start_dimse_server(
+        backend, tmp_path_factory.mktemp("dimse-" + backend_name(backend))))
+
+
+def start_dimse_server(backend: str | None, folder: Path) -> Kept:
     import dcmtk
 
-    folder = tmp_path_factory.mktemp("dimse-" + ("sqlite" if backend is None else "postgresql"))
     destination = dcmtk.start_storescp("DEST", free_port(), folder / "dest")
     dimse_port, report_port, closed_port = free_port(), free_port(), free_port()
     env = {
@@ -259,9 +295,12 @@ def dimse_server(
     except BaseException:
         destination.stop()
         raise
-    yield DimseServer(running, dimse_port, destination, report_port)
-    stop_server(running)
-    destination.stop()
+
+    def stop() -> None:
+        stop_server(running)
+        destination.stop()
+
+    return Kept(DimseServer(running, dimse_port, destination, report_port), stop)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
 import requests
 from factory import PYDICOM_FILES
+from pydicom.uid import generate_uid
 
 # pydicom's own corrupt examples: a 12-bit JPEG scan no plugin accepts, and a JPEG 2000
 # codestream with a sequence delimiter inside.
@@ -12,12 +17,22 @@ CORRUPT = ("JPEG-lossy.dcm", "JPEG2000-embedded-sequence-delimiter.dcm")
 RAW = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
 
 
+def with_own_uid(path: Path) -> bytes:
+    """The file under a SOP Instance UID of its own: other tests on the shared server store
+    pydicom files that carry the same UID with other content (a 409, in whatever order)."""
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def test_corrupt_pixel_data_logs_one_line(server) -> None:
     paths = [p for p in PYDICOM_FILES if p.name in CORRUPT]
     assert len(paths) == len(CORRUPT)
     log_before = len(server.log())
     for path in paths:
-        response = requests.post(f"{server.url}/studies", data=path.read_bytes(),
+        response = requests.post(f"{server.url}/studies", data=with_own_uid(path),
                                  headers={"Content-Type": "application/dicom"}, timeout=60)
         assert response.status_code in (200, 202), response.text
         url = response.json()["00081199"]["Value"][0]["00081190"]["Value"][0]

@@ -4,9 +4,11 @@ parsing in the server process, rejections with their PS3.18 reason, the order ke
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
+from conftest import start_server
 from factory import image, to_bytes
 
 from dicomweb.errors import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, InstanceRejected
@@ -66,3 +68,58 @@ def test_parts_are_parsed_here_until_the_workers_are_up(tmp_path: Path) -> None:
 def test_pool_size_defaults_to_the_cores() -> None:
     assert pool_size(3) == 3
     assert pool_size(0) >= 1 and pool_size(0, workers=64) == 1
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc's parent links."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def running(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def test_workers_leave_with_a_killed_server(tmp_path: Path) -> None:
+    """The workers are forks of a fork server (started with the first upload); SIGKILL on the
+    server process tells no one, and still every process it started is gone soon after."""
+    server = start_server(tmp_path / "data", None)
+    try:
+        assert server.stow(image()).status_code == 200
+        deadline = time.monotonic() + 30
+        pool: set[int] = set()
+        while time.monotonic() < deadline:
+            pool = {pid for pid in descendants(server.process.pid)
+                    if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+            if len(pool) >= 3:  # the fork server and its workers (one per core, at least 2 here)
+                break
+            time.sleep(0.1)
+        assert len(pool) >= 2, pool
+        started = descendants(server.process.pid)
+    finally:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while running(started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(started)

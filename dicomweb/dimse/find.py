@@ -11,6 +11,7 @@ would, as Orthanc and dcm4chee do.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +193,17 @@ def add_sequence_keys(query: SearchQuery, elem: DataElement, hex_tag: str, name:
 
 
 # --- responses ------------------------------------------------------------------------------
+
+
+def wait_until_sent(assoc: Any, pause: float = 0.0005) -> None:
+    """Block until the association's DUL thread has sent every queued PDU.
+
+    pynetdicom's handler only queues a response; its DUL thread sends before it reads, so a
+    query whose matches are all queued at once holds them all in memory and reads the peer's
+    C-CANCEL only after the last is sent. Waiting keeps one match in flight."""
+    outgoing = assoc.dul.to_provider_queue
+    while outgoing.qsize() and assoc.is_alive():
+        time.sleep(pause)
 
 
 def response_identifier(match: dict[str, Any], request: FindRequest, ae_title: str) -> Dataset:

@@ -9,7 +9,6 @@ Commitment Push Model (N-ACTION / N-EVENT-REPORT), all as SCP.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -232,9 +231,7 @@ class DimseService:
                 yield find.CANCEL, None
                 return
             yield find.PENDING, find.response_identifier(match, request, self.settings.ae_title)
-            # Hand the GIL to the DUL thread, so a C-CANCEL already on the socket is read
-            # before the next match is sent (else a fast query sends all before it is seen).
-            time.sleep(0)
+            find.wait_until_sent(event.assoc)
 
     def on_c_move(self, event: evt.Event) -> retrieve.RetrievePlan:
         principal = self.allowed(event)

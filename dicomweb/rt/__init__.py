@@ -2,23 +2,36 @@
 
 Pure library (no HTTP): parse already-read pydicom datasets into validated dataclasses,
 collect parse problems as warnings, compute geometry/DVHs and build index rows.
+
+The names below load their module on first use (PEP 562), so importing one submodule
+(an ingest worker asks `_dicom` whether a file is an RT object) does not load them all:
+scipy and the RT tables cost a spawned process most of a second.
 """
 
-from .dose import DoseGrid, dose_at_point, dose_values, maximum, parse_dose, resample_dose
-from .dvh import Dvh, compute_dvh
-from .errors import InvalidGeometry, NoDoseData, NoRegistrationPath, NotAnRtObject, RtError
-from .grid import Grid
-from .plan import Beam, ControlPoint, FractionGroup, Plan, parse_plan
-from .rasterize import rasterize_roi
-from .registration import Registration, apply, parse_registration, transform
-from .roi_measures import roi_bounds, roi_centroid, roi_volume_cc
-from .structures import Contour, ContourGeometricType, Roi, StructureSet, parse_structure_set
+from __future__ import annotations
 
-__all__ = [
-    "Beam", "Contour", "ContourGeometricType", "ControlPoint", "DoseGrid", "Dvh",
-    "FractionGroup", "Grid", "InvalidGeometry", "NoDoseData", "NoRegistrationPath",
-    "NotAnRtObject", "Plan", "Registration", "Roi", "RtError", "StructureSet", "apply",
-    "compute_dvh", "dose_at_point", "dose_values", "maximum", "parse_dose", "parse_plan",
-    "parse_registration", "parse_structure_set", "rasterize_roi", "resample_dose",
-    "roi_bounds", "roi_centroid", "roi_volume_cc", "transform",
-]
+from importlib import import_module
+from typing import Any
+
+_NAMES_BY_MODULE = {
+    "dose": "DoseGrid dose_at_point dose_values maximum parse_dose resample_dose",
+    "dvh": "Dvh compute_dvh",
+    "errors": "InvalidGeometry NoDoseData NoRegistrationPath NotAnRtObject RtError",
+    "grid": "Grid",
+    "plan": "Beam ControlPoint FractionGroup Plan parse_plan",
+    "rasterize": "rasterize_roi",
+    "registration": "Registration apply parse_registration transform",
+    "roi_measures": "roi_bounds roi_centroid roi_volume_cc",
+    "structures": "Contour ContourGeometricType Roi StructureSet parse_structure_set",
+}
+_MODULE_OF = {name: module for module, names in _NAMES_BY_MODULE.items()
+              for name in names.split()}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -21,6 +21,25 @@ RTIONPLAN_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.8"
 RTDOSE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.2"
 SPATIAL_REGISTRATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.1"
 DEFORMABLE_REGISTRATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.3"
+RTRECORD_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.4"
+RTIONRECORD_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.9"
+RECORD_SOP_CLASSES = (RTRECORD_SOP_CLASS, RTIONRECORD_SOP_CLASS)
+
+#: The RT objects with index rows of their own, by SOP Class.
+INDEXED_KINDS = {
+    RTSTRUCT_SOP_CLASS: "RTSTRUCT", RTPLAN_SOP_CLASS: "RTPLAN", RTIONPLAN_SOP_CLASS: "RTPLAN",
+    RTDOSE_SOP_CLASS: "RTDOSE", SPATIAL_REGISTRATION_SOP_CLASS: "REG",
+    DEFORMABLE_REGISTRATION_SOP_CLASS: "REG", **dict.fromkeys(RECORD_SOP_CLASSES, "RTRECORD"),
+}
+
+
+def rt_kind_of(sop_class: str, modality: str) -> str | None:
+    """'RTSTRUCT', 'RTPLAN', 'RTDOSE', 'REG', 'RTRECORD' or None; the Modality decides only
+    when the SOP Class is missing. Light (no tables, no scipy): ingest workers ask it."""
+    if sop_class in INDEXED_KINDS:
+        return INDEXED_KINDS[sop_class]
+    return modality if not sop_class and modality in ("RTSTRUCT", "RTPLAN", "RTDOSE",
+                                                      "RTRECORD") else None
 
 
 def check_kind(

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
-from scipy import ndimage
 
 from . import _dicom as d
 from .dose import sample_trilinear
@@ -43,6 +42,7 @@ class DeformationGrid:
 
     def displacement(self, points: np.ndarray) -> np.ndarray:
         """D at registered-RCS points (N, 3); NaN rows outside the grid."""
+        from scipy import ndimage  # imported here: scipy costs every process 0.25 s
         ijk = ((points - self.origin) @ self.axes.T) / self.resolution  # x, y, z indices
         shape = np.array(self.vectors.shape[2::-1], dtype=np.float64)  # nx, ny, nz
         tol = 1e-9

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pydicom.dataset import Dataset
-from scipy import ndimage
 
 from . import _dicom as d
 from .errors import InvalidGeometry, NoDoseData, RtError
@@ -214,6 +213,7 @@ def sample_trilinear(grid: Grid, values: np.ndarray, xyz: np.ndarray, *,
 def sample_index(values: np.ndarray, kji: np.ndarray, *, fill: float = np.nan,
                  edge_tolerance: float = 1e-6) -> np.ndarray:
     """Trilinear interpolation at continuous (slice, row, column) indices (N,3)."""
+    from scipy import ndimage  # imported here: scipy costs every process 0.25 s
     shape = np.array(values.shape, dtype=np.float64)
     lo = -edge_tolerance
     hi = shape - 1 + edge_tolerance
@@ -247,6 +247,7 @@ def resample_dose(dose: DoseGrid | Grid, values: np.ndarray, target: Grid,
     ``affine_transform`` pass; others are sampled slice by slice, each slice's source points
     being an affine function of (row, column).
     """
+    from scipy import ndimage  # imported here: scipy costs every process 0.25 s
     src = _require_grid(dose)
     m = np.eye(4) if matrix is None else np.asarray(matrix, dtype=np.float64)
     values = np.ascontiguousarray(values, dtype=np.float32)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
 
 from .grid import Grid
 from .interpolation import DoseSampler
@@ -66,6 +65,7 @@ class Lattice:
 
 
 def lattice_of(piece: SlabPiece, s: float) -> Lattice:
+    from scipy import ndimage  # imported here: scipy costs every process 0.25 s
     plane = piece.plane
     pts = np.concatenate(plane.polygons)
     lo = (np.floor(pts.min(axis=0) / s) - 0.5) * s  # one cell of margin on every side

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,11 @@ from sqlalchemy import Connection, Table
 from sqlmodel import Session, SQLModel
 
 from dicomweb.ingest import IngestedInstance
-from dicomweb.rt.tables import delete_rt_rows, index_rt_instance, rt_kind_of
+from dicomweb.rt._dicom import rt_kind_of
+from dicomweb.rt.tables import delete_rt_rows, index_rt_instance
 from dicomweb.store.statements import insert_keyed_rows
 
 log = logging.getLogger(__name__)
-
-#: rt_kind_of builds its table at each call; every instance asks it once.
-rt_kind_cached = lru_cache(maxsize=256)(rt_kind_of)
 
 # Values above this stay on disk (a deformable registration's vector grid can be 400 MB).
 RT_DEFER_SIZE = 16 * 1024 * 1024
@@ -66,7 +63,7 @@ class RowCollector:
 def build_rt_rows(ingested: IngestedInstance) -> RtIndexRows | None:
     """The RT index rows of a parsed instance (None when it is not an RT object), read from
     its file as the server process did after storing it."""
-    if rt_kind_cached(ingested.sop_class_uid, ingested.series_row["modality"]) is None:
+    if rt_kind_of(ingested.sop_class_uid, ingested.series_row["modality"]) is None:
         return None
     path = ingested.file_path
     try:

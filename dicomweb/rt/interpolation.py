@@ -23,7 +23,6 @@ from __future__ import annotations
 import enum
 
 import numpy as np
-from scipy import ndimage
 
 
 class Interpolation(str, enum.Enum):
@@ -171,6 +170,7 @@ class DoseSampler:
         return out
 
     def _inside(self, coords: np.ndarray) -> np.ndarray:
+        from scipy import ndimage  # imported here: scipy costs every process 0.25 s
         shape = self.values.shape
         value = ndimage.map_coordinates(self.values, coords, order=1, mode="nearest",
                                         prefilter=False).astype(np.float64, copy=False)

@@ -16,10 +16,7 @@ from pydicom.dataset import Dataset
 from sqlmodel import Field, Session, SQLModel
 
 from . import _dicom as d
-
-RTRECORD_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.4"
-RTIONRECORD_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.9"
-RECORD_SOP_CLASSES = (RTRECORD_SOP_CLASS, RTIONRECORD_SOP_CLASS)
+from ._dicom import RECORD_SOP_CLASSES, RTIONRECORD_SOP_CLASS
 
 
 @dataclass

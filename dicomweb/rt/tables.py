@@ -19,7 +19,7 @@ from . import _dicom as d
 from .dose import dose_values, parse_dose
 from .errors import NotAnRtObject, RtError
 from .plan import parse_plan
-from .record import RECORD_ROW_MODELS, RECORD_SOP_CLASSES, index_record
+from .record import RECORD_ROW_MODELS, index_record
 from .registration import parse_registration
 from .roi_measures import roi_bounds, roi_centroid, roi_volume_cc
 from .structures import parse_structure_set
@@ -200,20 +200,7 @@ RT_ROW_MODELS = tuple(t for t in (
 # ----------------------------------------------------------------------------------------
 def rt_kind(ds: Dataset) -> str | None:
     """'RTSTRUCT', 'RTPLAN', 'RTDOSE', 'REG', 'RTRECORD' or None for non-RT datasets."""
-    return rt_kind_of(str(ds.get("SOPClassUID", "") or ""), str(ds.get("Modality", "") or ""))
-
-
-def rt_kind_of(sop_class: str, modality: str) -> str | None:
-    by_class = {
-        d.RTSTRUCT_SOP_CLASS: "RTSTRUCT", d.RTPLAN_SOP_CLASS: "RTPLAN",
-        d.RTIONPLAN_SOP_CLASS: "RTPLAN", d.RTDOSE_SOP_CLASS: "RTDOSE",
-        d.SPATIAL_REGISTRATION_SOP_CLASS: "REG", d.DEFORMABLE_REGISTRATION_SOP_CLASS: "REG",
-        **dict.fromkeys(RECORD_SOP_CLASSES, "RTRECORD"),
-    }
-    if sop_class in by_class:
-        return by_class[sop_class]
-    return modality if not sop_class and modality in ("RTSTRUCT", "RTPLAN", "RTDOSE",
-                                                      "RTRECORD") else None
+    return d.rt_kind_of(str(ds.get("SOPClassUID", "") or ""), str(ds.get("Modality", "") or ""))
 
 
 def index_rt_instance(session: Session, ds: Dataset) -> list[str]:

@@ -13,17 +13,10 @@ from dicomweb.store.repository import InstanceLocation, Store
 
 from .. import _dicom as d
 from ..fiducials import FIDUCIALS_SOP_CLASS
-from ..record import RECORD_SOP_CLASSES
 from ..rtimage import RTIMAGE_SOP_CLASS
 
 KINDS = {
-    d.RTSTRUCT_SOP_CLASS: "RTSTRUCT",
-    d.RTPLAN_SOP_CLASS: "RTPLAN",
-    d.RTIONPLAN_SOP_CLASS: "RTPLAN",
-    d.RTDOSE_SOP_CLASS: "RTDOSE",
-    d.SPATIAL_REGISTRATION_SOP_CLASS: "REG",
-    d.DEFORMABLE_REGISTRATION_SOP_CLASS: "REG",
-    **dict.fromkeys(RECORD_SOP_CLASSES, "RTRECORD"),
+    **d.INDEXED_KINDS,
     FIDUCIALS_SOP_CLASS: "FIDUCIALS",
     RTIMAGE_SOP_CLASS: "RTIMAGE",
 }
