@@ -28,6 +28,8 @@ from pathlib import Path
 
 import requests
 
+from dicomweb.processes import process_alive
+
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN_CANDIDATES = (
     Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so"),
@@ -192,16 +194,6 @@ def start_orthanc(
     return server
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _terminate_pid(pid: int, process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
     """SIGTERM the Orthanc pid (graceful: flushes SQLite), SIGKILL after timeout_s."""
     with contextlib.suppress(ProcessLookupError):
@@ -211,7 +203,7 @@ def _terminate_pid(pid: int, process: subprocess.Popen[bytes] | None, timeout_s:
         if process is not None:
             if process.poll() is not None:
                 return
-        elif not _pid_alive(pid):
+        elif not process_alive(pid):
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
@@ -234,7 +226,7 @@ def stop_by_data_dir(data_dir: Path, timeout_s: float = 20.0) -> bool:
     if not pid_file.exists():
         return False
     pid = int(pid_file.read_text().strip())
-    running = _pid_alive(pid) and _is_orthanc(pid)
+    running = process_alive(pid) and _is_orthanc(pid)
     if running:
         _terminate_pid(pid, None, timeout_s)
     pid_file.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from dicomweb.errors import PROCESSING_FAILURE, InstanceRejected
 from dicomweb.ingest import IngestedInstance, parse_part
 from dicomweb.part10 import InflateLimits
+from dicomweb.processes import process_alive
 from dicomweb.store.outcomes import rejection_for
 
 log = logging.getLogger(__name__)
@@ -80,23 +81,13 @@ def _exit_with_server(server: int) -> None:
         try:
             exited = os.pidfd_open(server)  # readable once the process has exited (Linux)
         except (AttributeError, OSError):
-            while _running(server):
+            while process_alive(server):
                 time.sleep(0.5)
         else:
             select.select([exited], [], [])
         os._exit(0)
 
     threading.Thread(target=watch, name="server-watch", daemon=True).start()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _rejection(value: IngestedInstance | _Rejection) -> Parsed:

@@ -35,6 +35,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dicomweb.processes import process_alive
+
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter(
@@ -184,18 +186,8 @@ def forget_dead_processes(directory: str) -> None:
     summed: remove their files."""
     for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
         match = LIVE_GAUGE_FILE.search(path)
-        if match and not _alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             multiprocess.mark_process_dead(int(match.group(1)), directory)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def exposition() -> bytes:
