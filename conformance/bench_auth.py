@@ -11,18 +11,17 @@ the four configurations side by side, once per round:
 * ``oidc``: OpenID Connect bearer tokens and the audit trail. The issuer is a small local one
   (discovery and JWKS over HTTP, RS256 tokens minted here with PyJWT): the server verifies them
   exactly as a real provider's;
-* ``apikey``: an API key (`dicomweb apikey create`) and the audit trail, on a copy of the data
-  folder (with a key in its database, a server refuses anonymous calls).
+* ``apikey``: an API key (`dicomweb apikey create`) and the audit trail.
 
-The first three share one data folder. Each latency measure sends its requests to the four
+Each runs on its own copy of one data folder, as a server with its defaults (one worker) has a
+database only it writes. Each latency measure sends its requests to the four
 servers in turn (request k to all four, the order rotated each time), so whatever else the
 machine does hits every configuration alike, within milliseconds: sequential latency (p50, p95
 over ``--requests`` requests per configuration after a warm-up) of OHIF's study-list QIDO (50
 studies listed), of a PatientID QIDO (one study) and of one 128 KiB frame (OHIF's Accept), with
 each server process's CPU time per request (from /proc); then frames/s of 6 concurrent
 clients, one configuration after another. The report gives medians over the rounds, each
-configuration's ratio to ``off``, and the machine's load average. SQLite only: on PostgreSQL
-the API key would be in the index the other three share.
+configuration's ratio to ``off``, and the machine's load average. SQLite only.
 """
 
 from __future__ import annotations
@@ -262,56 +261,63 @@ def measure(clients: dict[str, Client], count: int) -> dict[str, dict[str, float
     return figures
 
 
-def prepare(options: Options) -> Options:
-    """Fills the data folder (unless a previous run did) and copies it for the API key's
-    server; returns the copy's options."""
+def prepare(options: Options) -> dict[str, Options]:
+    """Fills the data folder (unless a previous run did) for the `off` server and copies it
+    for each of the others: with its defaults (one worker) a server's database is written by
+    that server alone. Sharing one folder, the audited servers took turns moving the chain's
+    head (each append found it moved by the other), and their writes made the `off` server
+    read the index afresh."""
     with serving(options, ["--audit", "off"]) as server:
         upload(server.url)
-    keyed = Options(options.rounds, options.requests,
-                    options.data_dir.with_name(options.data_dir.name + "-apikey"))
-    shutil.rmtree(keyed.data_dir, ignore_errors=True)
-    shutil.copytree(options.data_dir, keyed.data_dir)
-    return keyed
+    folders = {"off": options}
+    for name in CONFIGURATIONS[1:]:
+        copy = Options(options.rounds, options.requests,
+                       options.data_dir.with_name(f"{options.data_dir.name}-{name}"))
+        shutil.rmtree(copy.data_dir, ignore_errors=True)
+        shutil.copytree(options.data_dir, copy.data_dir)
+        folders[name] = copy
+    return folders
 
 
 @contextmanager
-def all_configurations(options: Options, keyed: Options, issuer: LocalIssuer,
+def all_configurations(folders: dict[str, Options], issuer: LocalIssuer,
                        key: str) -> Iterator[dict[str, Client]]:
     oidc = ["--oidc-issuer", issuer.url, "--oidc-audience", AUDIENCE]
     plans = {
-        "off": (options, ["--audit", "off"], {}),
-        "audit": (options, [], {}),
-        "oidc": (options, oidc, {"Authorization": f"Bearer {issuer.token()}"}),
-        "apikey": (keyed, [], {"Authorization": f"Bearer {key}"}),
+        "off": (["--audit", "off"], {}),
+        "audit": ([], {}),
+        "oidc": (oidc, {"Authorization": f"Bearer {issuer.token()}"}),
+        "apikey": ([], {"Authorization": f"Bearer {key}"}),
     }
     with ExitStack() as stack:
         clients = {}
-        for name, (where, extra, headers) in plans.items():
+        for name, (extra, headers) in plans.items():
             session = make_session(1)
             session.headers.update(headers)
-            clients[name] = Client(stack.enter_context(serving(where, extra)), session)
+            clients[name] = Client(stack.enter_context(serving(folders[name], extra)), session)
         yield clients
 
 
 def run_auth_bench(options: Options, say: Any = print) -> dict[str, Any]:
     issuer = LocalIssuer()
-    keyed = prepare(options)
+    folders = prepare(options)
     created = dicomweb("apikey", "create", "--name", "bench", "--scopes",
-                       "dicomweb:read dicomweb:write", *store_options(keyed))
+                       "dicomweb:read dicomweb:write", *store_options(folders["apikey"]))
     key = created.stdout.split()[0]
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGURATIONS}
     load: list[float] = []
     try:
         for number in range(1, options.rounds + 1):
             load.append(os.getloadavg()[0])
-            with all_configurations(options, keyed, issuer, key) as clients:
+            with all_configurations(folders, issuer, key) as clients:
                 figures = measure(clients, options.requests)
             for name in CONFIGURATIONS:
                 rounds[name].append(figures[name])
                 say(f"round {number}/{options.rounds} {name}: {figures[name]}")
     finally:
         issuer.stop()
-        shutil.rmtree(keyed.data_dir, ignore_errors=True)
+        for name in CONFIGURATIONS[1:]:
+            shutil.rmtree(folders[name].data_dir, ignore_errors=True)
     medians = {name: {metric: round(statistics.median(r[metric] for r in runs), 3)
                       for metric in runs[0]} for name, runs in rounds.items()}
     ratios = {name: {metric: round(value / medians["off"][metric], 3)

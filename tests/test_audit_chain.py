@@ -99,3 +99,25 @@ def test_the_wal_starts_again_while_requests_keep_appending(
     assert largest < written / 3, (largest, written)
     trail.close()
     store.close()
+
+
+def test_workers_taking_turns_append_in_one_transaction_each(tmp_path: Path) -> None:
+    """Two workers' lone appends on one database, taking turns: each finds the head moved by
+    the other, and chains after it inside the transaction it began (it holds the write lock),
+    not in a second one. The chain they wrote verifies, in one order."""
+    store = Store(Settings(data_dir=tmp_path))
+    trails = [AuditTrail(store), AuditTrail(store)]
+    store.create_schema()
+    begun: list[str] = []
+    for trail in trails:
+        trail.append([event()])  # each has written the head once
+        raw = trail.now_appender.connection().driver_connection
+        raw.set_trace_callback(lambda sql: begun.append(sql) if sql.startswith("BEGIN") else None)
+    numbers = [trails[turn % 2].append_now(event()) for turn in range(10)]
+    assert numbers == list(range(3, 13))
+    assert len(begun) == 10
+    verdict = trails[0].verify()
+    assert verdict.intact and verdict.records == 12, verdict
+    for trail in trails:
+        trail.close()
+    store.close()

@@ -41,6 +41,19 @@ INDEX_BATCH = 5000  # records indexed per transaction, at most
 #: audit_index rows written per transaction, at most: a QIDO record names every study it found
 #: (up to 1,000 each), and one batch must not hold the write lock for seconds.
 INDEX_ROWS = 10000
+#: audit_index rows of the records in (first, last]: one per study a record names, `item` its
+#: place in the record's list (0-based).
+INDEX_FROM_JSON_SQLITE = (
+    f"INSERT INTO {INDEX.name} (seq, item, study_instance_uid, patient_id) "
+    "SELECT r.seq, j.key, json_extract(j.value, '$.study'), "
+    "json_extract(j.value, '$.patient_id') "
+    f"FROM {RECORDS.name} r, json_each(r.studies) j WHERE r.seq > {{mark}} AND r.seq <= {{mark}}")
+INDEX_FROM_JSON_POSTGRES = (
+    f"INSERT INTO {INDEX.name} (seq, item, study_instance_uid, patient_id) "
+    "SELECT r.seq, j.item - 1, j.value ->> 'study', j.value ->> 'patient_id' "
+    f"FROM {RECORDS.name} r CROSS JOIN LATERAL "
+    "json_array_elements(r.studies::json) WITH ORDINALITY AS j(value, item) "
+    "WHERE r.seq > {mark} AND r.seq <= {mark}")
 #: The idle checkpoint restarts SQLite's WAL once it holds more frames (pages) than this
 #: (16 MiB of 4 KiB pages), waiting at most RESTART_WAIT_MS for readers and writers.
 WAL_RESTART_FRAMES = 4096
@@ -337,15 +350,17 @@ class Appender:
 
     def append_one(self, event: AuditEvent,
                    known: Callable[[Sequence[Subject]], list[str]]) -> int | None:
-        """`append([event])` on the path of a lone request (SQLite): the record chained after
-        the head this connection wrote last, in four statements and nothing else, its hash
-        computed before the write lock is taken. None when that does not apply (a patient to
-        look up, no head known here, another writer moved the head): use `append`. Raises Busy
-        when the lock is held elsewhere and this appender does not wait."""
-        head = self.last
-        if head is None or self.postgres or known(event.subjects):
+        """`append([event])` on the path of a lone request (SQLite), in one transaction of
+        four statements: the record chained after the head this connection wrote last (its
+        hash computed before the write lock is taken), or, if another writer (a worker, a
+        host) has moved the head since, after the head read then, in the same transaction (it
+        holds the lock: nobody moves it meanwhile). None when a patient must be looked up in
+        the index first, or on PostgreSQL: use `append`. Raises Busy when the lock is held
+        elsewhere and this appender does not wait."""
+        if self.postgres or known(event.subjects):
             return None
-        row, moved_to = chained_one(head, event)
+        head = self.last
+        staged = chained_one(head, event) if head is not None else None
         cursor = self.kept_cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
@@ -355,51 +370,59 @@ class Appender:
             self._discard()
             raise
         try:
-            cursor.execute(self.move_head_from, (*moved_to, *head))
-            moved = cursor.rowcount == 1
-            if moved:
-                cursor.execute(self.insert_one, row)
-                cursor.execute("COMMIT")
-            else:
-                cursor.execute("ROLLBACK")
+            if staged is not None:
+                cursor.execute(self.move_head_from, (*staged[1], *head))
+                if cursor.rowcount != 1:
+                    staged = None
+            if staged is None:
+                seq, prev_hash, _ = self.head(cursor)
+                staged = chained_one((seq, prev_hash), event)
+                cursor.execute(self.move_head, staged[1])
+            row, moved_to = staged
+            cursor.execute(self.insert_one, row)
+            cursor.execute("COMMIT")
         except BaseException:
             self.last = None
             self._discard()  # its transaction rolls back with it
             raise
-        self.last = moved_to if moved else None
-        return moved_to[0] if moved else None
+        self.last = moved_to
+        return moved_to[0]
 
     def index(self) -> tuple[int, bool]:
         """Add records not indexed yet to audit_index (their studies) and audit_search (their
         user and time): at most INDEX_BATCH records and INDEX_ROWS study rows each, in one
-        transaction, so B-tree pages are written once per batch, not once per request.
-        Returns how many records it read, and whether it left some out (batch full)."""
+        transaction, so B-tree pages are written once per batch, not once per request. The
+        rows are made by the database from the records' JSON (SQLite's json_each,
+        PostgreSQL's json_array_elements): nothing per row in Python, which would hold the GIL
+        that requests wait for. Returns how many records it read, and whether it left some
+        out (batch full)."""
+        study_count, index_rows = (
+            ("json_array_length(studies::json)", INDEX_FROM_JSON_POSTGRES) if self.postgres
+            else ("json_array_length(studies)", INDEX_FROM_JSON_SQLITE))
 
         def work(cursor: Any) -> tuple[int, bool]:
             _, _, indexed = self.head(cursor)
-            cursor.execute(f"SELECT seq, studies FROM {RECORDS.name} WHERE seq > {self.mark} "
-                           f"ORDER BY seq LIMIT {INDEX_BATCH}", (indexed,))
+            cursor.execute(f"SELECT seq, {study_count} FROM {RECORDS.name} "
+                           f"WHERE seq > {self.mark} ORDER BY seq LIMIT {INDEX_BATCH}",
+                           (indexed,))
             found = cursor.fetchall()
-            rows: list[tuple[Any, ...]] = []
-            last = indexed
-            for seq, studies in found:
-                if len(rows) >= INDEX_ROWS:
+            rows, last = 0, indexed
+            for seq, count in found:
+                if rows >= INDEX_ROWS:
                     break
-                rows += [(seq, item, study["study"], study["patient_id"])
-                         for item, study in enumerate(orjson.loads(studies))]
-                last = seq
+                rows, last = rows + count, seq
             if last != indexed:
-                self.insert(cursor, INDEX.name, INDEX_COLUMNS, rows)
+                cursor.execute(index_rows.format(mark=self.mark), (indexed, last))
                 cursor.execute(f"UPDATE {HEAD.name} SET indexed_seq = {self.mark} "
                                f"WHERE id = {HEAD_ID}", (last,))
-            cursor.execute(f"SELECT seq, event_time, who, client_id FROM {RECORDS.name} "
+            cursor.execute(f"INSERT INTO {PEOPLE.name} ({', '.join(PEOPLE_COLUMNS)}) "
+                           f"SELECT {', '.join(PEOPLE_COLUMNS)} FROM {RECORDS.name} "
                            f"WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM {PEOPLE.name}) "
                            f"ORDER BY seq LIMIT {INDEX_BATCH}")
-            people = cursor.fetchall()
-            self.insert(cursor, PEOPLE.name, PEOPLE_COLUMNS, people)
+            people = cursor.rowcount
             full = len(found) == INDEX_BATCH or (bool(found) and last != found[-1][0]) \
-                or len(people) == INDEX_BATCH
-            return max(len(found), len(people)), full
+                or people == INDEX_BATCH
+            return max(len(found), people), full
 
         return self.transaction(work)
 
